@@ -1,0 +1,2 @@
+"""geoembed."""
+from geoembed._version import __version__

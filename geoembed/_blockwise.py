@@ -1,0 +1,108 @@
+"""Apply a per-pixel function over an embedding field, block by block.
+
+Shared by kNN, KMeans and scikit-learn estimators: each block of the field is reshaped
+once to ``(pixels, band)``, rows holding NaN (nodata) are removed, the function sees
+only valid vectors, and its results are scattered back with ``fill`` at nodata pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from geoembed.schema import check_embedding, map_like
+
+__all__ = ["map_pixels", "valid_pixel_mask"]
+
+PixelFunc = Callable[..., np.ndarray]
+
+
+def valid_pixel_mask(block: np.ndarray) -> np.ndarray:
+    """Boolean ``(y, x)`` mask of pixels whose vector has no NaN, for a ``(band, y, x)`` block."""
+    return ~np.isnan(block).any(axis=0)
+
+
+def _apply_block(
+    block: np.ndarray,
+    *args: Any,
+    pixel_func: PixelFunc,
+    n_out: int,
+    fill: float,
+    out_dtype: np.dtype,
+) -> np.ndarray:
+    nb, ny, nx = block.shape
+    flat = block.reshape(nb, ny * nx)
+    valid = ~np.isnan(flat).any(axis=0)
+    out = np.full((n_out, ny * nx), fill, dtype=out_dtype)
+    if valid.any():
+        vectors = np.ascontiguousarray(flat[:, valid].T, dtype=np.float32)
+        res = np.asarray(pixel_func(vectors, *args))
+        if res.ndim == 1:
+            res = res[:, None]
+        out[:, valid] = res.T.astype(out_dtype, copy=False)
+    return out.reshape(n_out, ny, nx)
+
+
+def map_pixels(
+    field: xr.DataArray,
+    func: PixelFunc,
+    *,
+    n_out: int,
+    args: Sequence[Any] = (),
+    fill: float = np.nan,
+    dtype: Any = np.float32,
+    out_dim: str = "output",
+    out_coords: Sequence[Any] | None = None,
+    name: str = "output",
+) -> xr.DataArray:
+    """Apply ``func`` to the valid pixel vectors of every block, lazily.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        Canonical embedding field ``(band, y, x)``.
+    func : callable
+        ``func(vectors, *args) -> (n,)`` or ``(n, n_out)`` array, where ``vectors`` is a
+        C-contiguous float32 ``(n, band)`` array of the block's valid pixels. It must be
+        deterministic and must not depend on the other pixels of the block.
+    n_out : int
+        Number of values per pixel that ``func`` returns.
+    args : sequence
+        Extra arguments. Pass large ones (training matrices, models) as
+        ``dask.delayed(obj)`` so that they are sent to each worker once rather than
+        embedded in every task.
+    fill : float
+        Output value at nodata pixels.
+    dtype : dtype
+        Output dtype.
+    out_dim, out_coords, name
+        Name and coordinates of the leading output dimension, and the output's name.
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy ``(out_dim, y, x)`` array on the field's grid.
+    """
+    check_embedding(field, require_crs=False)
+    data = field.data
+    if not isinstance(data, dsa.Array):
+        data = dsa.from_array(data, chunks=(-1, 512, 512))
+    dtype = np.dtype(dtype)
+    out = dsa.map_blocks(
+        _apply_block,
+        data,
+        *args,
+        pixel_func=func,
+        n_out=n_out,
+        fill=fill,
+        out_dtype=dtype,
+        dtype=dtype,
+        chunks=((n_out,), *data.chunks[1:]),
+        meta=np.empty((0, 0, 0), dtype=dtype),
+    )
+    coords = list(out_coords) if out_coords is not None else list(range(n_out))
+    return map_like(field, out, name=name, leading=(out_dim, coords))

@@ -1,0 +1,37 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+__all__ = ["echo_json", "job_client", "json_option", "overwrite_option", "show_progress"]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def echo_json(payload: dict[str, Any]) -> None:
+    """Print a machine-readable summary on stdout."""
+    click.echo(json.dumps(payload, indent=2, default=str))
+
+
+def show_progress(ctx: click.Context, as_json: bool = False) -> bool:
+    """Whether to draw progress bars (not with --quiet, not when stderr is not a TTY in --json)."""
+    return not ctx.obj.get("quiet", False) and (sys.stderr.isatty() or not as_json)
+
+
+def job_client(ctx: click.Context) -> Any:
+    """Context manager opening the Dask client chosen with the global options."""
+    from geoembed.runtime import dask_client
+
+    return dask_client(ctx.obj.get("scheduler", "local"), workers=ctx.obj.get("workers"))
+
+
+def pass_obj(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Shorthand for click.pass_context."""
+    return click.pass_context(f)

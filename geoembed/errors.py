@@ -1,0 +1,126 @@
+"""Exceptions raised by geoembed.
+
+Every error is a :class:`GeoembedError` and also the builtin exception a user would
+expect (``ValueError``, ``OSError``...), so ``except ValueError`` keeps working.
+Messages name the offending input and say how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BandMismatchError",
+    "CRSMismatchError",
+    "ChunkingError",
+    "CorruptInputError",
+    "DTypeError",
+    "DimensionError",
+    "GeoembedError",
+    "LabelError",
+    "MissingCRSError",
+    "MissingDependencyError",
+    "ModelError",
+    "OutputError",
+    "OutputValidationError",
+    "QuantizationError",
+    "SchemaError",
+    "UnsafeModelError",
+]
+
+
+class GeoembedError(Exception):
+    """Base class of every error raised by geoembed."""
+
+
+class SchemaError(GeoembedError, ValueError):
+    """An input does not follow the embedding-field data model."""
+
+
+class DimensionError(SchemaError):
+    """Wrong dimension names or order."""
+
+
+class BandMismatchError(SchemaError):
+    """Wrong number, names or order of bands."""
+
+
+class DTypeError(SchemaError, TypeError):
+    """Wrong data type."""
+
+
+class ChunkingError(SchemaError):
+    """Chunking that the operation cannot use (e.g. bands split over chunks)."""
+
+
+class MissingCRSError(SchemaError):
+    """The field or the labels carry no coordinate reference system."""
+
+
+class CRSMismatchError(GeoembedError, ValueError):
+    """Two inputs are in different coordinate reference systems."""
+
+
+class QuantizationError(GeoembedError, ValueError):
+    """Integer-coded embeddings whose decoding is ambiguous (e.g. int8 without nodata)."""
+
+
+class CorruptInputError(GeoembedError, OSError):
+    """An input file exists but cannot be read (truncated, not a raster, ...)."""
+
+
+class LabelError(GeoembedError, ValueError):
+    """Training labels that cannot be used (outside the field, on nodata, too few ...)."""
+
+
+class ModelError(GeoembedError, ValueError):
+    """A model that does not match the field or cannot be loaded."""
+
+
+class UnsafeModelError(ModelError):
+    """A model format that can execute code on load (pickle) without an explicit opt-in."""
+
+
+class OutputError(GeoembedError, OSError):
+    """The output path cannot be written."""
+
+
+class OutputValidationError(GeoembedError, RuntimeError):
+    """A written output failed validation (missing chunks, invalid COG ...)."""
+
+
+class MissingDependencyError(GeoembedError, ImportError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(
+            f"{feature} needs the optional package {package!r}, which is not installed. "
+            f'Install it with: pip install "geoembed[{extra}]"'
+        )
+
+
+def require(module: str, *, extra: str, feature: str, package: str | None = None):  # noqa: ANN201
+    """Import an optional dependency or raise :class:`MissingDependencyError`.
+
+    Parameters
+    ----------
+    module : str
+        Module to import, e.g. ``"onnxruntime"``.
+    extra : str
+        The geoembed extra that installs it, e.g. ``"cnn"``.
+    feature : str
+        What the caller was trying to do, for the message.
+    package : str, optional
+        Distribution name if it differs from ``module``.
+
+    Returns
+    -------
+    module
+        The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(package or module, extra, feature) from exc
