@@ -7,6 +7,8 @@ Messages name the offending input and say how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BandMismatchError",
     "CRSMismatchError",
@@ -99,7 +101,7 @@ class MissingDependencyError(GeoembedError, ImportError):
         )
 
 
-def require(module: str, *, extra: str, feature: str, package: str | None = None):  # noqa: ANN201
+def require(module: str, *, extra: str, feature: str, package: str | None = None) -> Any:
     """Import an optional dependency or raise :class:`MissingDependencyError`.
 
     Parameters

@@ -35,6 +35,7 @@ class InaccessibleArray(xr.core.indexing.ExplicitlyIndexed):
         self.ndim = len(shape)
 
     def get_duck_array(self) -> Any:
+        """Refuse to return the data."""
         raise UnexpectedDataAccess("tried to read pixel data")
 
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:

@@ -63,6 +63,7 @@ class LazyGroup(click.Group):
 @click.option(
     "--scheduler",
     default="local",
+    envvar="GEOEMBED_SCHEDULER",
     show_default=True,
     help="local (LocalCluster with worker processes), threads, sync, tcp://HOST:PORT, "
     "or kubernetes[:spec.yaml].",
@@ -71,9 +72,13 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or logging.")
 @click.pass_context
-def main(ctx: click.Context, scheduler: str, workers: int | None, verbose: int, quiet: bool) -> None:
+def main(
+    ctx: click.Context, scheduler: str, workers: int | None, verbose: int, quiet: bool
+) -> None:
     """geoembed: classify, cluster and run CNNs over geospatial embedding fields on Dask."""
     level = logging.WARNING - 10 * verbose if not quiet else logging.ERROR
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.ensure_object(dict)
     ctx.obj.update(scheduler=scheduler, workers=workers, quiet=quiet, verbose=verbose)

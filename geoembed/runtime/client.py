@@ -34,6 +34,7 @@ def dask_client(
     threads_per_worker: int = 1,
     memory_limit: str | None = "auto",
     quiet: bool = True,
+    timeout: str = "20s",
 ) -> Iterator[Any]:
     """Open a Dask client for a job and close it (and any cluster it started) afterwards.
 
@@ -53,6 +54,8 @@ def dask_client(
         Memory limit per local worker (``"auto"`` shares the machine's memory).
     quiet : bool, default True
         Silence distributed's INFO logging.
+    timeout : str, default "20s"
+        How long to try to reach an existing scheduler.
 
     Yields
     ------
@@ -91,8 +94,12 @@ def dask_client(
 
     if scheduler.startswith("kubernetes"):
         spec = scheduler.partition(":")[2] or None
-        kc = require("dask_kubernetes.operator", extra="k8s", feature="--scheduler kubernetes",
-                     package="dask-kubernetes")
+        kc = require(
+            "dask_kubernetes.operator",
+            extra="k8s",
+            feature="--scheduler kubernetes",
+            package="dask-kubernetes",
+        )
         if spec:
             import yaml
 
@@ -112,7 +119,7 @@ def dask_client(
 
     if "://" in scheduler or ":" in scheduler:
         try:
-            client = Client(scheduler, timeout="20s")
+            client = Client(scheduler, timeout=timeout)
         except OSError as exc:
             raise GeoembedError(
                 f"cannot reach the Dask scheduler at {scheduler!r} ({exc}). Check the address, "
