@@ -20,6 +20,7 @@ __all__ = [
     "LabelError",
     "MissingCRSError",
     "MissingDependencyError",
+    "MissingInputError",
     "ModelError",
     "OutputError",
     "OutputValidationError",
@@ -79,6 +80,10 @@ class ModelError(GeoembedError, ValueError):
 
 class UnsafeModelError(ModelError):
     """A model format that can execute code on load (pickle) without an explicit opt-in."""
+
+
+class MissingInputError(GeoembedError, FileNotFoundError):
+    """An input path or URL does not exist."""
 
 
 class OutputError(GeoembedError, OSError):

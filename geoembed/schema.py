@@ -117,9 +117,7 @@ def check_embedding(
             fix = f"use da.transpose{DIMS} or geoembed.schema.to_canonical(da)"
         else:
             fix = "rename the dimensions or use geoembed.schema.to_canonical(da)"
-        raise DimensionError(
-            f"{what} has dims {tuple(da.dims)}; expected exactly {DIMS}: {fix}."
-        )
+        raise DimensionError(f"{what} has dims {tuple(da.dims)}; expected exactly {DIMS}: {fix}.")
     if "band" not in da.coords:
         raise BandMismatchError(
             f"{what} has no 'band' coordinate; assign band names, e.g. "
@@ -176,8 +174,7 @@ def check_embedding(
         idx = da.indexes[dim]
         if len(idx) > 1 and not (idx.is_monotonic_increasing or idx.is_monotonic_decreasing):
             raise DimensionError(
-                f"{what} has a non-monotonic {dim!r} coordinate; sort it with "
-                f"da.sortby({dim!r})."
+                f"{what} has a non-monotonic {dim!r} coordinate; sort it with da.sortby({dim!r})."
             )
     if require_crs and da.rio.crs is None:
         raise MissingCRSError(

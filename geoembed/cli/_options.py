@@ -11,7 +11,9 @@ import click
 
 __all__ = ["echo_json", "job_client", "json_option", "overwrite_option", "show_progress"]
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."
+)
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
