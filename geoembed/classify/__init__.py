@@ -1,0 +1,29 @@
+"""Supervised classification of embedding fields.
+
+* :class:`KNNClassifier`: exact kNN (cosine or euclidean, uniform or distance weights) on
+  BLAS, identical to scikit-learn's brute-force ``KNeighborsClassifier``, with stable
+  tie-breaking; :func:`classify_knn` / :func:`predict_field` apply it over a lazy field.
+* :class:`ApproximateKNNClassifier`: explicit faiss IVF/HNSW mode that reports recall@k.
+* :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.
+* :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle.
+"""
+
+from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
+from geoembed.classify.estimator import apply_estimator
+from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
+from geoembed.classify.knn import KNNClassifier, exact_kneighbors
+from geoembed.classify.model_io import load_model, save_model
+
+__all__ = [
+    "ApproximateKNNClassifier",
+    "KNNClassifier",
+    "apply_estimator",
+    "check_model_bands",
+    "classify_knn",
+    "exact_kneighbors",
+    "fit_model",
+    "load_model",
+    "predict_field",
+    "recall_at_k",
+    "save_model",
+]

@@ -1,0 +1,98 @@
+"""``geoembed cluster SOURCE -k 12 -o clusters.tif``: KMeans over a whole field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoembed.cli._options import echo_json, job_client, json_option, overwrite_option, show_progress
+
+__all__ = ["cluster"]
+
+
+@click.command("cluster")
+@click.argument("source", nargs=-1, required=True)
+@click.option("-k", "--clusters", "n_clusters", type=click.IntRange(min=1), default=10,
+              show_default=True, help="Number of clusters.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Cluster map to write (COG, uint8, nodata 255).")
+@click.option("--distance", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the distance of each pixel to its centre (float32 COG).")
+@click.option("--sample", "sample_size", type=click.IntRange(min=1), default=None,
+              help="Pixels sampled for seeding (default max(256 k, 50 000)).")
+@click.option("--max-iter", type=click.IntRange(min=1), default=None,
+              help="Lloyd passes over the field (default 20; sample mode: iterations, 100).")
+@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine",
+              show_default=True, help="cosine = spherical k-means, for unit-length embeddings.")
+@click.option("--mode", type=click.Choice(["lloyd", "minibatch", "sample"]), default="lloyd",
+              show_default=True,
+              help="lloyd: exact passes over all pixels; minibatch; sample: fit on the sample only.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--save-model", "save_model_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Save the model (arrays + JSON, no pickle) to this directory.")
+@click.option("--names", default=None, help="Cluster names, e.g. 0=water,3=forest (COG metadata).")
+@click.option("--year", type=int, default=None, help="Time step (multi-year sources).")
+@click.option("--quantization", type=click.Choice(["aef"]), default=None,
+              help="Decode int8 codes as AlphaEarth (when the file declares no nodata).")
+@json_option
+@overwrite_option
+@click.pass_context
+def cluster(
+    ctx: click.Context,
+    source: tuple[str, ...],
+    n_clusters: int,
+    output: Path,
+    distance: Path | None,
+    sample_size: int | None,
+    max_iter: int | None,
+    metric: str,
+    mode: str,
+    seed: int,
+    save_model_dir: Path | None,
+    names: str | None,
+    year: int | None,
+    quantization: str | None,
+    as_json: bool,
+    overwrite: bool,
+) -> None:
+    """Cluster an embedding field with KMeans and write the cluster map as a COG.
+
+    SOURCE is a Zarr store, a GeoTIFF/COG (AlphaEarth int8 is de-quantized), or several
+    GeoTIFFs. Seeding reads a random sample of pixels; refinement makes exact passes over
+    every pixel. Same --seed, same map, whatever the chunking or --workers.
+    """
+    from geoembed.cluster.job import cluster_to_cog
+    from geoembed.io import open_embeddings
+
+    src = source[0] if len(source) == 1 else list(source)
+    field = open_embeddings(src, year=year, quantization=quantization)
+    with job_client(ctx):
+        summary = cluster_to_cog(
+            field,
+            output,
+            n_clusters,
+            distance=distance,
+            save_model_dir=save_model_dir,
+            metric=metric,
+            mode=mode,
+            sample_size=sample_size,
+            max_iter=max_iter,
+            seed=seed,
+            names=names,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
+        )
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(
+        f"wrote {summary['output']}: {n_clusters} clusters ({metric}, {mode}), inertia "
+        f"{summary['inertia']:.6g}, {summary['n_iter']} iteration(s), fit {summary['fit_seconds']} s"
+    )
+    for c in summary["clusters"]:
+        click.echo(f"  {c['id']:>3}  {c['name']:<20} {c['pixels']:>12} px  {c['area_km2']:.4f} km2")
+    if summary["distance"]:
+        click.echo(f"wrote {summary['distance']}")
+    if summary["model"]:
+        click.echo(f"saved model to {summary['model']}")

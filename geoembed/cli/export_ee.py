@@ -1,0 +1,101 @@
+"""``geoembed export-ee``: an Earth Engine embedding image -> a local (or cloud) Zarr field."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import click
+
+from geoembed.cli._options import echo_json, job_client, json_option, overwrite_option
+
+__all__ = ["export_ee", "utm_crs_for"]
+
+
+def utm_crs_for(bbox: tuple[float, float, float, float]) -> str:
+    """WGS 84 / UTM zone (as ``EPSG:326nn`` / ``EPSG:327nn``) of a lon/lat bbox's centre."""
+    lon = (bbox[0] + bbox[2]) / 2
+    lat = (bbox[1] + bbox[3]) / 2
+    zone = min(60, max(1, math.floor((lon + 180) / 6) + 1))
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def _parse_bbox(_ctx: click.Context, _param: Any, value: str) -> tuple[float, float, float, float]:
+    try:
+        parts = tuple(float(v) for v in value.replace(",", " ").split())
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not four numbers") from exc
+    if len(parts) != 4:
+        raise click.BadParameter("give four numbers: WEST,SOUTH,EAST,NORTH (degrees)")
+    return parts  # type: ignore[return-value]
+
+
+@click.command("export-ee")
+@click.option(
+    "--collection",
+    default="GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL",
+    show_default=True,
+    help="Earth Engine ImageCollection (or Image) asset id.",
+)
+@click.option(
+    "--bbox",
+    required=True,
+    callback=_parse_bbox,
+    help="WEST,SOUTH,EAST,NORTH in degrees (EPSG:4326).",
+)
+@click.option("--year", type=int, required=True, help="Year of the annual image to export.")
+@click.option("--crs", default=None, help="Output CRS (default: the UTM zone of the bbox).")
+@click.option(
+    "--scale", type=float, default=10.0, show_default=True, help="Pixel size (CRS units)."
+)
+@click.option("--project", default=None, help="Google Cloud project for ee.Initialize().")
+@click.option("-o", "--output", required=True, help="Output Zarr store (path or gs:// URL).")
+@overwrite_option
+@json_option
+@click.pass_context
+def export_ee(
+    ctx: click.Context,
+    collection: str,
+    bbox: tuple[float, float, float, float],
+    year: int,
+    crs: str | None,
+    scale: float,
+    project: str | None,
+    output: str,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Export an Earth Engine embedding field over a bbox to Zarr, through Xee.
+
+    Needs the "ee" extra (pip install "geoembed[ee]": earthengine-api, xee) and Earth
+    Engine credentials (earthengine authenticate). The grid is explicit: the bbox is
+    snapped outwards to whole pixels of SCALE in CRS, north-up.
+    """
+    from geoembed.io.xee import grid_for_bbox, open_xee, require_ee
+
+    ee, _ = require_ee("geoembed export-ee")
+    from geoembed.export import write_zarr
+
+    ee.Initialize(**({"project": project} if project else {}))
+    grid = grid_for_bbox(bbox, crs=crs or utm_crs_for(bbox), scale=scale)
+    init = {"project": project} if project else None
+    field = open_xee(collection, year=year, ee_init_kwargs=init, **grid)
+    with job_client(ctx):
+        write_zarr(field, output, overwrite=overwrite)
+    summary = {
+        "output": output,
+        "collection": collection,
+        "year": year,
+        "crs": grid["crs"],
+        "crs_transform": list(grid["crs_transform"]),
+        "width": grid["shape_2d"][0],
+        "height": grid["shape_2d"][1],
+        "bands": int(field.sizes["band"]),
+    }
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(
+            f"wrote {output}: {summary['width']} x {summary['height']} px, "
+            f"{summary['bands']} bands, {grid['crs']}, year {year}"
+        )

@@ -1,0 +1,50 @@
+"""``geoembed verify OUTPUT``: completeness and validity of a finished output."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from geoembed.cli._options import echo_json, json_option
+
+
+@click.command()
+@click.argument("output", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.option(
+    "--full", is_flag=True, help="COG: decode every block (slower; finds corrupt tiles)."
+)
+@json_option
+def verify(output: str, full: bool, as_json: bool) -> None:
+    """Check that OUTPUT (a COG or a Zarr store) is complete and valid.
+
+    Exits with status 1 when it is not.
+    """
+    from geoembed.export import verify as run_verify
+
+    report = run_verify(output, full=full)
+    if as_json:
+        echo_json(report)
+    else:
+        status = "valid" if report["valid"] else "INVALID"
+        click.echo(f"{output}: {status} {report['format']}")
+        if report["format"] == "GeoTIFF":
+            click.echo(
+                f"  COG layout: {'yes' if report.get('is_cog') else 'no'}; "
+                f"{report.get('count')} band(s) {report.get('dtype')} "
+                f"{report.get('height')} x {report.get('width')}; CRS {report.get('crs')}; "
+                f"nodata {report.get('nodata')}; overviews {report.get('overviews')}"
+            )
+            if report.get("class_names"):
+                click.echo(f"  classes: {report['class_names']}")
+        else:
+            for name, info in report.get("arrays", {}).items():
+                click.echo(
+                    f"  {name}: {info['dtype']} {tuple(info['shape'])}, "
+                    f"{info['n_chunks']} chunks"
+                )
+            click.echo(f"  CRS {report.get('crs')}; missing chunks: {report['n_missing_chunks']}")
+        for problem in report["problems"]:
+            click.echo(f"  problem: {problem}", err=True)
+    if not report["valid"]:
+        sys.exit(1)

@@ -1,0 +1,22 @@
+"""Unsupervised classification: KMeans over embedding fields larger than memory.
+
+>>> from geoembed.cluster import KMeans
+>>> model = KMeans(n_clusters=10, metric="cosine", random_state=0).fit(field)
+>>> clusters = model.predict(field)          # lazy (y, x) uint8 map, 255 = nodata
+"""
+
+from geoembed.cluster.kmeans import ClusterCountError, KMeans
+from geoembed.cluster.model_io import class_names, load_model, parse_names, save_model
+from geoembed.cluster.stats import adjusted_rand_index, cluster_stats, pixel_area_km2
+
+__all__ = [
+    "ClusterCountError",
+    "KMeans",
+    "adjusted_rand_index",
+    "class_names",
+    "cluster_stats",
+    "load_model",
+    "parse_names",
+    "pixel_area_km2",
+    "save_model",
+]

@@ -1,0 +1,305 @@
+"""Lloyd and mini-batch refinement, in memory (a sample) or over a whole field.
+
+One Lloyd pass over a field is one Dask computation: every block returns the exact
+(fixed-point, int64) per-cluster sums and counts of its valid pixels, and Dask's tree
+reduction adds them. Integer addition is associative, so the new centres are
+bit-identical whatever the chunking, worker count or reduction order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dask
+import dask.array as dsa
+import numpy as np
+
+from geoembed.cluster._kernels import BATCH, assign, label_sums, prepare
+
+__all__ = ["LloydResult", "PassStats", "field_pass", "lloyd", "matrix_pass", "minibatch"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PassStats:
+    """What one assignment pass returns: exact sums, counts, and the sum of squares."""
+
+    sums: np.ndarray  # (k, d) int64, units of 2**-scale
+    counts: np.ndarray  # (k,) int64
+    scale: int
+    sumsq: float | None = None  # sum of squared norms (euclidean) or of pixel counts (cosine)
+
+    def float_sums(self) -> np.ndarray:
+        """Sums as float64 in data units."""
+        return self.sums.astype(np.float64) * 2.0**-self.scale
+
+
+@dataclass
+class LloydResult:
+    """Outcome of a refinement."""
+
+    centers: np.ndarray
+    inertia: float
+    n_iter: int
+    converged: bool
+    counts: np.ndarray
+
+
+def _sq_norm_fixed(x: np.ndarray, scale: int) -> int:
+    """Exact (fixed-point) sum of squared row norms, row-wise in float64."""
+    total = 0
+    for start in range(0, x.shape[0], BATCH):
+        xb = x[start : start + BATCH].astype(np.float64)
+        rows = np.add.reduce(xb * xb, axis=1) * 2.0**scale
+        total += int(rows.astype(np.int64).sum())
+    return total
+
+
+def _block_stats(
+    block: np.ndarray,
+    centers: np.ndarray,
+    *,
+    metric: str,
+    scale: int,
+    sq_scale: int | None,
+) -> np.ndarray:
+    nb, ny, nx = block.shape
+    flat = block.reshape(nb, ny * nx)
+    valid = ~np.isnan(flat).any(axis=0)
+    k, d = centers.shape
+    out = np.zeros((k * d + k + 1, 1, 1), dtype=np.int64)
+    if not valid.any():
+        return out
+    x = prepare(flat[:, valid].T, metric)
+    labels = assign(x, centers, metric)
+    sums, counts = label_sums(x, labels, k, scale)
+    out[: k * d, 0, 0] = sums.ravel()
+    out[k * d : k * d + k, 0, 0] = counts
+    if sq_scale is not None:
+        out[-1, 0, 0] = _sq_norm_fixed(x, sq_scale) if metric != "cosine" else x.shape[0]
+    return out
+
+
+def field_pass(
+    data: dsa.Array,
+    centers: np.ndarray,
+    *,
+    metric: str,
+    scale: int,
+    sq_scale: int | None = None,
+) -> PassStats:
+    """One exact assignment pass over every valid pixel of a ``(band, y, x)`` array.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        Field data, band in one chunk.
+    centers : numpy.ndarray
+        ``(k, d)`` float32 centres, sent to the workers once (``dask.delayed``).
+    metric : {"euclidean", "cosine"}
+    scale : int
+        Fixed-point exponent of the sums.
+    sq_scale : int, optional
+        Also return the sum of squared norms (fixed point with this exponent).
+
+    Returns
+    -------
+    PassStats
+    """
+    k, d = centers.shape
+    length = k * d + k + 1
+    parts = dsa.map_blocks(
+        _block_stats,
+        data,
+        dask.delayed(np.ascontiguousarray(centers, dtype=np.float32)),
+        metric=metric,
+        scale=scale,
+        sq_scale=sq_scale,
+        chunks=((length,), (1,) * len(data.chunks[1]), (1,) * len(data.chunks[2])),
+        dtype=np.int64,
+        meta=np.empty((0, 0, 0), dtype=np.int64),
+        name="geoembed-kmeans-pass",
+    )
+    (total,) = dask.compute(parts.sum(axis=(1, 2), dtype=np.int64))
+    total = np.asarray(total, dtype=np.int64)
+    sumsq = None
+    if sq_scale is not None:
+        sumsq = float(total[-1]) * (2.0**-sq_scale if metric != "cosine" else 1.0)
+    return PassStats(
+        sums=total[: k * d].reshape(k, d),
+        counts=total[k * d : k * d + k],
+        scale=scale,
+        sumsq=sumsq,
+    )
+
+
+def matrix_pass(
+    x: np.ndarray, centers: np.ndarray, *, metric: str, scale: int, sq_scale: int | None = None
+) -> PassStats:
+    """The same pass over an in-memory, already prepared ``(n, d)`` matrix."""
+    k = centers.shape[0]
+    labels = assign(x, centers, metric)
+    sums, counts = label_sums(x, labels, k, scale)
+    sumsq = None
+    if sq_scale is not None:
+        sumsq = (
+            float(_sq_norm_fixed(x, sq_scale)) * 2.0**-sq_scale
+            if metric != "cosine"
+            else float(x.shape[0])
+        )
+    return PassStats(sums=sums, counts=counts, scale=scale, sumsq=sumsq)
+
+
+def inertia_of(stats: PassStats, centers: np.ndarray, metric: str) -> float:
+    """Objective of the assignment that produced ``stats`` (for ``centers``).
+
+    Euclidean: ``sum ||x||^2 - 2 sum_j c_j . S_j + sum_j n_j ||c_j||^2``;
+    cosine: ``n - sum_j c_j . S_j`` (unit rows, unit centres).
+    """
+    c = centers.astype(np.float64)
+    s = stats.float_sums()
+    dot = float(np.sum(c * s))
+    if metric == "cosine":
+        return max(float(stats.sumsq or 0.0) - dot, 0.0)
+    cc = np.add.reduce(c * c, axis=1)
+    return max(float(stats.sumsq or 0.0) - 2.0 * dot + float(np.dot(stats.counts, cc)), 0.0)
+
+
+def _update(
+    stats: PassStats,
+    centers: np.ndarray,
+    metric: str,
+    pool: np.ndarray,
+) -> np.ndarray:
+    """New centres from exact sums; empty clusters re-seeded from the pool."""
+    sums = stats.float_sums()
+    counts = stats.counts
+    new = centers.astype(np.float64).copy()
+    full = counts > 0
+    if metric == "cosine":
+        norms = np.sqrt(np.add.reduce(sums * sums, axis=1))
+        ok = full & (norms > 0)
+        new[ok] = sums[ok] / norms[ok, None]
+    else:
+        new[full] = sums[full] / counts[full, None]
+    new32 = new.astype(np.float32)
+    empty = np.flatnonzero(~full)
+    if empty.size and pool.shape[0]:
+        new32 = reseed_empty(new32, empty, pool, metric)
+    return new32
+
+
+def reseed_empty(
+    centers: np.ndarray, empty: np.ndarray, pool: np.ndarray, metric: str
+) -> np.ndarray:
+    """Move empty clusters onto the pool points farthest from their centres.
+
+    Deterministic: the pool is the seeded sample (ordered by pixel index) and ties go
+    to the lowest row.
+    """
+    centers = centers.copy()
+    labels = assign(pool, centers, metric)
+    from geoembed.cluster._kernels import exact_distances
+
+    dist = exact_distances(pool, centers, labels, metric)
+    order = np.lexsort((np.arange(pool.shape[0]), -dist))
+    for j, row in zip(empty, order[: len(empty)]):
+        centers[j] = pool[row]
+    log.info("re-seeded %d empty cluster(s) on far sample points", len(empty))
+    return centers
+
+
+def lloyd(
+    run_pass: Callable[[np.ndarray, bool], PassStats],
+    centers: np.ndarray,
+    *,
+    metric: str,
+    max_iter: int,
+    tol: float,
+    pool: np.ndarray,
+) -> LloydResult:
+    """Lloyd iterations driven by ``run_pass(centers, want_sumsq)``.
+
+    Stops when the squared centre shift is at most ``tol`` or after ``max_iter``
+    passes. The returned inertia is that of the last assignment pass, an upper bound
+    of the inertia of the returned (updated) centres.
+    """
+    sumsq: float | None = None
+    inertia = float("inf")
+    counts = np.zeros(centers.shape[0], dtype=np.int64)
+    converged = False
+    it = 0
+    for it in range(1, max_iter + 1):
+        stats = run_pass(centers, sumsq is None)
+        if sumsq is None:
+            sumsq = stats.sumsq
+        stats.sumsq = sumsq
+        inertia = inertia_of(stats, centers, metric)
+        counts = stats.counts
+        new = _update(stats, centers, metric, pool)
+        shift = float(np.sum((new.astype(np.float64) - centers.astype(np.float64)) ** 2))
+        centers = new
+        log.debug("lloyd iteration %d: inertia %.6g, shift %.3g", it, inertia, shift)
+        if shift <= tol:
+            converged = True
+            break
+    return LloydResult(centers=centers, inertia=inertia, n_iter=it, converged=converged, counts=counts)
+
+
+def minibatch(
+    draw: Callable[[int], np.ndarray],
+    centers: np.ndarray,
+    *,
+    metric: str,
+    max_iter: int,
+    tol: float,
+    pool: np.ndarray,
+    patience: int = 5,
+) -> LloydResult:
+    """Mini-batch k-means (per-centre learning rate ``1 / count``).
+
+    ``draw(step)`` returns the prepared vectors of mini-batch ``step``. Stops when the
+    exponentially weighted centre shift stays under ``tol`` for ``patience`` steps, or
+    after ``max_iter`` steps.
+    """
+    k, d = centers.shape
+    seen = np.zeros(k, dtype=np.float64)
+    cur = centers.astype(np.float64)
+    ewa: float | None = None
+    calm = 0
+    converged = False
+    step = 0
+    inertia = float("inf")
+    for step in range(1, max_iter + 1):
+        xb = draw(step)
+        if xb.shape[0] == 0:
+            continue
+        c32 = cur.astype(np.float32)
+        labels = assign(xb, c32, metric)
+        counts = np.bincount(labels, minlength=k).astype(np.float64)
+        sums = np.zeros((k, d), dtype=np.float64)
+        np.add.at(sums, labels, xb.astype(np.float64))
+        seen += counts
+        upd = counts > 0
+        new = cur.copy()
+        new[upd] += (sums[upd] - counts[upd, None] * cur[upd]) / seen[upd, None]
+        if metric == "cosine":
+            norms = np.sqrt(np.add.reduce(new * new, axis=1))
+            new[norms > 0] /= norms[norms > 0, None]
+        shift = float(np.sum((new - cur) ** 2))
+        cur = new
+        ewa = shift if ewa is None else 0.7 * ewa + 0.3 * shift
+        calm = calm + 1 if ewa <= tol else 0
+        if calm >= patience:
+            converged = True
+            break
+    centers32 = cur.astype(np.float32)
+    empty = np.flatnonzero(seen == 0)
+    if empty.size:
+        centers32 = reseed_empty(centers32, empty, pool, metric)
+    return LloydResult(
+        centers=centers32, inertia=inertia, n_iter=step, converged=converged, counts=seen.astype(np.int64)
+    )

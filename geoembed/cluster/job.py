@@ -1,0 +1,222 @@
+"""End-to-end clustering jobs: fit, predict, write, summarise (what the CLI and demo call)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from geoembed.cluster.kmeans import KMeans
+from geoembed.cluster.model_io import class_names, parse_names, save_model
+from geoembed.errors import OutputError
+
+__all__ = ["ClusterResult", "cluster_field", "cluster_to_cog"]
+
+
+@dataclass
+class ClusterResult:
+    """A fitted model and its lazy outputs on the field's grid.
+
+    Attributes
+    ----------
+    model : KMeans
+        The fitted estimator.
+    labels : xarray.DataArray
+        Lazy ``(y, x)`` cluster map (uint8, nodata 255), with ``class_names`` in attrs.
+    distance : xarray.DataArray
+        Lazy ``(y, x)`` float32 distance of each pixel to its centre (NaN at nodata).
+    class_names : list of str
+        One name per cluster.
+    fit_seconds : float
+        Wall time of the fit.
+    """
+
+    model: KMeans
+    labels: xr.DataArray
+    distance: xr.DataArray
+    class_names: list[str]
+    fit_seconds: float = 0.0
+    extra: dict[str, Any] = dc_field(default_factory=dict)
+
+
+def cluster_field(
+    field: xr.DataArray,
+    n_clusters: int,
+    *,
+    metric: str = "euclidean",
+    mode: str = "lloyd",
+    sample_size: int | None = None,
+    max_iter: int | None = None,
+    seed: int = 0,
+    names: str | dict[int, str] | None = None,
+) -> ClusterResult:
+    """Fit KMeans on a field and return the model with its lazy cluster and distance maps.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        Canonical embedding field.
+    n_clusters : int
+        Number of clusters.
+    metric, mode, sample_size, max_iter, seed
+        See :class:`~geoembed.cluster.KMeans` (``seed`` is ``random_state``).
+    names : str or dict, optional
+        Cluster names, ``"0=water,3=forest"``; unnamed clusters are ``cluster_<id>``.
+
+    Returns
+    -------
+    ClusterResult
+    """
+    named = parse_names(names, n_clusters)
+    model = KMeans(
+        n_clusters,
+        metric=metric,
+        mode=mode,
+        sample_size=sample_size,
+        max_iter=max_iter,
+        random_state=seed,
+    )
+    t0 = time.perf_counter()
+    model.fit(field)
+    fit_seconds = time.perf_counter() - t0
+    model.cluster_names_ = named
+    cnames = class_names(n_clusters, named)
+    labels = model.predict(field)
+    labels.attrs["class_names"] = cnames
+    return ClusterResult(
+        model=model,
+        labels=labels,
+        distance=model.distance(field),
+        class_names=cnames,
+        fit_seconds=fit_seconds,
+    )
+
+
+def _check_target(path: str | os.PathLike[str] | None, overwrite: bool, what: str) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputError(f"{what} {p} already exists; pass --overwrite (overwrite=True) to replace it.")
+    if not p.parent.exists():
+        raise OutputError(f"the directory of {what} {p} does not exist; create {p.parent} first.")
+
+
+def cluster_to_cog(
+    field: xr.DataArray,
+    output: str | os.PathLike[str],
+    n_clusters: int,
+    *,
+    distance: str | os.PathLike[str] | None = None,
+    save_model_dir: str | os.PathLike[str] | None = None,
+    metric: str = "euclidean",
+    mode: str = "lloyd",
+    sample_size: int | None = None,
+    max_iter: int | None = None,
+    seed: int = 0,
+    names: str | dict[int, str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Cluster a field and write the cluster map (and optionally distances, model) to disk.
+
+    Every output path is checked before any pixel is read; the COGs are written
+    atomically by :func:`geoembed.export.write_cog` with the cluster names in their
+    class metadata.
+
+    Parameters
+    ----------
+    field : xarray.DataArray
+        Canonical embedding field (with a CRS).
+    output : path-like
+        Cluster map COG (uint8, nodata 255).
+    n_clusters : int
+        Number of clusters.
+    distance : path-like, optional
+        Also write the distance-to-centre raster (float32 COG).
+    save_model_dir : path-like, optional
+        Also save the model (arrays + JSON, no pickle).
+    metric, mode, sample_size, max_iter, seed, names
+        See :func:`cluster_field`.
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Progress bars while writing.
+
+    Returns
+    -------
+    dict
+        JSON-ready summary: outputs, model summary, per-cluster pixels and area (km^2).
+    """
+    import dask
+
+    from geoembed.cluster.stats import cluster_stats
+    from geoembed.export import write_cog
+    from geoembed.schema import check_embedding
+
+    check_embedding(field)
+    _check_target(output, overwrite, "output")
+    _check_target(distance, overwrite, "distance output")
+    _check_target(save_model_dir, overwrite, "model directory")
+    parse_names(names, n_clusters)
+
+    result = cluster_field(
+        field,
+        n_clusters,
+        metric=metric,
+        mode=mode,
+        sample_size=sample_size,
+        max_iter=max_iter,
+        seed=seed,
+        names=names,
+    )
+    t0 = time.perf_counter()
+    writes = [
+        write_cog(result.labels, output, class_names=result.class_names, overwrite=overwrite, compute=False)
+    ]
+    if distance is not None:
+        writes.append(write_cog(result.distance, distance, overwrite=overwrite, compute=False))
+    if progress:
+        from geoembed.runtime import compute
+
+        compute(*writes, progress=True, label="writing clusters")
+    else:
+        dask.compute(*writes)
+    write_seconds = time.perf_counter() - t0
+    model_path = None
+    if save_model_dir is not None:
+        model_path = str(save_model(result.model, save_model_dir, overwrite=overwrite))
+
+    import rioxarray
+
+    written = rioxarray.open_rasterio(output, chunks={"x": 1024, "y": 1024}, mask_and_scale=False)
+    table = cluster_stats(written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names)
+    model = result.model
+    return {
+        "output": str(output),
+        "distance": str(distance) if distance is not None else None,
+        "model": model_path,
+        "n_clusters": int(n_clusters),
+        "metric": metric,
+        "mode": mode,
+        "seed": int(seed),
+        "inertia": model.inertia_,
+        "n_iter": model.n_iter_,
+        "converged": model.converged_,
+        "sample_size": model.sample_size_,
+        "fit_seconds": round(result.fit_seconds, 3),
+        "write_seconds": round(write_seconds, 3),
+        "clusters": [
+            {
+                "id": int(i),
+                "name": row["name"],
+                "pixels": int(row["pixels"]),
+                "area_km2": float(row["area_km2"]),
+            }
+            for i, row in table.iterrows()
+        ],
+    }

@@ -1,0 +1,461 @@
+"""KMeans over embedding fields larger than memory (scikit-learn style estimator)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from geoembed.cluster._init import STREAM_BATCH, STREAM_INIT, draw_sample, kmeans_plusplus, windows_sample
+from geoembed.cluster._kernels import assign, exact_distances, fixed_point_scale, prepare
+from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
+from geoembed.errors import GeoembedError, ModelError, SchemaError
+from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names, map_like
+
+__all__ = ["ClusterCountError", "KMeans"]
+
+log = logging.getLogger(__name__)
+
+METRICS = ("euclidean", "cosine")
+MODES = ("lloyd", "minibatch", "sample")
+_ARRAY_BLOCK = 262_144
+
+
+class ClusterCountError(GeoembedError, ValueError):
+    """More clusters were asked for than the field has distinct valid pixels."""
+
+
+def _as_field(X: Any) -> tuple[xr.DataArray | None, dsa.Array, list[str]]:
+    """Return (field or None, (band, y, x) dask data, band names) for a field or a matrix."""
+    if isinstance(X, xr.DataArray):
+        check_embedding(X, require_crs=False)
+        data = X.data
+        if not isinstance(data, dsa.Array):
+            data = dsa.from_array(data, chunks=(-1, 512, 512))
+        return X, data, [str(b) for b in X["band"].values]
+    arr = np.asarray(X)
+    if arr.ndim != 2:
+        raise SchemaError(
+            f"KMeans takes an embedding field (band, y, x) or an (n, d) matrix; got an array "
+            f"with shape {arr.shape}. Open rasters with geoembed.open_embeddings()."
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    data = dsa.from_array(arr.T[:, None, :], chunks=(-1, 1, _ARRAY_BLOCK))
+    return None, data, feature_band_names(arr.shape[1])
+
+
+def _predict_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
+    return assign(prepare(x, metric), centers, metric)
+
+
+def _distance_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
+    xp = prepare(x, metric)
+    labels = assign(xp, centers, metric)
+    return exact_distances(xp, centers, labels, metric).astype(np.float32)
+
+
+def _transform_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
+    xp = prepare(x, metric).astype(np.float64)
+    c = centers.astype(np.float64)
+    if metric == "cosine":
+        return (1.0 - xp @ c.T).astype(np.float32)
+    d2 = np.add.reduce(xp * xp, axis=1)[:, None] - 2.0 * (xp @ c.T) + np.add.reduce(c * c, axis=1)
+    return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
+
+
+class KMeans:
+    """KMeans clustering of an embedding field, computed lazily with Dask.
+
+    Seeding is k-means++ on a uniform random sample of valid pixels (only the sampled
+    chunks are read); refinement is one of
+
+    * ``"lloyd"``: exact Lloyd passes over every valid pixel (one Dask computation per
+      pass, blocks return fixed-point partial sums that are reduced exactly);
+    * ``"minibatch"``: mini-batch updates on random windows of a fixed pixel grid;
+    * ``"sample"``: Lloyd on the in-memory sample only (fastest, no full pass).
+
+    With the same ``random_state`` the centres and maps are identical whatever the
+    chunking, the scheduler or the number of workers.
+
+    Parameters
+    ----------
+    n_clusters : int, default 8
+        Number of clusters ``k``.
+    metric : {"euclidean", "cosine"}, default "euclidean"
+        ``"cosine"`` is spherical k-means (unit-length centres, distance ``1 - cos``),
+        the natural choice for unit-length embeddings such as AlphaEarth.
+    init : "k-means++" or array of shape (k, band), default "k-means++"
+        Initial centres. An array skips the sample refinement, so that
+        ``KMeans(init=c, mode="lloyd")`` follows scikit-learn's Lloyd from ``c``.
+    mode : {"lloyd", "minibatch", "sample"}, default "lloyd"
+        How the centres are refined (see above).
+    max_iter : int, optional
+        Lloyd passes over the field (``lloyd``, default 20), Lloyd iterations on the
+        sample (``sample``, default 100) or mini-batch steps (``minibatch``, default 100).
+    tol : float, default 1e-4
+        Convergence threshold on the squared centre shift, relative to the mean
+        per-band variance of the sample (scikit-learn's convention).
+    sample_size : int, optional
+        Valid pixels drawn for seeding (default ``max(256 k, 50 000)``; ``max(1024 k,
+        200 000)`` in ``sample`` mode).
+    n_init : int, default 3
+        k-means++ restarts on the sample (each refined on the sample); the best by
+        sample inertia is kept.
+    sample_max_iter : int, default 100
+        Lloyd iterations on the sample after each seeding.
+    batch_size : int, default 65536
+        Pixels per mini-batch (rounded to whole 128 x 128 windows).
+    random_state : int, default 0
+        Seed of every random choice.
+
+    Attributes
+    ----------
+    cluster_centers_ : numpy.ndarray
+        ``(k, band)`` float32 centres (unit-length for ``"cosine"``).
+    inertia_ : float
+        Sum of squared distances (cosine: of ``1 - cos``) of the pixels to their centre,
+        measured in the last full pass (``lloyd``; an upper bound for the final
+        centres) or on the sample (``sample``/``minibatch``, scaled to the sample).
+    n_iter_ : int
+        Refinement iterations run.
+    converged_ : bool
+        Whether the tolerance was reached.
+    counts_ : numpy.ndarray
+        Pixels per cluster in the last pass (or in the sample).
+    sample_size_ : int
+        Valid pixels in the seeding sample.
+    n_features_in_ : int
+    feature_names_in_ : list of str
+        Band names the model was fitted on.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        metric: str = "euclidean",
+        init: str | np.ndarray = "k-means++",
+        mode: str = "lloyd",
+        max_iter: int | None = None,
+        tol: float = 1e-4,
+        sample_size: int | None = None,
+        n_init: int = 3,
+        sample_max_iter: int = 100,
+        batch_size: int = 65536,
+        random_state: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.metric = metric
+        self.init = init
+        self.mode = mode
+        self.max_iter = max_iter
+        self.tol = tol
+        self.sample_size = sample_size
+        self.n_init = n_init
+        self.sample_max_iter = sample_max_iter
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ helpers
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn protocol)."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "n_clusters", "metric", "init", "mode", "max_iter", "tol", "sample_size",
+                "n_init", "sample_max_iter", "batch_size", "random_state",
+            )
+        }
+
+    def set_params(self, **params: Any) -> KMeans:
+        """Set constructor parameters (scikit-learn protocol)."""
+        for key, value in params.items():
+            if key not in self.get_params():
+                raise ValueError(f"unknown parameter {key!r} for KMeans")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        return f"KMeans(n_clusters={self.n_clusters}, metric={self.metric!r}, mode={self.mode!r})"
+
+    def _check_params(self, n_bands: int, n_pixels: int) -> None:
+        k = self.n_clusters
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"n_clusters must be a positive integer, got {k!r}.")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}.")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if k >= CLASS_NODATA["uint16"]:
+            class_dtype(k)
+        if k > n_pixels:
+            raise ClusterCountError(
+                f"n_clusters={k} is larger than the number of pixels in the field ({n_pixels}); "
+                "choose fewer clusters."
+            )
+        if not isinstance(self.init, str):
+            init = np.asarray(self.init)
+            if init.shape != (k, n_bands):
+                raise ModelError(
+                    f"init has shape {init.shape}; expected (n_clusters, bands) = ({k}, {n_bands})."
+                )
+        elif self.init != "k-means++":
+            raise ValueError(f"init must be 'k-means++' or an array of centres, got {self.init!r}.")
+
+    def _default_iter(self) -> int:
+        if self.max_iter is not None:
+            return int(self.max_iter)
+        return 20 if self.mode == "lloyd" else 100
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any = None) -> KMeans:
+        """Fit the centres to an embedding field (or an ``(n, band)`` matrix).
+
+        Parameters
+        ----------
+        X : xarray.DataArray or numpy.ndarray
+            Canonical field ``(band, y, x)`` (lazy; NaN pixels are ignored) or a matrix.
+        y : ignored
+
+        Returns
+        -------
+        KMeans
+            The fitted estimator.
+
+        Raises
+        ------
+        ClusterCountError
+            When ``n_clusters`` exceeds the number of distinct valid pixels (checked on
+            the sample, before any full pass).
+        """
+        if isinstance(X, xr.DataArray):
+            check_embedding(X, require_crs=False)
+            n_bands, n_pixels = X.sizes["band"], X.sizes["y"] * X.sizes["x"]
+        else:
+            shape = np.shape(X)
+            n_bands = shape[1] if len(shape) == 2 else 0
+            n_pixels = shape[0] if len(shape) == 2 else 0
+        self._check_params(int(n_bands), int(n_pixels))
+        field, data, bands = _as_field(X)
+        k = int(self.n_clusters)
+        metric = self.metric
+        seed = int(self.random_state)
+        size = self.sample_size
+        if size is None:
+            size = max(1024 * k, 200_000) if self.mode == "sample" else max(256 * k, 50_000)
+        sample = draw_sample(data, int(size), seed)
+        xs = prepare(sample.x, metric)
+        if xs.shape[0] == 0:
+            raise SchemaError(
+                "the field has no valid pixels (every sampled pixel is NaN); check the nodata "
+                "mask and the area you opened."
+            )
+        self._check_distinct(xs, k, sample.complete, sample.drawn)
+        max_abs = float(np.abs(xs).max())
+        scale = fixed_point_scale(n_pixels, max_abs)
+        sq_scale = fixed_point_scale(n_pixels, n_bands * max_abs * max_abs * 8.0)
+        tol = float(self.tol) * float(np.mean(np.var(xs.astype(np.float64), axis=0)))
+        max_iter = self._default_iter()
+
+        def sample_pass(c: np.ndarray, want: bool) -> Any:
+            return matrix_pass(xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None)
+
+        if isinstance(self.init, str):
+            best: LloydResult | None = None
+            sample_iter = max_iter if self.mode == "sample" else int(self.sample_max_iter)
+            for run in range(max(int(self.n_init), 1)):
+                rng = np.random.default_rng([seed, STREAM_INIT, run])
+                c0 = kmeans_plusplus(xs, k, rng, metric)
+                res = lloyd(sample_pass, c0, metric=metric, max_iter=sample_iter, tol=tol, pool=xs)
+                if best is None or res.inertia < best.inertia:
+                    best = res
+            assert best is not None
+            centers, result = best.centers, best
+        else:
+            centers = prepare(np.asarray(self.init, dtype=np.float32), metric)
+            result = LloydResult(centers, float("inf"), 0, False, np.zeros(k, dtype=np.int64))
+            if self.mode == "sample":
+                result = lloyd(sample_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+                centers = result.centers
+
+        if self.mode == "lloyd":
+
+            def full_pass(c: np.ndarray, want: bool) -> Any:
+                return field_pass(data, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None)
+
+            result = lloyd(full_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+        elif self.mode == "minibatch":
+            window = 128
+            n_windows = max(1, -(-int(self.batch_size) // (window * window)))
+
+            def draw(step: int) -> np.ndarray:
+                rng = np.random.default_rng([seed, STREAM_BATCH, step])
+                return prepare(windows_sample(data, n_windows, window, rng), metric)
+
+            result = minibatch(draw, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+            stats = sample_pass(result.centers, True)
+            from geoembed.cluster._lloyd import inertia_of
+
+            result.inertia = inertia_of(stats, result.centers, metric)
+        self.cluster_centers_ = result.centers.astype(np.float32)
+        self.inertia_ = float(result.inertia)
+        self.n_iter_ = int(result.n_iter)
+        self.converged_ = bool(result.converged)
+        self.counts_ = np.asarray(result.counts, dtype=np.int64)
+        self.sample_size_ = int(xs.shape[0])
+        self.n_features_in_ = int(n_bands)
+        self.feature_names_in_ = list(bands)
+        return self
+
+    @staticmethod
+    def _check_distinct(xs: np.ndarray, k: int, complete: bool, drawn: int) -> None:
+        if xs.shape[0] >= 50 * k:
+            # cheap test first: k distinct rows among the first few
+            head = xs[: 20 * k]
+            if np.unique(head.view(np.dtype((np.void, head.dtype.itemsize * head.shape[1])))).size >= k:
+                return
+        rows = xs.view(np.dtype((np.void, xs.dtype.itemsize * xs.shape[1]))).ravel()
+        distinct = int(np.unique(rows).size)
+        if distinct >= k:
+            return
+        where = "the field has" if complete else f"a random sample of {drawn} pixels has"
+        raise ClusterCountError(
+            f"n_clusters={k} but {where} only {distinct} distinct valid pixel vector(s); "
+            f"use n_clusters <= {distinct}"
+            + ("." if complete else " or a larger sample_size.")
+        )
+
+    # ------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise ModelError("this KMeans is not fitted yet; call fit() or load_model() first.")
+
+    def _check_bands(self, bands: list[str], n: int, from_field: bool) -> None:
+        if n != self.n_features_in_:
+            from geoembed.errors import BandMismatchError
+
+            raise BandMismatchError(
+                f"the input has {n} bands but the model was fitted on {self.n_features_in_}; "
+                "use a field with the same bands."
+            )
+        if from_field and bands != self.feature_names_in_ and not all(
+            b.startswith("F") for b in self.feature_names_in_
+        ):
+            from geoembed.errors import BandMismatchError
+
+            raise BandMismatchError(
+                f"the field's bands {bands[:3]}... differ from the model's "
+                f"{self.feature_names_in_[:3]}...; select them with da.sel(band=model.feature_names_in_)."
+            )
+
+    def _centers(self) -> Any:
+        return dask.delayed(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
+
+    def predict(self, X: Any) -> Any:
+        """Cluster of each pixel.
+
+        Parameters
+        ----------
+        X : xarray.DataArray or numpy.ndarray
+            Field ``(band, y, x)`` or matrix ``(n, band)``.
+
+        Returns
+        -------
+        xarray.DataArray or numpy.ndarray
+            For a field: a lazy ``(y, x)`` uint8 map (uint16 for k >= 255) named
+            ``"cluster"``, nodata 255 (65535) where the field is NaN. For a matrix: ``(n,)``
+            int64 labels.
+        """
+        self._check_fitted()
+        if not isinstance(X, xr.DataArray):
+            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            self._check_bands([], arr.shape[1], False)
+            return _predict_pixels(arr, self.cluster_centers_, metric=self.metric)
+        from geoembed._blockwise import map_pixels
+
+        check_embedding(X, require_crs=False)
+        self._check_bands([str(b) for b in X["band"].values], X.sizes["band"], True)
+        dtype = class_dtype(int(self.n_clusters))
+        nodata = CLASS_NODATA[dtype.name]
+        out = map_pixels(
+            X,
+            functools.partial(_predict_pixels, metric=self.metric),
+            n_out=1,
+            args=(self._centers(),),
+            fill=nodata,
+            dtype=dtype,
+            name="cluster",
+        )
+        labels = out.isel(output=0, drop=True).rename("cluster")
+        labels.attrs.update(n_clusters=int(self.n_clusters), metric=self.metric)
+        return labels.rio.write_nodata(nodata)
+
+    def fit_predict(self, X: Any, y: Any = None) -> Any:
+        """``fit(X)`` then ``predict(X)``."""
+        return self.fit(X).predict(X)
+
+    def distance(self, X: Any) -> Any:
+        """Distance of each pixel to its own centre (float32; NaN at nodata).
+
+        Euclidean distance, or ``1 - cos`` for ``metric="cosine"``. Lazy ``(y, x)`` for a
+        field, ``(n,)`` for a matrix.
+        """
+        self._check_fitted()
+        if not isinstance(X, xr.DataArray):
+            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            return _distance_pixels(arr, self.cluster_centers_, metric=self.metric)
+        from geoembed._blockwise import map_pixels
+
+        check_embedding(X, require_crs=False)
+        self._check_bands([str(b) for b in X["band"].values], X.sizes["band"], True)
+        out = map_pixels(
+            X,
+            functools.partial(_distance_pixels, metric=self.metric),
+            n_out=1,
+            args=(self._centers(),),
+            fill=np.nan,
+            dtype=np.float32,
+            name="distance",
+        )
+        return out.isel(output=0, drop=True).rename("distance").rio.write_nodata(np.nan)
+
+    def transform(self, X: Any) -> Any:
+        """Distances to every centre: lazy ``(cluster, y, x)`` float32, or ``(n, k)``."""
+        self._check_fitted()
+        k = int(self.n_clusters)
+        if not isinstance(X, xr.DataArray):
+            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            return _transform_pixels(arr, self.cluster_centers_, metric=self.metric)
+        from geoembed._blockwise import map_pixels
+
+        check_embedding(X, require_crs=False)
+        self._check_bands([str(b) for b in X["band"].values], X.sizes["band"], True)
+        return map_pixels(
+            X,
+            functools.partial(_transform_pixels, metric=self.metric),
+            n_out=k,
+            args=(self._centers(),),
+            fill=np.nan,
+            dtype=np.float32,
+            out_dim="cluster",
+            name="distance",
+        )
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Negative inertia of ``X`` for the fitted centres (one exact pass)."""
+        self._check_fitted()
+        from geoembed.cluster._lloyd import inertia_of
+
+        field, data, _ = _as_field(X)
+        centers = self.cluster_centers_
+        n_pixels = int(data.shape[1]) * int(data.shape[2])
+        max_abs = float(np.abs(centers).max()) * 4.0
+        scale = fixed_point_scale(n_pixels, max_abs)
+        sq_scale = fixed_point_scale(n_pixels, data.shape[0] * max_abs * max_abs * 8.0)
+        stats = field_pass(data, centers, metric=self.metric, scale=scale, sq_scale=sq_scale)
+        return -inertia_of(stats, centers, self.metric)

@@ -1,0 +1,205 @@
+"""Save and load KMeans models as plain arrays (``.npz``, no pickle) plus JSON.
+
+A model directory holds ``model.json`` (format, parameters, band names, cluster names,
+fit summary) and ``centers.npz`` (``cluster_centers``, ``counts``), read back with
+``allow_pickle=False``. Clusters can be named after fitting, e.g. ``0=water,3=forest``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoembed._version import __version__
+from geoembed.cluster.kmeans import KMeans
+from geoembed.errors import ModelError, OutputError, UnsafeModelError
+
+__all__ = ["FORMAT", "class_names", "load_model", "parse_names", "save_model"]
+
+FORMAT = "geoembed-kmeans/1"
+_PARAMS = ("n_clusters", "metric", "mode", "max_iter", "tol", "sample_size", "n_init",
+           "sample_max_iter", "batch_size", "random_state")
+
+
+def parse_names(spec: str | Mapping[int, str] | None, n_clusters: int) -> dict[int, str]:
+    """Parse ``"0=water,3=forest"`` (or a mapping) into ``{cluster id: name}``.
+
+    Raises
+    ------
+    ModelError
+        For malformed entries, ids outside ``0..n_clusters-1`` or repeated ids.
+    """
+    if spec is None or spec == "":
+        return {}
+    items: list[tuple[Any, Any]]
+    if isinstance(spec, Mapping):
+        items = list(spec.items())
+    else:
+        items = []
+        for part in str(spec).split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not value.strip():
+                raise ModelError(
+                    f"cannot read cluster name {part!r}; write names as ID=NAME pairs separated "
+                    "by commas, e.g. 0=water,3=forest."
+                )
+            items.append((key.strip(), value.strip()))
+    out: dict[int, str] = {}
+    for key, value in items:
+        try:
+            cid = int(key)
+        except (TypeError, ValueError):
+            raise ModelError(f"cluster id {key!r} is not an integer (in names {spec!r}).") from None
+        if not 0 <= cid < n_clusters:
+            raise ModelError(
+                f"cluster id {cid} is outside 0..{n_clusters - 1} (the model has {n_clusters} "
+                "clusters)."
+            )
+        if cid in out:
+            raise ModelError(f"cluster id {cid} is named twice in {spec!r}.")
+        out[cid] = str(value)
+    return out
+
+
+def class_names(n_clusters: int, names: Mapping[int, str] | None = None) -> list[str]:
+    """One name per cluster: the given names, ``cluster_<id>`` for the others."""
+    names = names or {}
+    return [names.get(i, f"cluster_{i}") for i in range(n_clusters)]
+
+
+def save_model(
+    model: KMeans,
+    path: str | os.PathLike[str],
+    *,
+    names: str | Mapping[int, str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a fitted model to the directory ``path`` (atomically).
+
+    Parameters
+    ----------
+    model : KMeans
+        A fitted estimator.
+    path : path-like
+        Directory to create.
+    names : str or mapping, optional
+        Cluster names (``"0=water,3=forest"``); default: the model's ``cluster_names_``
+        if it has any.
+    overwrite : bool
+        Replace an existing directory.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    if not hasattr(model, "cluster_centers_"):
+        raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it.")
+    k = int(model.n_clusters)
+    named = parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))
+    params = {p: getattr(model, p) for p in _PARAMS}
+    init = model.init if isinstance(model.init, str) else "array"
+    meta = {
+        "format": FORMAT,
+        "geoembed_version": __version__,
+        "params": {**params, "init": init},
+        "bands": list(model.feature_names_in_),
+        "names": {str(i): n for i, n in sorted(named.items())},
+        "fit": {
+            "inertia": model.inertia_,
+            "n_iter": model.n_iter_,
+            "converged": model.converged_,
+            "sample_size": model.sample_size_,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.savez(
+            tmp / "centers.npz",
+            cluster_centers=np.asarray(model.cluster_centers_, dtype=np.float32),
+            counts=np.asarray(model.counts_, dtype=np.int64),
+        )
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in model.json")
+
+
+def load_model(path: str | os.PathLike[str]) -> KMeans:
+    """Read a model written by :func:`save_model` (never unpickles anything).
+
+    Raises
+    ------
+    ModelError
+        When the directory is not a geoembed KMeans model or its arrays do not match.
+    UnsafeModelError
+        When ``path`` is a pickle/joblib file.
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
+        raise UnsafeModelError(
+            f"{path} is a pickle, which can run code when loaded; geoembed KMeans models are "
+            "directories written by geoembed.cluster.save_model()."
+        )
+    meta_path = path / "model.json"
+    arr_path = path / "centers.npz"
+    if not meta_path.is_file() or not arr_path.is_file():
+        raise ModelError(
+            f"{path} is not a geoembed KMeans model (expected model.json and centers.npz); "
+            "write one with geoembed.cluster.save_model() or `geoembed cluster --save-model`."
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{meta_path} is not valid JSON ({exc}).") from exc
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path} has format {meta.get('format')!r}; expected {FORMAT!r}.")
+    try:
+        with np.load(arr_path, allow_pickle=False) as npz:
+            centers = np.asarray(npz["cluster_centers"], dtype=np.float32)
+            counts = np.asarray(npz["counts"], dtype=np.int64)
+    except (ValueError, KeyError, OSError) as exc:
+        raise ModelError(f"cannot read {arr_path}: {exc}") from exc
+    params = dict(meta["params"])
+    params.pop("init", None)
+    model = KMeans(**params)
+    k = int(model.n_clusters)
+    bands = list(meta["bands"])
+    if centers.shape != (k, len(bands)):
+        raise ModelError(
+            f"{arr_path} holds centres of shape {centers.shape}; model.json says "
+            f"({k}, {len(bands)})."
+        )
+    fit = meta.get("fit", {})
+    model.cluster_centers_ = centers
+    model.counts_ = counts
+    model.inertia_ = float(fit.get("inertia", float("nan")))
+    model.n_iter_ = int(fit.get("n_iter", 0))
+    model.converged_ = bool(fit.get("converged", False))
+    model.sample_size_ = int(fit.get("sample_size", 0))
+    model.n_features_in_ = len(bands)
+    model.feature_names_in_ = bands
+    model.cluster_names_ = {int(i): str(n) for i, n in meta.get("names", {}).items()}
+    return model

@@ -1,0 +1,164 @@
+"""Output-path checks and temporary-name helpers shared by the writers.
+
+Every writer follows the same protocol:
+
+1. :func:`check_output_path` runs before any Dask task: the parent directory must exist
+   and be writable, and the target must not exist unless ``overwrite=True``.
+2. The output is built under a temporary name next to the target (same filesystem, so
+   the final :func:`os.replace` is atomic), named by :func:`temp_sibling`.
+3. After validation the temporary output is moved into place with :func:`replace_path`;
+   on failure it is removed with :func:`remove_path`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from geoembed.errors import OutputError
+
+__all__ = [
+    "TEMP_MARKER",
+    "check_output_path",
+    "is_remote",
+    "remove_path",
+    "replace_path",
+    "temp_sibling",
+]
+
+#: part of every temporary name made by geoembed writers
+TEMP_MARKER = ".geoembed-tmp-"
+
+
+def is_remote(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a URL (``gs://``, ``s3://``...) rather than a local path."""
+    return "://" in str(path)
+
+
+def check_output_path(
+    path: str | os.PathLike[str], *, overwrite: bool = False, what: str = "output"
+) -> Path:
+    """Check that ``path`` can be written, before any computation.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The final output path.
+    overwrite : bool, default False
+        Allow replacing an existing output (it is replaced only after the new one is
+        complete and valid).
+    what : str
+        How to name the output in messages.
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute path.
+
+    Raises
+    ------
+    OutputError
+        When the parent is missing, is not a directory or is not writable, or when the
+        target exists and ``overwrite`` is false. The message says how to fix it.
+    """
+    if is_remote(path):
+        raise OutputError(
+            f"Cannot write the {what} to {str(path)!r}: only local paths are supported. "
+            "Write to a local path (or a mounted bucket) and upload the finished file."
+        )
+    target = Path(path).expanduser().absolute()
+    parent = target.parent
+    if not parent.exists():
+        raise OutputError(
+            f"Cannot write the {what} to {str(path)!r}: the directory {str(parent)!r} does "
+            f"not exist. Create it first (mkdir -p {parent})."
+        )
+    if not parent.is_dir():
+        raise OutputError(
+            f"Cannot write the {what} to {str(path)!r}: {str(parent)!r} is a file, not a "
+            "directory. Choose an output path inside a directory."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"Cannot write the {what} to {str(path)!r}: the directory {str(parent)!r} is not "
+            "writable. Choose another output directory or fix its permissions."
+        )
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise OutputError(
+                f"The {what} {str(path)!r} already exists. Pass overwrite=True (--overwrite) "
+                "to replace it, or choose another path."
+            )
+    # A probe catches what os.access cannot see (read-only mounts, quotas, ACLs).
+    probe = temp_sibling(target, "probe")
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the {what} to {str(path)!r}: creating a file in {str(parent)!r} "
+            f"failed ({exc.strerror or exc}). Choose another output directory."
+        ) from exc
+    return target
+
+
+def temp_sibling(target: Path, tag: str) -> Path:
+    """A unique hidden temporary name next to ``target`` (same filesystem)."""
+    return target.parent / f".{target.name}{TEMP_MARKER}{tag}-{uuid.uuid4().hex[:12]}"
+
+
+def remove_path(path: Path, *, retries: int = 5, delay: float = 0.1) -> None:
+    """Remove a file or directory tree, retrying while late writers finish.
+
+    Tasks of a failed Dask job can still be running when the error reaches the caller;
+    they never re-create the temporary directory, so once it is gone it stays gone.
+    """
+    for attempt in range(retries):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if attempt == retries - 1:
+                raise
+            time.sleep(delay)
+
+
+def replace_path(tmp: Path, target: Path, *, overwrite: bool, what: str = "output") -> None:
+    """Move a finished temporary output to its final name.
+
+    Files are moved with :func:`os.replace` (atomic). A directory replacing an existing
+    directory (``overwrite=True``) is swapped in two renames, so the old output stays
+    readable until the new one is in place.
+
+    Raises
+    ------
+    OutputError
+        When the target appeared meanwhile and ``overwrite`` is false.
+    """
+    exists = target.exists() or target.is_symlink()
+    if exists and not overwrite:
+        raise OutputError(
+            f"The {what} {str(target)!r} appeared while it was being written. Pass "
+            "overwrite=True to replace it, or choose another path."
+        )
+    if exists and target.is_dir() and not target.is_symlink():
+        old = temp_sibling(target, "old")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            os.replace(old, target)
+            raise
+        remove_path(old)
+        return
+    if exists and tmp.is_dir():
+        target.unlink()
+    os.replace(tmp, target)

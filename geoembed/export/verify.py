@@ -1,0 +1,171 @@
+"""Check that a finished output (COG or Zarr store) is complete and valid."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from geoembed.errors import OutputError
+
+__all__ = ["verify"]
+
+
+def _crs_name(crs: Any) -> str | None:
+    if crs is None:
+        return None
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def _nodata(value: Any) -> Any:
+    if value is None:
+        return None
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    return int(value) if value.is_integer() else value
+
+
+def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
+    import numpy as np
+    import rasterio
+    from rio_cogeo.cogeo import cog_validate
+
+    report: dict[str, Any] = {"path": str(path), "format": "GeoTIFF"}
+    problems: list[str] = []
+    try:
+        is_cog, errors, warnings = cog_validate(str(path), quiet=True)
+    except Exception as exc:  # rio-cogeo raises assorted errors on non-TIFF input
+        is_cog, errors, warnings = False, [f"cannot be validated: {exc}"], []
+    report.update(is_cog=bool(is_cog), cog_errors=list(errors), cog_warnings=list(warnings))
+    if not is_cog:
+        problems.extend(f"not a valid COG: {e}" for e in errors)
+    try:
+        with rasterio.open(path) as src:
+            report.update(
+                width=src.width,
+                height=src.height,
+                count=src.count,
+                dtype=src.dtypes[0],
+                crs=_crs_name(src.crs),
+                transform=list(src.transform)[:6],
+                nodata=_nodata(src.nodata),
+                overviews=src.overviews(1),
+                blocksize=list(src.block_shapes[0]),
+                compress=src.compression.value if src.compression else None,
+                band_descriptions=list(src.descriptions),
+            )
+            try:
+                cmap = src.colormap(1)
+                report["colormap_entries"] = len(cmap)
+            except ValueError:
+                report["colormap_entries"] = 0
+            raw = src.tags(1).get("class_names") or src.tags().get("class_names")
+            report["class_names"] = (
+                {int(k): v for k, v in json.loads(raw).items()} if raw else None
+            )
+            if src.crs is None:
+                problems.append("no CRS")
+            blocks = list(src.block_windows(1)) if full else []
+            if not full:
+                h, w = src.block_shapes[0]
+                r0, c0 = ((src.height - 1) // h) * h, ((src.width - 1) // w) * w
+                blocks = [(None, rasterio.windows.Window(c0, r0, src.width - c0, src.height - r0))]
+            for _, window in blocks:
+                for b in range(1, src.count + 1):
+                    src.read(b, window=window, out_dtype=np.dtype(src.dtypes[0]))
+            report["blocks_read"] = len(blocks) * src.count
+    except rasterio.errors.RasterioError as exc:
+        problems.append(f"cannot be read: {exc}")
+    report["problems"] = problems
+    report["valid"] = not problems
+    return report
+
+
+def _verify_zarr(path: Path) -> dict[str, Any]:
+    import xarray as xr
+    import zarr
+
+    from geoembed.export.zarr import _expected_keys, missing_chunks
+
+    report: dict[str, Any] = {"path": str(path), "format": "Zarr"}
+    problems: list[str] = []
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several types for non-stores
+        return {**report, "valid": False, "problems": [f"cannot be opened as Zarr: {exc}"]}
+    report["zarr_format"] = node.metadata.zarr_format
+    arrays = [("", node)] if isinstance(node, zarr.Array) else list(node.arrays())
+    report["arrays"] = {
+        name: {
+            "shape": list(arr.shape),
+            "dtype": str(arr.dtype),
+            "chunks": list(arr.chunks),
+            "n_chunks": len(_expected_keys(arr)),
+        }
+        for name, arr in arrays
+    }
+    missing = missing_chunks(path)
+    report["missing_chunks"] = {k: [list(i) for i in v[:20]] for k, v in missing.items()}
+    report["n_missing_chunks"] = sum(len(v) for v in missing.values())
+    for name, idx in missing.items():
+        problems.append(
+            f"array {name!r}: {len(idx)} of {report['arrays'][name]['n_chunks']} chunks missing "
+            "(they would read back as the fill value)"
+        )
+    if isinstance(node, zarr.Group):
+        report["written_by_geoembed"] = "geoembed_version" in node.attrs
+        crs = None
+        try:
+            ds = xr.open_zarr(str(path), decode_coords="all", consolidated=None)
+            for name in ds.data_vars:
+                crs = crs or ds[name].rio.crs
+            report["variables"] = [str(v) for v in ds.data_vars]
+        except Exception as exc:  # report, do not crash, on odd stores
+            problems.append(f"cannot be opened with xarray: {exc}")
+        report["crs"] = _crs_name(crs)
+        spatial = any(
+            len(arr.shape) >= 2 for name, arr in arrays if name not in ("x", "y", "spatial_ref")
+        )
+        if crs is None and spatial:
+            problems.append("no CRS (no spatial_ref / grid_mapping with a CRS)")
+    report["problems"] = problems
+    report["valid"] = not problems
+    return report
+
+
+def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any]:
+    """Report whether a finished output is complete and valid.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A GeoTIFF/COG file or a Zarr store (directory).
+    full : bool, default False
+        COG only: decode every block (finds truncated or corrupt tiles); by default only
+        the last full-resolution block is read, which catches a truncated file.
+
+    Returns
+    -------
+    dict
+        Always ``path``, ``format`` (``"GeoTIFF"`` or ``"Zarr"``), ``valid`` (bool) and
+        ``problems`` (list of str). A COG adds ``is_cog``, ``cog_errors``,
+        ``cog_warnings``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
+        ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``;
+        a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks), ``missing_chunks``,
+        ``n_missing_chunks``, ``crs``, ``variables``.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` does not exist.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")
+    if p.is_dir():
+        return _verify_zarr(p)
+    return _verify_cog(p, full=full)

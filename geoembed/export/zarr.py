@@ -1,0 +1,346 @@
+"""Write any geoembed output as Zarr: chunk-aligned, complete-or-nothing, resumable.
+
+A Zarr store is atomic per chunk, never per array, and a missing chunk reads back as the
+fill value without any error. So :func:`write_zarr`
+
+* writes into ``<path>.partial`` and renames it to ``<path>`` only after checking that
+  every chunk of every array is stored (``write_empty_chunks=True``, so a chunk that is
+  all fill value is stored too and "missing" always means "not written");
+* writes whole, aligned chunks only, one Dask task per chunk: a task that Dask runs
+  twice rewrites the same bytes;
+* with ``resume=True`` re-does only the chunks missing from an interrupted ``.partial``.
+
+The CRS is kept in rioxarray's ``spatial_ref`` variable (``grid_mapping``); read it back
+with ``xr.open_zarr(path, decode_coords="all")`` or :func:`geoembed.io.open_embeddings`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from geoembed._version import __version__
+from geoembed.errors import DTypeError, OutputError, OutputValidationError, SchemaError
+from geoembed.export.atomic import check_output_path, is_remote, remove_path, replace_path
+
+__all__ = ["missing_chunks", "write_zarr"]
+
+_DEFAULT_CHUNK = 512
+_KEEP_ENCODING = ("grid_mapping",)
+
+
+@dataclass(frozen=True)
+class _ZarrPlan:
+    target: str
+    partial: str
+    overwrite: bool
+
+
+def _as_dataset(obj: xr.DataArray | xr.Dataset) -> xr.Dataset:
+    if isinstance(obj, xr.DataArray):
+        name = obj.name if obj.name is not None else "data"
+        return obj.to_dataset(name=str(name))
+    if isinstance(obj, xr.Dataset):
+        return obj
+    raise SchemaError(
+        f"write_zarr needs an xarray DataArray or Dataset, got a {type(obj).__name__}."
+    )
+
+
+def _regular_chunks(var: xr.Variable) -> tuple[int, ...]:
+    """Zarr chunk shape for a variable: its Dask chunks when regular, else the first ones."""
+    if isinstance(var.data, dsa.Array):
+        return tuple(int(c[0]) for c in var.data.chunks)
+    return tuple(
+        int(min(s, _DEFAULT_CHUNK)) if d in ("y", "x") else int(s)
+        for d, s in zip(var.dims, var.shape)
+    )
+
+
+def _prepare_dataset(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """Dask-back every data variable with regular chunks; strip value-changing encodings."""
+    crs_var = "spatial_ref" if "spatial_ref" in ds.variables else None
+    out = ds.copy()
+    encoding: dict[str, dict[str, Any]] = {}
+    for name in list(out.data_vars):
+        var = out[name]
+        if var.dtype.kind not in "biuf":
+            raise DTypeError(
+                f"Variable {name!r} has dtype {var.dtype}; write_zarr writes numeric outputs. "
+                "Cast it (e.g. .astype('uint8')) first."
+            )
+        if var.dtype.kind == "b":
+            raise DTypeError(
+                f"Variable {name!r} is boolean; cast it with .astype('uint8') before writing."
+            )
+        chunks = _regular_chunks(var.variable)
+        data = var.data
+        if isinstance(data, dsa.Array):
+            data = data.rechunk(chunks)
+        else:
+            data = dsa.from_array(np.asarray(data), chunks=chunks)
+        enc = {k: v for k, v in var.encoding.items() if k in _KEEP_ENCODING}
+        if crs_var is not None and var.ndim >= 2 and "grid_mapping" not in enc:
+            if "grid_mapping" not in var.attrs:
+                enc["grid_mapping"] = crs_var
+        enc["chunks"] = chunks
+        out[name] = var.copy(data=data)
+        out[name].encoding = {}
+        encoding[str(name)] = enc
+    for name in out.coords:
+        keep = {k: v for k, v in out[name].encoding.items() if k in _KEEP_ENCODING}
+        out[name].encoding = keep
+    out.attrs = {**out.attrs, "geoembed_version": __version__, "geoembed_write_empty_chunks": 1}
+    return out, encoding
+
+
+def _list_keys(arr: Any) -> set[str]:
+    from zarr.core.sync import sync
+
+    prefix = arr.store_path.path
+    prefix = f"{prefix}/" if prefix else ""
+
+    async def collect() -> list[str]:
+        return [k async for k in arr.store_path.store.list_prefix(prefix)]
+
+    return {k[len(prefix) :] for k in sync(collect())}
+
+
+def _expected_keys(arr: Any) -> dict[str, tuple[int, ...]]:
+    grid_chunks = arr.shards or arr.chunks
+    ranges = [range(math.ceil(s / c)) if s else range(0) for s, c in zip(arr.shape, grid_chunks)]
+    return {arr.metadata.encode_chunk_key(idx): idx for idx in itertools.product(*ranges)}
+
+
+def _array_missing(arr: Any) -> list[tuple[int, ...]]:
+    stored = _list_keys(arr)
+    return [idx for key, idx in _expected_keys(arr).items() if key not in stored]
+
+
+def missing_chunks(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, ...]]]:
+    """Chunks (or shards) of each array of a Zarr store that are not stored.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A Zarr group (as written by :func:`write_zarr`) or a single array.
+
+    Returns
+    -------
+    dict
+        ``{array_name: [chunk index, ...]}`` for arrays with missing chunks (empty when the
+        store is complete). Only meaningful for stores written with
+        ``write_empty_chunks=True``: otherwise chunks equal to the fill value are never
+        stored and look missing.
+    """
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    arrays = [("", node)] if isinstance(node, zarr.Array) else list(node.arrays())
+    out: dict[str, list[tuple[int, ...]]] = {}
+    for name, arr in arrays:
+        missing = _array_missing(arr)
+        if missing:
+            out[name] = missing
+    return out
+
+
+def _open_for_write(store: str, name: str) -> Any:
+    """Open an existing array so that chunks equal to the fill value are stored too."""
+    import zarr
+
+    arr = zarr.open_array(store, path=name, mode="r+")
+    return arr.with_config({"write_empty_chunks": True})
+
+
+def _write_chunk(block: np.ndarray, store: str, name: str, index: tuple[int, ...]) -> int:
+    """Write one whole, aligned chunk (idempotent: the same block gives the same bytes)."""
+    arr = _open_for_write(store, name)
+    sel = tuple(
+        slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape)
+    )
+    arr[sel] = block
+    return 1
+
+
+def _chunk_tasks(
+    ds: xr.Dataset, store: str, only: dict[str, list[tuple[int, ...]]] | None
+) -> list[Any]:
+    tasks: list[Any] = []
+    for name in ds.data_vars:
+        data = ds[name].data
+        blocks = data.to_delayed()
+        indices = (
+            only.get(str(name), [])
+            if only is not None
+            else list(itertools.product(*(range(len(c)) for c in data.chunks)))
+        )
+        for idx in indices:
+            tasks.append(
+                dask.delayed(_write_chunk, pure=False)(blocks[idx], store, str(name), idx)
+            )
+    return tasks
+
+
+def _compatible(ds: xr.Dataset, encoding: dict[str, dict[str, Any]], partial: Path) -> str | None:
+    import zarr
+
+    try:
+        group = zarr.open_group(str(partial), mode="r")
+    except Exception as exc:  # any failure to open means "not resumable"
+        return f"it cannot be opened ({exc})"
+    arrays = dict(group.arrays())
+    for name in ds.data_vars:
+        arr = arrays.get(str(name))
+        if arr is None:
+            return f"it has no array {name!r}"
+        var = ds[name]
+        if tuple(arr.shape) != tuple(var.shape) or np.dtype(arr.dtype) != var.dtype:
+            return f"array {name!r} is {arr.dtype}{arr.shape}, the output is {var.dtype}{var.shape}"
+        if tuple(arr.chunks) != tuple(encoding[str(name)]["chunks"]):
+            return f"array {name!r} has chunks {arr.chunks}, the output {encoding[str(name)]['chunks']}"
+    return None
+
+
+def _finalize_zarr(done: Sequence[int], plan: _ZarrPlan) -> str:
+    """Check every chunk is present, consolidate metadata, rename ``.partial`` into place."""
+    import zarr
+
+    partial = Path(plan.partial)
+    missing = missing_chunks(partial)
+    if missing:
+        n = sum(len(v) for v in missing.values())
+        raise OutputValidationError(
+            f"Writing {plan.target!r}: {n} chunks are missing from {plan.partial!r} "
+            f"(arrays {sorted(missing)}). Run write_zarr(..., resume=True) to write them."
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(str(partial))
+    replace_path(partial, Path(plan.target), overwrite=plan.overwrite, what="Zarr store")
+    return plan.target
+
+
+def write_zarr(
+    obj: xr.DataArray | xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    compute: bool = True,
+    resume: bool = False,
+    progress: bool = False,
+    zarr_format: int = 3,
+) -> Path | Any:
+    """Write an output DataArray or Dataset as a complete, validated Zarr store.
+
+    Parameters
+    ----------
+    obj : xarray.DataArray or xarray.Dataset
+        Any geoembed output (class map, probabilities, a field...). NumPy- or Dask-backed;
+        Zarr chunks follow the Dask chunks (made regular if needed). A DataArray is
+        stored as a variable named after it (``"data"`` when unnamed).
+    path : str or path-like
+        Local path of the store (e.g. ``"classes.zarr"``).
+    overwrite : bool, default False
+        Replace an existing store (swapped in only once the new one is complete).
+    compute : bool, default True
+        Write now; with False the metadata are created now and a Delayed is returned that
+        writes the chunks, validates and renames when computed.
+    resume : bool, default False
+        Finish an interrupted write: reuse ``<path>.partial`` and write only its missing
+        chunks (the output must have the same variables, shapes, dtypes and chunks).
+    progress : bool, default False
+        Show a progress bar.
+    zarr_format : {3, 2}
+        Zarr format of a new store.
+
+    Returns
+    -------
+    pathlib.Path or dask.delayed.Delayed
+        The path written, or the Delayed write when ``compute=False``.
+
+    Raises
+    ------
+    OutputError
+        Before any task runs: unwritable path, existing output without ``overwrite``, or
+        a leftover ``.partial`` without ``resume``/``overwrite``.
+    OutputValidationError
+        When chunks are missing after the write (the ``.partial`` store is kept so that
+        ``resume=True`` can finish it).
+    """
+    ds, encoding = _prepare_dataset(_as_dataset(obj))
+    if is_remote(path):
+        raise OutputError(
+            f"Cannot write {str(path)!r}: write_zarr writes local paths (it renames the "
+            "finished store into place). Write locally and upload, or use ds.to_zarr()."
+        )
+    target = Path(path).expanduser().absolute()
+    partial = target.with_name(target.name + ".partial")
+    if resume and target.exists() and not overwrite and not partial.exists():
+        raise OutputError(
+            f"The Zarr store {str(path)!r} is already complete; nothing to resume. Pass "
+            "overwrite=True to write it again."
+        )
+    target = check_output_path(target, overwrite=overwrite, what="Zarr store")
+    only: dict[str, list[tuple[int, ...]]] | None = None
+    if partial.exists() and resume:
+        problem = _compatible(ds, encoding, partial)
+        if problem is not None:
+            raise OutputError(
+                f"Cannot resume {str(path)!r}: the partial store {str(partial)!r} does not "
+                f"match this output ({problem}). Pass overwrite=True to start again."
+            )
+        missing = missing_chunks(partial)
+        only = {k: v for k, v in missing.items() if k in ds.data_vars}
+        other = sorted(set(missing) - set(only))
+        if other:  # coordinates and other eagerly written arrays: rewrite them whole
+            import zarr
+
+            for name in other:
+                arr = _open_for_write(str(partial), name)
+                arr[...] = np.asarray(ds[name].values)
+    elif partial.exists() and not overwrite:
+        raise OutputError(
+            f"An interrupted write left {str(partial)!r}. Pass resume=True to finish it "
+            "(only missing chunks are written) or overwrite=True to start again."
+        )
+    else:
+        if partial.exists():
+            remove_path(partial)
+        # metadata and in-memory coordinates now; chunks of data variables below
+        ds.to_zarr(
+            str(partial),
+            mode="w",
+            compute=False,
+            encoding=encoding,
+            consolidated=False,
+            zarr_format=zarr_format,
+            write_empty_chunks=True,
+        )
+    plan = _ZarrPlan(target=str(target), partial=str(partial), overwrite=overwrite)
+    tasks = _chunk_tasks(ds, str(partial), only)
+    job = dask.delayed(_finalize_zarr, pure=False)(tasks, plan)
+    if not compute:
+        return job
+    from geoembed.runtime import compute as run
+
+    try:
+        run(job, progress=progress, label=f"writing {target.name}")
+    except Exception as exc:
+        exc.add_note(
+            f"The chunks written so far are kept in {str(partial)!r}; finish with "
+            "write_zarr(..., resume=True) or start again with overwrite=True."
+        )
+        raise
+    return target

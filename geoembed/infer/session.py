@@ -1,0 +1,140 @@
+"""ONNX Runtime sessions: one per worker process and model, reused by every task.
+
+Sessions are cached in a module-level dict keyed by ``(model sha256, providers,
+intra-op threads)``, so a Dask worker builds each model's session once and every later
+task (and every thread of the worker) reuses it; ``InferenceSession.run`` is
+thread-safe. On first load in a process the file's sha256 is checked again against the
+digest recorded on the client, so a model replaced mid-job is refused.
+
+Thread hygiene
+--------------
+Dask nannies start workers with ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS likewise), and
+run ``nthreads`` tasks at once per worker. ONNX Runtime has its own intra-op pool, so
+geoembed sets ``intra_op_num_threads`` to the worker's thread count (``1`` per worker by
+default: parallelism comes from Dask) and ``inter_op_num_threads=1``. Outside a Dask
+worker (threads/sync scheduler, plain NumPy) the default is ``OMP_NUM_THREADS`` when set,
+else 1; pass ``threads=`` to :func:`geoembed.infer.predict` to override.
+
+Providers
+---------
+``CPUExecutionProvider`` by default. ``providers="cuda"`` (or a list naming
+``CUDAExecutionProvider``) uses CUDA when the installed onnxruntime offers it and falls
+back to the CPU with a warning otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from geoembed.errors import ModelError, require
+
+__all__ = ["clear_sessions", "default_threads", "get_session", "resolve_providers"]
+
+log = logging.getLogger(__name__)
+
+_SESSIONS: dict[tuple[str, tuple[str, ...], int], Any] = {}
+_LOCK = threading.Lock()
+
+
+def default_threads() -> int:
+    """Intra-op threads for this process: the Dask worker's thread count, else OMP/1."""
+    try:
+        from distributed import get_worker
+
+        return max(1, int(get_worker().state.nthreads))
+    except (ImportError, ValueError, AttributeError):
+        pass
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(env)) if env.isdigit() else 1
+
+
+def resolve_providers(providers: str | Sequence[str] | None) -> tuple[str, ...]:
+    """Turn ``None``/``"cpu"``/``"cuda"``/a list into available ORT provider names."""
+    ort = require("onnxruntime", extra="cnn", feature="CNN inference")
+    available = set(ort.get_available_providers())
+    if providers is None or providers == "cpu":
+        return ("CPUExecutionProvider",)
+    if providers == "cuda":
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    wanted = [str(p) for p in providers]
+    chosen = tuple(p for p in wanted if p in available)
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        warnings.warn(
+            f"onnxruntime here does not offer {missing} (available: {sorted(available)}); "
+            "running on the CPU. Install onnxruntime-gpu for CUDA.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if "CPUExecutionProvider" not in chosen:
+        chosen = (*chosen, "CPUExecutionProvider")
+    return chosen
+
+
+def get_session(
+    path: str,
+    sha256: str,
+    *,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    threads: int | None = None,
+) -> Any:
+    """Return the cached ``onnxruntime.InferenceSession`` of a model in this process.
+
+    Parameters
+    ----------
+    path : str
+        ONNX file (must be readable where this runs: on shared storage for a cluster).
+    sha256 : str
+        Digest recorded on the client; checked when the session is first built.
+    providers : sequence of str
+        ONNX Runtime execution providers, in order of preference.
+    threads : int, optional
+        Intra-op threads; default :func:`default_threads`.
+
+    Returns
+    -------
+    onnxruntime.InferenceSession
+    """
+    n = int(threads) if threads else default_threads()
+    key = (sha256, tuple(providers), n)
+    sess = _SESSIONS.get(key)
+    if sess is not None:
+        return sess
+    with _LOCK:
+        sess = _SESSIONS.get(key)
+        if sess is not None:
+            return sess
+        from geoembed.infer.spec import file_sha256
+
+        ort = require("onnxruntime", extra="cnn", feature="CNN inference")
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            raise ModelError(
+                f"cannot read the model {path} on this worker ({exc}); put the model on storage "
+                "that every worker can read."
+            ) from exc
+        if digest != sha256:
+            raise ModelError(
+                f"{path} changed since it was validated (sha256 {digest} != {sha256}); "
+                "do not replace a model while a job runs."
+            )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = n
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        sess = ort.InferenceSession(path, sess_options=so, providers=list(providers))
+        log.debug("built ONNX Runtime session for %s (%d threads, %s)", path, n, providers)
+        _SESSIONS[key] = sess
+        return sess
+
+
+def clear_sessions() -> None:
+    """Drop every cached session of this process (tests, or to free memory)."""
+    with _LOCK:
+        _SESSIONS.clear()

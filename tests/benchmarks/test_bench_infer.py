@@ -1,0 +1,247 @@
+"""CNN inference: geoembed.infer.predict vs raw ONNX Runtime on the same tiles.
+
+Model: a small U-Net (2 poolings, width 16, 3 x 3 convolutions, 10 classes) on a
+64-band field, built with PyTorch (random, seeded weights: nothing is trained) and
+exported to ONNX with dynamic H/W. Data: a synthetic 64-band float32 field (clearly
+synthetic: seeded Gaussian noise) in 1024 x 1024 blocks.
+
+Tables
+------
+1. geoembed vs raw: ``predict(tile=256, overlap=32, batch_size=8)`` on the synchronous
+   Dask scheduler (one process, one ORT thread) against a plain loop that cuts *the same
+   tiles* from a reflect-padded NumPy array, runs them through one ``InferenceSession``
+   (one thread, batches of 8) and pastes the interiors. Both outputs are checked to be
+   identical. Ratio = geoembed throughput / raw throughput (target >= 0.85).
+2. Overlap overhead: interiors of 256 px with a halo h = 32 (tile 320) against h = 0
+   (tile 256), both through geoembed; measured extra time vs theory
+   ``((T + 2h) / T) ** 2 - 1`` = 56 % (target: <= theory + 5 points).
+3. Workers: the same job on a LocalCluster with 1 and with 2 single-threaded worker
+   processes (field generated in the workers); throughput ratio (ideal 2.0 on >= 2 free
+   cores).
+
+Sizes: 2048 x 2048 (4 blocks, 144 tiles per run); ``GEOEMBED_BENCH_SCALE=small``:
+1024 x 1024 (1 block... 2 along x: 1024 x 2048 is used for the worker table so both
+workers have a block). The full run takes about 3-4 minutes on the 2-core reference
+machine, the small one about 1 minute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(3600)]
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from geoembed.infer import predict  # noqa: E402
+from geoembed.infer.tiling import tile_starts  # noqa: E402
+
+SMALL = os.environ.get("GEOEMBED_BENCH_SCALE", "").lower() == "small"
+SIZE = (1024, 1024) if SMALL else (2048, 2048)
+WORKER_SIZE = (1024, 2048) if SMALL else (2048, 2048)
+BLOCK = 1024
+BANDS = 64
+TILE, HALO, BATCH = 256, 32, 8
+
+
+def _unet(path: Path) -> str:
+    from torch import nn
+
+    def block(i: int, o: int) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1), nn.ReLU()
+        )
+
+    class UNet(nn.Module):
+        def __init__(self, cin: int = BANDS, w: int = 16, ncls: int = 10) -> None:
+            super().__init__()
+            self.e1, self.e2, self.e3 = block(cin, w), block(w, 2 * w), block(2 * w, 4 * w)
+            self.pool = nn.MaxPool2d(2)
+            self.u2, self.d2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2), block(4 * w, 2 * w)
+            self.u1, self.d1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2), block(2 * w, w)
+            self.head = nn.Conv2d(w, ncls, 1)
+
+        def forward(self, x: Any) -> Any:
+            a = self.e1(x)
+            b = self.e2(self.pool(a))
+            c = self.e3(self.pool(b))
+            d = self.d2(torch.cat([self.u2(c), b], 1))
+            return self.head(self.d1(torch.cat([self.u1(d), a], 1)))
+
+    torch.manual_seed(0)
+    dyn = {0: "N", 2: "H", 3: "W"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            UNet().eval(),
+            torch.zeros(1, BANDS, 64, 64),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": dyn, "logits": dyn},
+            dynamo=False,
+            opset_version=17,
+        )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _unet(tmp_path_factory.mktemp("bench") / "unet.onnx")
+
+
+def _coords(h: int, w: int) -> dict[str, Any]:
+    return {
+        "band": [f"F{i:03d}" for i in range(BANDS)],
+        "y": 5_000_000.0 - 10.0 * (np.arange(h) + 0.5),
+        "x": 500_000.0 + 10.0 * (np.arange(w) + 0.5),
+    }
+
+
+def numpy_field(h: int, w: int) -> xr.DataArray:
+    data = np.random.default_rng(0).standard_normal((BANDS, h, w), dtype=np.float32)
+    da = xr.DataArray(
+        dsa.from_array(data, chunks=(BANDS, BLOCK, BLOCK)),
+        dims=("band", "y", "x"),
+        coords=_coords(h, w),
+        name="embedding",
+    )
+    return da.rio.write_crs("EPSG:32633")
+
+
+def lazy_field(h: int, w: int) -> xr.DataArray:
+    rng = dsa.random.default_rng(0)
+    data = rng.standard_normal((BANDS, h, w), dtype=np.float32, chunks=(BANDS, BLOCK, BLOCK))
+    da = xr.DataArray(data, dims=("band", "y", "x"), coords=_coords(h, w), name="embedding")
+    return da.rio.write_crs("EPSG:32633")
+
+
+def raw_onnxruntime(model: str, img: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int]:
+    """The same tiles as geoembed (per 1024-block layout), one session, batches of 8."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+    _, h, w = img.shape
+    padded = np.pad(img, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
+    interior = tile - 2 * halo
+    jobs = []
+    for y0 in range(0, h, BLOCK):
+        for x0 in range(0, w, BLOCK):
+            by, bx = min(BLOCK, h - y0), min(BLOCK, w - x0)
+            for a in tile_starts(by, interior):
+                for b in tile_starts(bx, interior):
+                    jobs.append((y0 + a, x0 + b, min(interior, by - a), min(interior, bx - b)))
+    probs = np.empty((10, h, w), dtype=np.float32)
+    for i in range(0, len(jobs), BATCH):
+        group = jobs[i : i + BATCH]
+        batch = np.stack([padded[:, y : y + tile, x : x + tile] for y, x, _, _ in group])
+        logits = sess.run(None, {"input": batch})[0]
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        for k, (y, x, ny, nx) in enumerate(group):
+            probs[:, y : y + ny, x : x + nx] = logits[k, :, halo : halo + ny, halo : halo + nx]
+    return probs, len(jobs)
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def test_bench_infer_vs_raw_and_overlap(model: str) -> None:
+    h, w = SIZE
+    field = numpy_field(h, w)
+    img = field.data.compute()
+    mpix = h * w / 1e6
+    # warm both paths (session creation, first-run allocations)
+    raw_onnxruntime(model, img[:, :256, :256], TILE, HALO)
+    kw: dict[str, Any] = dict(batch_size=BATCH, threads=1, check_overlap=False)
+    with dask.config.set(scheduler="synchronous"):
+        predict(field[:, :256, :256], model, tile=TILE, overlap=HALO, **kw).compute()
+
+        t_raw, (ref, n_tiles) = _timed(lambda: raw_onnxruntime(model, img, TILE, HALO))
+        probs = predict(field, model, tile=TILE, overlap=HALO, output="probabilities", **kw)
+        t_geo, got = _timed(lambda: probs.values)
+        assert np.array_equal(got, ref), "geoembed and the raw loop must run the same tiles"
+
+        interior = 256
+        t_h0, _ = _timed(
+            lambda: predict(field, model, tile=interior, overlap=0, **kw)["classes"].values
+        )
+        t_h32, _ = _timed(
+            lambda: (
+                predict(field, model, tile=interior + 2 * HALO, overlap=HALO, **kw)[
+                    "classes"
+                ].values
+            )
+        )
+    theory = ((interior + 2 * HALO) / interior) ** 2 - 1
+    measured = t_h32 / t_h0 - 1
+    print()
+    print(
+        f"CNN inference, U-Net w16 64 bands, {h} x {w} px, tile {TILE}, overlap {HALO}, "
+        f"batch {BATCH}, 1 ORT thread, {n_tiles} tiles"
+    )
+    print(f"{'method':<34}{'s':>8}{'tiles/s':>10}{'Mpix/s':>9}{'ratio':>8}")
+    print(
+        f"{'raw onnxruntime (same tiles)':<34}{t_raw:>8.2f}{n_tiles / t_raw:>10.2f}"
+        f"{mpix / t_raw:>9.3f}{1.0:>8.2f}"
+    )
+    print(
+        f"{'geoembed predict (sync)':<34}{t_geo:>8.2f}{n_tiles / t_geo:>10.2f}"
+        f"{mpix / t_geo:>9.3f}{t_raw / t_geo:>8.2f}   (target >= 0.85)"
+    )
+    print(
+        f"overlap overhead, interior {interior}, h={HALO}: measured {measured:+.1%}, "
+        f"theory {theory:+.1%} (h=0: {t_h0:.2f} s, h={HALO}: {t_h32:.2f} s)"
+    )
+
+
+def test_bench_infer_workers(model: str) -> None:
+    from distributed import Client, LocalCluster
+
+    h, w = WORKER_SIZE
+    rows = []
+    for n in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster),
+        ):
+            kw: dict[str, Any] = dict(batch_size=BATCH, check_overlap=False)
+            predict(lazy_field(256, 256 * n), model, tile=TILE, overlap=HALO, **kw)[
+                "classes"
+            ].values  # warm: every worker builds its session
+            t, _ = _timed(
+                lambda: (
+                    predict(lazy_field(h, w), model, tile=TILE, overlap=HALO, **kw)[
+                        "classes"
+                    ].values
+                )
+            )
+        rows.append((n, t))
+    print()
+    print(f"CNN inference on a LocalCluster, {h} x {w} px, tile {TILE}, overlap {HALO}")
+    print(f"{'workers':>8}{'s':>8}{'Mpix/s':>9}{'speed-up':>10}")
+    for n, t in rows:
+        print(f"{n:>8}{t:>8.2f}{h * w / 1e6 / t:>9.3f}{rows[0][1] / t:>10.2f}")

@@ -1,0 +1,217 @@
+"""KMeans: geoembed vs dask-ml vs scikit-learn (in memory) vs faiss (on a sample).
+
+Data: a synthetic AlphaEarth-like field (clearly synthetic): 64-d unit vectors drawn
+around 200 latent centres plus noise, stored as int8 codes in memory and de-quantized
+lazily per 512 x 512 chunk, as ``open_embeddings`` does for AEF COGs. Every method sees
+the same float32 values. All runs are side by side in this process on the machine's
+cores (Dask threaded scheduler).
+
+Columns
+-------
+fit s
+    Wall time of ``fit``.
+predict Mpx/s/core
+    Pixels labelled per second per core (whole field, labels computed, not written).
+inertia vs sklearn
+    Inertia of the method's centres over *all* pixels (one exact evaluation shared by
+    every method) relative to full-data scikit-learn Lloyd (``KMeans(n_init=1,
+    algorithm="lloyd")``) from k-means++; ``n/a`` where scikit-learn did not fit in memory.
+x dask-ml
+    dask-ml fit time / geoembed fit time.
+
+Capping dask-ml: dask-ml's KMeans is very slow (about 870 s for 2e6 x 64, k=10 on the
+2-core reference machine, see reference/performance.md), so it runs with
+``max_iter=DASKML_MAX_ITER`` (default 20, the same as geoembed's maximum passes; its
+default is 300) and only at the smallest size; at larger sizes its fit time is
+**extrapolated** linearly in the pixel count from the smallest size (marked ``~``).
+
+Sizes: 2e6 and 2e7 pixels, k in {10, 32, 100}; ``GEOEMBED_BENCH_SCALE=small``: 2e5 and
+1e6 pixels, k in {10, 32}.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import dask
+import dask.array as dsa
+import numpy as np
+import pytest
+import xarray as xr
+
+from geoembed.cluster import KMeans
+from geoembed.schema import aef_band_names
+
+pytestmark = [pytest.mark.bench, pytest.mark.timeout(4 * 3600)]
+
+SMALL = os.environ.get("GEOEMBED_BENCH_SCALE", "").lower() == "small"
+SIZES = [(400, 500), (1000, 1000)] if SMALL else [(1000, 2000), (4000, 5000)]
+KS = [10, 32] if SMALL else [10, 32, 100]
+DASKML_MAX_ITER = int(os.environ.get("GEOEMBED_BENCH_DASKML_MAX_ITER", "20"))
+SKLEARN_MAX_ITER = 100
+CHUNK = 512
+CORES = os.cpu_count() or 1
+
+
+def make_codes(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """AEF-like int8 codes ``(64, y, x)``: 200 latent unit centres + noise, unit length."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(200, 64))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    codes = np.empty((64, height, width), dtype=np.int8)
+    rows_per = max(1, 262_144 // width)
+    for y0 in range(0, height, rows_per):
+        y1 = min(height, y0 + rows_per)
+        n = (y1 - y0) * width
+        which = rng.integers(0, 200, n)
+        v = centres[which] + 0.35 * rng.normal(size=(n, 64)) / 8
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        q = np.sign(v) * np.sqrt(np.abs(v)) * 127.5  # inverse of sign(q) (q / 127.5) ** 2
+        codes[:, y0:y1, :] = np.clip(np.rint(q), -127, 127).astype(np.int8).T.reshape(64, y1 - y0, width)
+    return codes
+
+
+def _dequant(q: np.ndarray) -> np.ndarray:
+    f = q.astype(np.float32) / np.float32(127.5)
+    return np.sign(f) * f * f
+
+
+def make_field(codes: np.ndarray) -> xr.DataArray:
+    _, h, w = codes.shape
+    data = dsa.from_array(codes, chunks=(-1, CHUNK, CHUNK)).map_blocks(_dequant, dtype=np.float32)
+    da = xr.DataArray(
+        data,
+        dims=("band", "y", "x"),
+        coords={"band": aef_band_names(), "y": 5e6 - 10 * (np.arange(h) + 0.5), "x": 4e5 + 10 * (np.arange(w) + 0.5)},
+        name="embedding",
+    )
+    return da.rio.write_crs("EPSG:32633")
+
+
+def as_matrix(field: xr.DataArray) -> dsa.Array:
+    """The field as a lazy (pixels, 64) matrix, one row-chunk per block row (for dask-ml)."""
+    data = field.data.rechunk((-1, CHUNK, -1))
+    return data.transpose(1, 2, 0).reshape(-1, 64)
+
+
+def exact_inertia(field: xr.DataArray, centers: np.ndarray) -> float:
+    model = KMeans(len(centers))
+    model.cluster_centers_ = np.asarray(centers, dtype=np.float32)
+    model.n_features_in_ = 64
+    model.feature_names_in_ = aef_band_names()
+    return -model.score(field)
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def fits_in_memory(n: int) -> bool:
+    import psutil
+
+    return psutil.virtual_memory().available > 4 * n * 64 * 4
+
+
+def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]) -> list[dict[str, Any]]:
+    field = make_field(codes)
+    n = field.sizes["y"] * field.sizes["x"]
+    rows: list[dict[str, Any]] = []
+
+    # geoembed, exact Lloyd passes over every pixel
+    t_fit, model = timed(lambda: KMeans(k, metric="euclidean", random_state=0).fit(field))
+    t_pred, _ = timed(lambda: model.predict(field).data.sum().compute())
+    rows.append(dict(method="geoembed lloyd", fit=t_fit, pred=n / t_pred / CORES / 1e6,
+                     centers=model.cluster_centers_, note=f"{model.n_iter_} passes"))
+    # geoembed, sample only
+    t_fit, smodel = timed(lambda: KMeans(k, mode="sample", random_state=0).fit(field))
+    rows.append(dict(method="geoembed sample", fit=t_fit, pred=rows[0]["pred"],
+                     centers=smodel.cluster_centers_, note=f"{smodel.sample_size_} px"))
+
+    # scikit-learn in memory (the reference inertia)
+    ref_inertia = None
+    x = None
+    if fits_in_memory(n):
+        from sklearn.cluster import KMeans as SKKMeans
+
+        x = np.ascontiguousarray(field.data.transpose(1, 2, 0).reshape(-1, 64).compute())
+        t_fit, sk = timed(lambda: SKKMeans(k, n_init=1, algorithm="lloyd", max_iter=SKLEARN_MAX_ITER,
+                                          random_state=0).fit(x))
+        t_pred, _ = timed(lambda: sk.predict(x))
+        rows.append(dict(method="sklearn (in memory)", fit=t_fit, pred=n / t_pred / CORES / 1e6,
+                         centers=sk.cluster_centers_, note=f"{sk.n_iter_} its"))
+        ref_inertia = exact_inertia(field, sk.cluster_centers_)
+
+    # faiss on its default sample (256 points per centroid)
+    if x is not None:
+        import faiss
+
+        km = faiss.Kmeans(64, k, niter=20, seed=0)
+        t_fit, _ = timed(lambda: km.train(x))
+        t_pred, _ = timed(lambda: km.index.search(x, 1))
+        rows.append(dict(method="faiss (256 k sample)", fit=t_fit, pred=n / t_pred / CORES / 1e6,
+                         centers=km.centroids, note=f"{256 * k} px"))
+
+    # dask-ml: measured at the smallest size, extrapolated above it
+    import dask_ml.cluster
+
+    if k not in daskml_ref:
+        xd = as_matrix(field)
+        est = dask_ml.cluster.KMeans(n_clusters=k, max_iter=DASKML_MAX_ITER, random_state=0)
+        t_fit, _ = timed(lambda: est.fit(xd))
+        t_pred, _ = timed(lambda: est.predict(xd).sum().compute())
+        daskml_ref[k] = (t_fit, n)
+        rows.append(dict(method=f"dask-ml (max_iter={DASKML_MAX_ITER})", fit=t_fit,
+                         pred=n / t_pred / CORES / 1e6, centers=est.cluster_centers_,
+                         note=f"{est.n_iter_} its"))
+    else:
+        t_ref, n_ref = daskml_ref[k]
+        rows.append(dict(method="dask-ml (extrapolated)", fit=t_ref * n / n_ref, pred=None,
+                         centers=None, note=f"~ linear from {n_ref:.0e} px"))
+
+    geo_fit = rows[0]["fit"]
+    dml_fit = rows[-1]["fit"]
+    for row in rows:
+        if row["centers"] is not None:
+            inertia = exact_inertia(field, row["centers"])
+            row["rel"] = None if ref_inertia is None else inertia / ref_inertia - 1
+        else:
+            row["rel"] = None
+        row["x_daskml"] = dml_fit / row["fit"]
+    rows[0]["speedup_vs_daskml"] = dml_fit / geo_fit
+    return rows
+
+
+def fmt(row: dict[str, Any], n: int, k: int) -> str:
+    rel = "n/a" if row["rel"] is None else f"{100 * row['rel']:+.2f} %"
+    pred = "-" if row["pred"] is None else f"{row['pred']:.2f}"
+    fit = f"{'~' if 'extrapolated' in row['method'] else ''}{row['fit']:.1f}"
+    return (f"| {n:.0e} | {k:>3} | {row['method']:<24} | {fit:>8} | {pred:>6} | {rel:>9} | "
+            f"{row['x_daskml']:>7.1f} | {row['note']} |")
+
+
+def test_bench_kmeans() -> None:
+    lines = [
+        "",
+        f"KMeans benchmark ({'small' if SMALL else 'full'} scale, {CORES} cores, threaded scheduler)",
+        "| pixels | k | method | fit s | predict Mpx/s/core | inertia vs sklearn | x dask-ml | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    daskml_ref: dict[int, tuple[float, int]] = {}
+    t_all = time.perf_counter()
+    with dask.config.set(scheduler="threads"):
+        for h, w in SIZES:
+            codes = make_codes(h, w)
+            for k in KS:
+                rows = run_case(codes, k, daskml_ref)
+                for row in rows:
+                    lines.append(fmt(row, h * w, k))
+                print("\n".join(lines[-len(rows):]), flush=True)
+                geo = rows[0]
+                assert geo["centers"].shape == (k, 64)
+            del codes
+    lines.append(f"total benchmark time: {time.perf_counter() - t_all:.0f} s")
+    print("\n".join(lines))

@@ -1,0 +1,222 @@
+"""geoembed.infer.predict: seam-free exactness, outputs, nodata, strided grids."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+import onnxruntime as ort
+
+from geoembed.infer import SeamWarning, predict, write_sidecar
+from geoembed.infer.models import conv_stack, patch_classifier, strided_fcn
+from geoembed.schema import check_embedding
+from geoembed.testing import make_field, raise_if_dask_computes
+
+DEPTH = 3  # receptive radius of the conv stack
+BANDS = 8
+
+
+@pytest.fixture(scope="module")
+def conv_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    d = tmp_path_factory.mktemp("models")
+    return conv_stack(d / "conv.onnx", bands=BANDS, depth=DEPTH, features=True, seed=3)
+
+
+def _session(path: str) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+def whole_image(path: str, field: xr.DataArray, halo: int) -> dict[str, np.ndarray]:
+    """The model run once on the whole (reflect-padded, NaN-filled) image."""
+    x = field.values.astype(np.float32)
+    nodata = np.isnan(x).any(axis=0)
+    x = np.nan_to_num(x, nan=0.0)
+    x = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")[None]
+    logits, feats = _session(path).run(["logits", "features"], {"input": x})
+    crop = (slice(None), slice(None), slice(halo, -halo or None), slice(halo, -halo or None))
+    probs = _softmax(logits[crop].astype(np.float32))[0]
+    feats = feats[crop][0]
+    probs[:, nodata] = np.nan
+    feats[:, nodata] = np.nan
+    return {"probabilities": probs, "embedding": feats, "nodata": nodata}
+
+
+FIELD_CASES = [
+    pytest.param(dict(chunks=16), 24, id="chunks16-tile24"),
+    pytest.param(dict(chunks=(23, 41)), 40, id="chunks23x41-tile40"),
+    pytest.param(dict(chunks=(70, 13)), 16, id="chunks70x13-tile16"),
+    pytest.param(dict(chunks=None), 256, id="numpy-tile256"),
+    pytest.param(dict(chunks=32, bottom_up=True), 24, id="bottom-up"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "tile"), FIELD_CASES)
+def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, tile: int) -> None:
+    field = make_field(70, 90, bands=BANDS, seed=1, **kwargs)
+    ref = whole_image(conv_model, field, DEPTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SeamWarning)
+        ds = predict(
+            field,
+            conv_model,
+            tile=tile,
+            overlap=DEPTH,
+            batch_size=3,
+            output=["classes", "probabilities", "features"],
+        )
+    out = ds.compute(scheduler="threads")
+    np.testing.assert_array_equal(out["probabilities"].values, ref["probabilities"])
+    np.testing.assert_array_equal(out["embedding"].values, ref["embedding"])
+    cls = out["classes"].values
+    assert cls.dtype == np.uint8
+    assert (cls[ref["nodata"]] == 255).all()
+    valid = ~ref["nodata"]
+    np.testing.assert_array_equal(cls[valid], np.argmax(ref["probabilities"][:, valid], axis=0))
+    assert np.isnan(out["confidence"].values[ref["nodata"]]).all()
+    np.testing.assert_array_equal(
+        out["confidence"].values[valid], ref["probabilities"][:, valid].max(axis=0)
+    )
+    assert ds["classes"].rio.crs == field.rio.crs
+    assert ds["classes"].rio.transform() == field.rio.transform()
+
+
+def test_threads_and_worker_processes_agree(conv_model: str, dask_client: object) -> None:
+    field = make_field(70, 90, bands=BANDS, chunks=(29, 37), seed=2)
+    ref = whole_image(conv_model, field, DEPTH)
+    probs = predict(field, conv_model, tile=32, overlap=DEPTH, output="probabilities")
+    on_workers = probs.compute()  # the dask_client fixture: 2 worker processes
+    threaded = probs.compute(scheduler="threads")
+    np.testing.assert_array_equal(on_workers.values, ref["probabilities"])
+    np.testing.assert_array_equal(threaded.values, ref["probabilities"])
+
+
+def test_too_small_overlap_is_reported_and_really_seams(conv_model: str, tmp_path) -> None:
+    field = make_field(70, 90, bands=BANDS, chunks=16, seed=1)
+    # detected by the perturbation probe (no sidecar)
+    with pytest.warns(SeamWarning, match="receptive radius of 3"):
+        probs = predict(field, conv_model, tile=24, overlap=1, output="probabilities")
+    ref = whole_image(conv_model, field, DEPTH)["probabilities"]
+    assert not np.array_equal(probs.values, ref, equal_nan=True)
+    # declared in the sidecar
+    cfg = write_sidecar(tmp_path / "conv.json", receptive_radius=5)
+    with pytest.warns(SeamWarning, match="declares a receptive radius of 5"):
+        predict(field, conv_model, model_config=cfg, tile=24, overlap=3)
+
+
+def test_no_compute_until_asked(conv_model: str) -> None:
+    field = make_field(40, 50, bands=BANDS, chunks=16)
+    with raise_if_dask_computes():
+        ds = predict(field, conv_model, tile=24, overlap=DEPTH, output=["classes", "features"])
+    assert ds["classes"].chunks is not None
+
+
+def test_features_are_an_embedding_field(conv_model: str) -> None:
+    field = make_field(40, 50, bands=BANDS, chunks=16)
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
+    check_embedding(feats, bands=[f"F{i:03d}" for i in range(16)])
+    assert feats.name == "embedding"
+    values = feats.values
+    assert np.isnan(values[:, 2:5, 3:7]).all()  # make_field's nodata patch
+    assert not np.isnan(values[:, 10:, 10:]).any()
+
+
+def test_features_cluster_with_kmeans(conv_model: str) -> None:
+    cluster = pytest.importorskip("geoembed.cluster")
+    field = make_field(40, 50, bands=BANDS, chunks=16)
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
+    labels = cluster.KMeans(n_clusters=3, random_state=0).fit(feats).predict(feats)
+    vals = np.asarray(labels.values)
+    assert vals.shape == (40, 50)
+    assert (vals[2:5, 3:7] == 255).all()
+    assert len(np.unique(vals[vals != 255])) == 3
+
+
+def test_sidecar_bands_normalisation_and_class_names(tmp_path) -> None:
+    path = conv_stack(tmp_path / "m.onnx", bands=3, depth=2, n_classes=2, seed=5)
+    field = make_field(30, 40, bands=6, chunks=16, seed=4)
+    wanted = ["F004", "F001", "F002"]
+    mean, std = [0.1, -0.2, 0.05], [0.5, 2.0, 1.5]
+    write_sidecar(
+        tmp_path / "m.json",
+        bands=wanted,
+        mean=mean,
+        std=std,
+        classes=["water", "land"],
+        colors=["#0000ff", "#00ff00"],
+    )
+    out = predict(field, path, tile=32, overlap=2, output="probabilities")  # auto sidecar
+    assert list(out["class"].values) == ["water", "land"]
+    x = field.sel(band=wanted).values
+    x = (x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
+    nodata = np.isnan(x).any(axis=0)
+    x = np.pad(np.nan_to_num(x, nan=0.0), ((0, 0), (2, 2), (2, 2)), mode="symmetric")
+    logits = _session(path).run(None, {"input": x[None].astype(np.float32)})[0]
+    ref = _softmax(logits[:, :, 2:-2, 2:-2])[0]
+    ref[:, nodata] = np.nan
+    np.testing.assert_array_equal(out.values, ref)
+
+
+def test_strided_model_grid(tmp_path) -> None:
+    path = strided_fcn(tmp_path / "s.onnx", bands=BANDS, stride=4, n_classes=3)
+    for bottom_up in (False, True):
+        field = make_field(70, 90, bands=BANDS, chunks=(20, 28), bottom_up=bottom_up, seed=6)
+        out = predict(field, path, tile=32, overlap=4, output="probabilities")
+        assert out.shape == (3, 18, 23)  # ceil(70/4), ceil(90/4)
+        t, to = field.rio.transform(), out.rio.transform()
+        assert (to.a, to.e, to.c, to.f) == (4 * t.a, 4 * t.e, t.c, t.f)
+        assert out["x"].values[0] == pytest.approx(t.c + 2 * t.a)
+        assert out["y"].values[0] == pytest.approx(t.f + 2 * t.e)
+        # each output pixel is the model on its own 4 x 4 footprint
+        x = np.nan_to_num(field.values, nan=0.0)
+        x = np.pad(x, ((0, 0), (0, 2), (0, 2)), mode="symmetric")[None]
+        ref = _softmax(_session(path).run(None, {"input": x})[0])[0]
+        vals = out.values
+        valid = ~np.isnan(vals[0])
+        np.testing.assert_array_equal(vals[:, valid], ref[:, valid])
+        assert valid.all()  # the 3 x 4 nodata patch never covers a whole 4 x 4 footprint
+
+
+def test_patch_classifier_grid(tmp_path) -> None:
+    path = patch_classifier(tmp_path / "p.onnx", bands=BANDS, size=20, n_classes=43)
+    field = make_field(70, 90, bands=BANDS, chunks=40, seed=7, nodata_patch=False)
+    ds = predict(field, path, batch_size=4)  # tile and overlap come from the model
+    cls = ds["classes"]
+    assert cls.shape == (4, 5)
+    t, to = field.rio.transform(), cls.rio.transform()
+    assert (to.a, to.e, to.c, to.f) == (20 * t.a, 20 * t.e, t.c, t.f)
+    sess = _session(path)
+    patch = field.values[:, 20:40, 40:60][None]
+    expect = int(np.argmax(sess.run(None, {"input": patch})[0][0]))
+    assert int(cls.values[1, 2]) == expect
+
+
+def test_nodata_block_stays_nodata(conv_model: str) -> None:
+    field = make_field(40, 50, bands=BANDS, chunks=16)
+    field = field.where(field["x"] > field["x"][20])  # left 21 columns nodata
+    ds = predict(field, conv_model, tile=24, overlap=DEPTH).compute()
+    assert (ds["classes"].values[:, :21] == 255).all()
+    assert (ds["classes"].values[:, 21:] != 255).all()
+
+
+@pytest.mark.parametrize("blend", ["linear", "cosine"])
+def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend: str) -> None:
+    field = make_field(70, 90, bands=BANDS, chunks=35, seed=1)
+    ref = whole_image(conv_model, field, 8)["probabilities"]
+    out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")
+    # weighted averages of identical tile values: equal up to rounding
+    np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,147 @@
+"""Zarr v2/v3 reader: both layouts, CRS recovery, years, int8 codes, chunks, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from geoembed.errors import (
+    BandMismatchError,
+    MissingCRSError,
+    MissingDependencyError,
+    MissingInputError,
+    QuantizationError,
+    SchemaError,
+)
+from geoembed.io import open_embeddings
+from geoembed.io.aef import dequantize_block
+from geoembed.schema import check_embedding
+from geoembed.testing import make_field, raise_if_dask_computes
+
+FORMATS = [2, 3]
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The data type .* does not have a Zarr V3 specification"
+)
+
+
+@pytest.fixture
+def field() -> xr.DataArray:
+    return make_field(37, 53, chunks=16)
+
+
+def _write(obj: xr.Dataset, path: Path, fmt: int) -> Path:
+    obj.to_zarr(path, mode="w", zarr_format=fmt, consolidated=fmt == 2)
+    return path
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_band_array_layout(field: xr.DataArray, tmp_path: Path, fmt: int) -> None:
+    path = _write(field.to_dataset(), tmp_path / "f.zarr", fmt)
+    with raise_if_dask_computes():
+        out = open_embeddings(path, bands=64)
+        check_embedding(out, bands=list(field.band.values))
+    assert out.rio.crs == field.rio.crs
+    assert out.rio.transform() == field.rio.transform()
+    # storage chunks are 16 x 16; default chunks are whole multiples of them
+    assert all(c % 16 == 0 for c in out.chunks[1][:-1] + out.chunks[2][:-1])
+    xr.testing.assert_identical(out.band, field.band)
+    np.testing.assert_array_equal(out.values, field.values)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_variable_per_band_layout_with_time(field: xr.DataArray, tmp_path: Path, fmt: int) -> None:
+    """The layout Xee exports: A00..A63 variables over (time, y, x), CRS as an attribute."""
+    field = field.compute()  # one stored chunk per variable keeps the test fast
+    years = [field, (field * 0.5).astype("float32")]
+    stacked = xr.concat(
+        years, dim=pd.Index(pd.to_datetime(["2023-01-01", "2024-01-01"]), name="time")
+    )
+    ds = stacked.to_dataset("band").drop_vars("spatial_ref")
+    for v in ds.data_vars.values():
+        v.encoding.pop("grid_mapping", None)
+        v.attrs.pop("grid_mapping", None)
+    ds.attrs["crs"] = "EPSG:32616"
+    path = _write(ds, tmp_path / "xee.zarr", fmt)
+    with raise_if_dask_computes():
+        out = open_embeddings(path, year=2024, bands=64)
+    assert out.rio.crs.to_epsg() == 32616
+    assert out.chunks[0] == (64,)
+    np.testing.assert_allclose(out.values, field.values * 0.5)
+    with pytest.raises(SchemaError, match="year"):
+        open_embeddings(path, year=2020)
+    with pytest.raises(Exception, match="year="):
+        open_embeddings(path)  # two time steps and no year
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_grid_mapping_variable_named_crs(field: xr.DataArray, tmp_path: Path, fmt: int) -> None:
+    ds = field.to_dataset().rename({"spatial_ref": "crs"})
+    ds["embedding"].encoding["grid_mapping"] = "crs"
+    ds["embedding"].attrs.pop("grid_mapping", None)
+    path = _write(ds, tmp_path / "gm.zarr", fmt)
+    out = open_embeddings(path)
+    assert out.rio.crs == field.rio.crs
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_crs_is_an_error(field: xr.DataArray, tmp_path: Path, fmt: int) -> None:
+    ds = field.to_dataset().drop_vars("spatial_ref")
+    ds["embedding"].attrs.pop("grid_mapping", None)
+    ds["embedding"].encoding.pop("grid_mapping", None)
+    path = _write(ds, tmp_path / "nocrs.zarr", fmt)
+    with raise_if_dask_computes(), pytest.raises(MissingCRSError, match=r"nocrs\.zarr.*write_crs"):
+        open_embeddings(path)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_int8_codes_in_zarr(field: xr.DataArray, tmp_path: Path, fmt: int) -> None:
+    rng = np.random.default_rng(3)
+    codes = rng.integers(-127, 128, size=field.shape).astype(np.int8)
+    codes[:, 4, 5] = -128
+    codes[10, 6, 7] = -128
+    da = field.copy(data=codes)
+    da.encoding["_FillValue"] = -128
+    path = _write(da.to_dataset(), tmp_path / "q.zarr", fmt)
+    out = open_embeddings(path)
+    assert out.attrs["quantization"] == "aef"
+    np.testing.assert_array_equal(out.values, dequantize_block(codes))
+    assert np.isnan(out.values[:, 6, 7]).all()
+    da.encoding = {}
+    path = _write(da.to_dataset(), tmp_path / "q_nofill.zarr", fmt)
+    with pytest.raises(QuantizationError, match="quantization='aef'"):
+        open_embeddings(path)
+    np.testing.assert_array_equal(
+        open_embeddings(path, quantization="aef").values, dequantize_block(codes)
+    )
+
+
+def test_wrong_band_count(field: xr.DataArray, tmp_path: Path) -> None:
+    path = _write(field.isel(band=slice(0, 63)).to_dataset(), tmp_path / "b63.zarr", 3)
+    with raise_if_dask_computes(), pytest.raises(BandMismatchError, match="63 bands; expected 64"):
+        open_embeddings(path, bands=64)
+
+
+def test_user_chunks_and_band_split_refused(field: xr.DataArray, tmp_path: Path) -> None:
+    path = _write(field.to_dataset(), tmp_path / "c.zarr", 3)
+    out = open_embeddings(path, chunks={"y": 32, "x": -1})
+    assert out.chunks[1][0] == 32 and out.chunks[2] == (53,)
+    with pytest.raises(Exception, match="band"):
+        open_embeddings(path, chunks={"band": 8})
+
+
+def test_missing_store_and_cloud_without_backend(tmp_path: Path) -> None:
+    with pytest.raises(MissingInputError, match="does not exist"):
+        open_embeddings(tmp_path / "nothing.zarr")
+    pytest.importorskip("fsspec")
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match=r"gcsfs.*geoembed\[cloud\]"):
+            open_embeddings("gs://bucket/field.zarr")
+    else:  # pragma: no cover - only where gcsfs is installed
+        pytest.skip("gcsfs is installed")
