@@ -15,69 +15,140 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dask.array as dsa
 import numpy as np
-import xarray as xr
 
-__all__ = ["adjusted_rand_index", "map_contingency", "run_demo"]
+__all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
 
 
-def _block_counts(a: np.ndarray, b: np.ndarray, *, na: int, nb: int, nodata: tuple[int, int]):
-    a = a.ravel().astype(np.int64)
-    b = b.ravel().astype(np.int64)
-    keep = (a != nodata[0]) & (b != nodata[1])
-    counts = np.bincount(a[keep] * nb + b[keep], minlength=na * nb)
-    return counts.reshape(1, 1, na, nb)
+def _step(summary: dict[str, Any], name: str, t0: float) -> float:
+    now = time.perf_counter()
+    summary["seconds"][name] = round(now - t0, 2)
+    log.info("demo: %s done in %.1f s", name, now - t0)
+    return now
 
 
-def map_contingency(
-    a: xr.DataArray,
-    b: xr.DataArray,
+def run_demo(
+    out: str | Path,
     *,
-    na: int,
-    nb: int,
-    nodata: tuple[int, int] = (255, 255),
-) -> dsa.Array:
-    """Lazy ``(na, nb)`` contingency table of two ``(y, x)`` class maps on the same grid.
+    size: int = 1024,
+    seed: int = 0,
+    chunks: int = 512,
+    k: int = 5,
+    points_per_class: int = 40,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the whole job on a synthetic scene and write every output under ``out``.
 
-    Pixels where either map holds its nodata value are left out. Memory is bounded by the
-    chunk size: counts are made per block and summed.
+    Parameters
+    ----------
+    out : path
+        Output folder (created; the demo's own files in it are replaced).
+    size : int
+        The scene is ``size`` x ``size`` pixels (10 m).
+    seed : int
+        Seed of the scene, the label sample and KMeans.
+    chunks : int
+        Spatial chunk size.
+    k : int
+        Neighbours for kNN.
+    points_per_class : int
+        Labelled points sampled per class for training.
+    progress : bool
+        Show progress bars on stderr.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable summary: output paths, accuracies, timings.
     """
-    da_, db_ = a.data, b.data
-    if not isinstance(da_, dsa.Array):
-        da_ = dsa.from_array(da_, chunks=512)
-    if not isinstance(db_, dsa.Array):
-        db_ = dsa.from_array(db_, chunks=da_.chunks)
-    db_ = db_.rechunk(da_.chunks)
-    parts = dsa.map_blocks(
-        _block_counts,
-        da_,
-        db_,
-        na=na,
-        nb=nb,
-        nodata=nodata,
-        new_axis=[2, 3],
-        chunks=((1,) * da_.numblocks[0], (1,) * da_.numblocks[1], (na,), (nb,)),
-        dtype=np.int64,
+    from geoembed.assess import accuracy_report
+    from geoembed.classify import classify_knn
+    from geoembed.cluster import KMeans, adjusted_rand_index
+    from geoembed.cluster.stats import contingency_table
+    from geoembed.datasets import synthetic_scene
+    from geoembed.export import write_cog, write_zarr
+    from geoembed.io import open_embeddings
+    from geoembed.labels import training_from_geometries
+    from geoembed.viz import quicklook_png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "field": out / "field.zarr",
+        "truth": out / "truth.tif",
+        "quicklook": out / "quicklook.png",
+        "knn_map": out / "knn_classes.tif",
+        "knn_confidence": out / "knn_confidence.tif",
+        "clusters": out / "kmeans_clusters.tif",
+        "summary": out / "summary.json",
+    }
+    summary: dict[str, Any] = {
+        "scene": {"height": size, "width": size, "seed": seed, "synthetic": True},
+        "outputs": {key: str(p) for key, p in paths.items()},
+        "seconds": {},
+    }
+    t = t0 = time.perf_counter()
+
+    scene = synthetic_scene(size, size, seed=seed, chunks=chunks)
+    names = scene.class_names
+    write_zarr(scene.field, paths["field"], overwrite=True, progress=progress)
+    write_cog(
+        scene.truth,
+        paths["truth"],
+        class_names=names,
+        colors=scene.colors,
+        overwrite=True,
+        progress=progress,
     )
-    return parts.sum(axis=(0, 1))
+    quicklook_png(scene.field, paths["quicklook"])
+    t = _step(summary, "scene", t)
 
+    # kNN from labelled points, on the field read back from Zarr as a user would.
+    field = open_embeddings(paths["field"])
+    labels = scene.sample_points(points_per_class, seed=seed + 1)
+    training = training_from_geometries(field, labels, label_column="class_id")
+    result = classify_knn(field, training, k=k)
+    ids = [int(v) for v in training.class_values]
+    knn_names = [names[i] for i in ids]
+    knn_colors = {j: scene.colors[i] for j, i in enumerate(ids)}
+    write_cog(
+        result["class"],
+        paths["knn_map"],
+        class_names=knn_names,
+        colors=knn_colors,
+        overwrite=True,
+        progress=progress,
+    )
+    write_cog(result["confidence"], paths["knn_confidence"], overwrite=True, progress=progress)
+    table = contingency_table(scene.truth, result["class"], n_a=len(names), n_b=len(ids))
+    confusion = table[ids, :]  # truth rows in the classifier's class order
+    n_missed = int(table.sum() - confusion.sum())
+    y_true = np.repeat(np.arange(len(ids)), confusion.sum(axis=1))
+    y_pred = np.concatenate([np.repeat(np.arange(len(ids)), row) for row in confusion])
+    report = accuracy_report(y_true, y_pred, class_names=knn_names)
+    summary["knn"] = {
+        "k": k,
+        "training_points": len(training.y),
+        "rejected": training.report.get("rejected", {}),
+        "overall_accuracy": report["overall_accuracy"],
+        "kappa": report["kappa"],
+        "pixels_of_untrained_classes": n_missed,
+    }
+    t = _step(summary, "knn", t)
 
-def adjusted_rand_index(table: np.ndarray) -> float:
-    """Adjusted Rand index (Hubert and Arabie, 1985) from a contingency table."""
-    table = np.asarray(table, dtype=np.float64)
-    n = table.sum()
-
-    def pairs(x: np.ndarray) -> float:
-        return float((x * (x - 1) / 2).sum())
-
-    index = pairs(table)
-    a = pairs(table.sum(axis=1))
-    b = pairs(table.sum(axis=0))
-    expected = a * b / (n * (n - 1) / 2) if n > 1 else 0.0
-    maximum = (a + b) / 2
-    if maximum == expected:
-        return 1.0
-    return (index - expected) / (maximum - expected)
+    kmeans = KMeans(n_clusters=len(names), random_state=seed).fit(field)
+    clusters = kmeans.predict(field)
+    write_cog(clusters, paths["clusters"], overwrite=True, progress=progress)
+    summary["kmeans"] = {
+        "n_clusters": len(names),
+        "inertia": float(kmeans.inertia_),
+        "adjusted_rand_index": adjusted_rand_index(
+            clusters, scene.truth, n_pred=len(names), n_truth=len(names)
+        ),
+    }
+    _step(summary, "kmeans", t)
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
+    paths["summary"].write_text(json.dumps(summary, indent=2, default=str))
+    return summary

@@ -206,7 +206,7 @@ def test_write_on_local_cluster_with_worker_processes(tmp_path: Path, dask_clien
 
 
 def test_overwrite_protection(tmp_path: Path) -> None:
-    da, cls = _class_map()
+    da, _ = _class_map()
     target = tmp_path / "o.tif"
     write_cog(da, target)
     before = target.read_bytes()

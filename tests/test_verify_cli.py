@@ -55,8 +55,15 @@ def test_valid_cog_text(tmp_path: Path, class_map) -> None:
 def test_striped_geotiff_is_not_a_cog(tmp_path: Path) -> None:
     path = tmp_path / "striped.tif"
     data = np.zeros((1, 1200, 1100), np.uint8)
-    profile = {"driver": "GTiff", "height": 1200, "width": 1100, "count": 1, "dtype": "uint8",
-               "crs": "EPSG:32616", "transform": from_origin(0, 0, 10, 10)}
+    profile = {
+        "driver": "GTiff",
+        "height": 1200,
+        "width": 1100,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": "EPSG:32616",
+        "transform": from_origin(0, 0, 10, 10),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     result = _invoke("--json", str(path))

@@ -11,9 +11,7 @@ from geoembed.cli._options import echo_json, json_option
 
 @click.command()
 @click.argument("output", type=click.Path(exists=True, dir_okay=True, file_okay=True))
-@click.option(
-    "--full", is_flag=True, help="COG: decode every block (slower; finds corrupt tiles)."
-)
+@click.option("--full", is_flag=True, help="COG: decode every block (slower; finds corrupt tiles).")
 @json_option
 def verify(output: str, full: bool, as_json: bool) -> None:
     """Check that OUTPUT (a COG or a Zarr store) is complete and valid.
@@ -40,8 +38,7 @@ def verify(output: str, full: bool, as_json: bool) -> None:
         else:
             for name, info in report.get("arrays", {}).items():
                 click.echo(
-                    f"  {name}: {info['dtype']} {tuple(info['shape'])}, "
-                    f"{info['n_chunks']} chunks"
+                    f"  {name}: {info['dtype']} {tuple(info['shape'])}, {info['n_chunks']} chunks"
                 )
             click.echo(f"  CRS {report.get('crs')}; missing chunks: {report['n_missing_chunks']}")
         for problem in report["problems"]:

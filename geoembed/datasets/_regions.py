@@ -18,6 +18,7 @@ __all__ = [
     "Layout",
     "hash_u64",
     "iter_normals",
+    "iter_unit_noise",
     "labels_at",
     "normals",
     "uniform",
@@ -29,6 +30,7 @@ _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S32 = (np.uint64(s) for s in (30, 27, 31, 32))
 _MASK32 = np.uint64(0xFFFFFFFF)
+_MASK16 = np.uint64(0xFFFF)
 _TWO32 = float(2**32)
 
 # land-cover ids used by the layout (the public table lives in synthetic.py)
@@ -80,6 +82,27 @@ def iter_normals(key: np.ndarray, n: int) -> Iterator[np.ndarray]:
             done += 1
             if done < n:
                 yield (r * np.sin(t)).astype(np.float32)
+                done += 1
+
+
+def iter_unit_noise(key: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    """Yield ``n`` zero-mean, unit-variance float32 arrays (uniform) from a uint64 ``key``.
+
+    Four 16-bit uniforms per SplitMix64 step and no transcendental functions: about six
+    times cheaper than :func:`iter_normals`, for per-pixel noise whose shape does not
+    matter.
+    """
+    scale = np.float32(2.0 * np.sqrt(3.0) / 65536.0)
+    offset = np.float32(np.sqrt(3.0) - np.sqrt(3.0) / 65536.0)
+    done = 0
+    with np.errstate(over="ignore"):
+        for i in range((n + 3) // 4):
+            h = _mix(key + np.uint64(i + 1) * _GOLDEN)
+            for q in range(4):
+                if done == n:
+                    return
+                u = ((h >> np.uint64(16 * q)) & _MASK16).astype(np.float32)
+                yield u * scale - offset
                 done += 1
 
 

@@ -23,6 +23,12 @@ never reads those files. Measured there, and matched here:
 * cosine between 4-neighbours (Wisconsin): median 0.995; per-band standard deviation
   0.065-0.10; the variance lives in a few dimensions (participation ratio 5-7).
 
+A 512 x 768 synthetic scene gives: median cosine to the class mean 0.86 (built) to 0.95
+(water), class-mean cosines 0.45-0.90, neighbour cosine 0.992, per-band standard
+deviation 0.075, participation ratio 6.8; nearest-prototype accuracy about 0.93 and
+5-fold kNN (k=5) accuracy on sampled points about 0.93 (real labels, which are noisier,
+give 0.70-0.75).
+
 "The AlphaEarth Foundations Satellite Embedding dataset is produced by Google and Google
 DeepMind." Dynamic World labels: Google, World Resources Institute, CC-BY-4.0.
 """
@@ -97,8 +103,9 @@ _TEXTURE_GAIN = 4.66
 _N_PARCEL_DIMS = 12
 _N_TEXTURE = 4  # smooth noise fields per texture scale (fine, coarse)
 #: Per-class spread, as norms added to the unit prototype before re-normalising:
-#: per-parcel offset, smooth texture, per-pixel noise. Tuned so that the median cosine to
-#: the class mean and the neighbour cosine match the real values quoted above.
+#: per-parcel offset, fine and coarse smooth texture, per-pixel noise. Tuned (offline, on
+#: a 512 x 768 scene) so that the median cosine to the class mean matches the real value
+#: of each class within 0.01 and the neighbour cosine is about 0.99.
 _SPREAD = {
     #           parcel, fine texture, coarse texture, pixel
     R.WATER: (0.00, 0.21, 0.29, 0.08),
@@ -126,7 +133,7 @@ def _space() -> dict[str, np.ndarray]:
     w = 1.0 / np.sqrt(1.0 + np.arange(_N_PARCEL_DIMS))
     w /= np.sqrt(np.sum(w**2))
     parcel = w[:, None] * q[:, :_N_PARCEL_DIMS].T
-    # texture directions: fine and coarse sets, spread over 16 dimensions
+    # texture directions: a fine and a coarse set of 4, inside the 12-d variation space
     texture = np.concatenate([q[:, 2 : 2 + _N_TEXTURE].T, q[:, 8 : 8 + _N_TEXTURE].T])
     texture *= np.sqrt(1.0 / _N_TEXTURE)
     spread = np.array([_SPREAD[c.id] for c in CLASSES], dtype=np.float32)
@@ -187,7 +194,7 @@ def _embedding_block(
     # per-pixel noise from a counter-based hash of the global pixel index
     key = R.hash_u64(layout.seed, 12, rows + (1 << 40), cols + (1 << 40))
     amp = spread[safe, 3] / np.float32(np.sqrt(_BANDS))
-    for j, n in enumerate(R.iter_normals(key, _BANDS)):
+    for j, n in enumerate(R.iter_unit_noise(key, _BANDS)):
         out[j] += n * amp
 
     norm2 = out[0] * out[0]

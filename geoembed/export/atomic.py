@@ -106,7 +106,7 @@ def check_output_path(
 
 
 def temp_sibling(target: Path, tag: str) -> Path:
-    """A unique hidden temporary name next to ``target`` (same filesystem)."""
+    """Return a unique hidden temporary name next to ``target`` (same filesystem)."""
     return target.parent / f".{target.name}{TEMP_MARKER}{tag}-{uuid.uuid4().hex[:12]}"
 
 

@@ -5,14 +5,17 @@ How a write works (memory bounded by the chunk size, never by the scene size):
 1. Everything that can be checked without pixels is checked first (dims, dtype, CRS,
    nodata, colours, class names, the output path); errors name the input and the fix.
 2. One Dask task per chunk writes that chunk as a small tiled GeoTIFF ("part") into a
-   hidden temporary directory next to the target. Each part has exactly one writer, so
-   no lock is needed and chunks compress in parallel on all workers; a part is written
-   to a temporary name and renamed, so a task that Dask re-runs rewrites the same file.
-3. One final task mosaics the parts through a VRT and makes the COG with GDAL's COG
-   driver (overviews with MODE resampling for class maps, AVERAGE for continuous
-   rasters), validates it with ``rio_cogeo.cogeo.cog_validate`` and its metadata, then
-   :func:`os.replace`\\ s it to the target. The temporary directory is removed whether
-   the write succeeds or fails, so a failure leaves nothing at the target.
+   hidden temporary directory next to the target, plus the chunk's overview levels
+   (MODE for class maps, AVERAGE for continuous rasters; see
+   :mod:`geoembed.export.overviews`) when the chunks line up with the overview grid.
+   Each part has exactly one writer, so no lock is needed and chunks are encoded in
+   parallel on all workers; parts are written to a temporary name and renamed, so a task
+   that Dask re-runs rewrites the same file.
+3. One final task mosaics the parts through VRTs and makes the COG with GDAL's COG driver
+   (which builds the overviews itself when the chunks do not line up), validates it with
+   ``rio_cogeo.cogeo.cog_validate`` and against the expected metadata, then moves it to
+   the target with :func:`os.replace`. The temporary directory is removed whether the
+   write succeeds or fails, so a failure leaves nothing at the target.
 
 Parts are written by the workers, so the output directory must be visible to them: always
 true for the local schedulers and a ``LocalCluster``; on a remote cluster use a shared
@@ -20,7 +23,8 @@ volume (or write Zarr with :func:`geoembed.export.write_zarr`).
 
 Class names are stored as JSON (``{"0": "water", ...}``) in the ``class_names`` tag of
 the dataset and of band 1; read them back with :func:`read_class_names`, or with
-``json.loads(rasterio.open(path).tags(1)["class_names"])``.
+``json.loads(rasterio.open(path).tags(1)["class_names"])``. GeoTIFF colour tables hold
+RGB only (alpha is not stored; the nodata entry reads back transparent).
 """
 
 from __future__ import annotations
@@ -134,7 +138,9 @@ def _as_id_mapping(obj: Mapping[Any, Any] | Sequence[Any], what: str) -> dict[in
         try:
             return {int(k): v for k, v in obj.items()}
         except (TypeError, ValueError) as exc:
-            raise SchemaError(f"{what} keys must be integer class ids, got {list(obj)[:5]}.") from exc
+            raise SchemaError(
+                f"{what} keys must be integer class ids, got {list(obj)[:5]}."
+            ) from exc
     if isinstance(obj, str | bytes):
         raise SchemaError(f"{what} must be a list (index = class id) or a dict id -> value.")
     return dict(enumerate(obj))
@@ -286,9 +292,7 @@ def _write_tif(path: str, data: np.ndarray, plan: _Plan, transform: Any) -> None
         raise
 
 
-def _write_part(
-    block: np.ndarray, ready: str, plan: _Plan, row: int, col: int
-) -> tuple[str, ...]:
+def _write_part(block: np.ndarray, ready: str, plan: _Plan, row: int, col: int) -> tuple[str, ...]:
     """Write one chunk (and its overview levels) as small GeoTIFFs; return their names.
 
     Each file is written under a temporary name and renamed, so a task that Dask runs
@@ -330,9 +334,7 @@ def _vrt_xml(plan: _Plan, factor: int = 1, overviews: Sequence[str] = ()) -> str
         for k, v in plan.tags.items():
             ET.SubElement(md, "MDI", key=k).text = v
     for band in range(1, plan.count + 1):
-        rb = ET.SubElement(
-            root, "VRTRasterBand", dataType=_GDAL_TYPES[plan.dtype], band=str(band)
-        )
+        rb = ET.SubElement(root, "VRTRasterBand", dataType=_GDAL_TYPES[plan.dtype], band=str(band))
         if plan.descriptions is not None:
             ET.SubElement(rb, "Description").text = plan.descriptions[band - 1]
         if plan.nodata is not None:
@@ -417,8 +419,7 @@ def _validate(path: str, plan: _Plan) -> None:
         src.read(1, window=((r0, src.height), (c0, src.width)))
     if problems:
         raise OutputValidationError(
-            f"The COG built for {plan.target!r} does not match its input: "
-            f"{', '.join(problems)}."
+            f"The COG built for {plan.target!r} does not match its input: {', '.join(problems)}."
         )
 
 
@@ -584,7 +585,8 @@ def write_cog(
     nodata_value = _check_nodata(
         nodata if nodata is not None else _default_nodata(da, dtype), dtype, name
     )
-    class_names, colors = _resolve_classes(da, class_names, colors)
+    if is_class_map:  # attrs of non-class outputs (confidence...) may describe their classes
+        class_names, colors = _resolve_classes(da, class_names, colors)
     names_map: dict[int, str] | None = None
     cmap: dict[int, tuple[int, int, int, int]] | None = None
     if class_names is not None or colors is not None:
@@ -602,7 +604,9 @@ def write_cog(
                 f"{name} is {dtype}; GeoTIFF colour tables need uint8 or uint16 class maps. "
                 "Cast with da.astype(geoembed.schema.class_dtype(n_classes))."
             )
-        cmap = {k: _parse_color(v, f"class {k}") for k, v in _as_id_mapping(colors, "colors").items()}
+        cmap = {
+            k: _parse_color(v, f"class {k}") for k, v in _as_id_mapping(colors, "colors").items()
+        }
         _check_ids(list(cmap), dtype, nodata_value, "colors")
     transform, bottom_up = _grid(da, name)
     target = check_output_path(path, overwrite=overwrite, what="COG")
@@ -615,7 +619,10 @@ def write_cog(
         lead = da.dims[0]
         if lead in da.coords:
             descriptions = tuple(str(v) for v in da[lead].values)
-    tags = {"geoembed_version": __version__, "geoembed_kind": "class_map" if is_class_map else "continuous"}
+    tags = {
+        "geoembed_version": __version__,
+        "geoembed_kind": "class_map" if is_class_map else "continuous",
+    }
     if names_map is not None:
         tags["class_names"] = json.dumps({str(k): v for k, v in sorted(names_map.items())})
     plan = _Plan(

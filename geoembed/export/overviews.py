@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,13 +51,13 @@ def _invalid(v: np.ndarray, nodata: float | int | None) -> np.ndarray:
     return bad
 
 
-def _quads(a: np.ndarray, pad: float | int) -> np.ndarray:
-    """(..., h, w) -> (4, ..., ceil(h/2), ceil(w/2)): the four pixels of each 2x2 cell."""
+def _quads(a: np.ndarray, pad: float | int) -> list[np.ndarray]:
+    """Return the four pixels of each 2 x 2 cell as views ``(..., ceil(h/2), ceil(w/2))``."""
     h, w = a.shape[-2:]
     if h % 2 or w % 2:
         width = [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)]
         a = np.pad(a, width, constant_values=pad)
-    return np.stack([a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]])
+    return [a[..., 0::2, 0::2], a[..., 0::2, 1::2], a[..., 1::2, 0::2], a[..., 1::2, 1::2]]
 
 
 def _pad_value(dtype: np.dtype, nodata: float | int | None) -> float | int:
@@ -65,42 +66,56 @@ def _pad_value(dtype: np.dtype, nodata: float | int | None) -> float | int:
     return np.nan if dtype.kind == "f" else 0
 
 
-def mode2x2(a: np.ndarray, nodata: float | int | None) -> np.ndarray:
-    """Most frequent valid value of each 2 x 2 cell (nodata when the cell has none)."""
-    q = _quads(a, _pad_value(a.dtype, nodata))
-    bad = _invalid(q, nodata)
-    if nodata is None and a.dtype.kind != "f":
-        # odd edges padded with 0 must not vote: mark the padding invalid
-        h, w = a.shape[-2:]
-        if h % 2:
-            bad[2:, ..., -1, :] = True
+def _valid(q: list[np.ndarray], shape: tuple[int, ...], nodata: float | int | None) -> list[Any]:
+    """Return the validity masks of the four pixels of each cell."""
+    valid: list[Any] = [~_invalid(v, nodata) for v in q]
+    if nodata is None and q[0].dtype.kind != "f":
+        h, w = shape[-2:]
+        valid = [np.ones(q[0].shape, bool) for _ in q]
+        if h % 2:  # padded last row must not vote
+            valid[2][..., -1, :] = False
+            valid[3][..., -1, :] = False
         if w % 2:
-            bad[1::2, ..., :, -1] = True
-    valid = ~bad
-    counts = np.zeros(q.shape, np.int8)
+            valid[1][..., :, -1] = False
+            valid[3][..., :, -1] = False
+    return valid
+
+
+def mode2x2(a: np.ndarray, nodata: float | int | None) -> np.ndarray:
+    """Most frequent valid value of each 2 x 2 cell (nodata when the cell has none).
+
+    Ties go to the first of the tied pixels in row order.
+    """
+    q = _quads(a, _pad_value(a.dtype, nodata))
+    valid = _valid(q, a.shape, nodata)
+    counts = [v.astype(np.uint8) for v in valid]
     for i in range(4):
-        for j in range(4):
-            counts[i] += (q[i] == q[j]) & valid[j]
-    counts[bad] = -1
-    pick = counts.argmax(axis=0)
-    return np.take_along_axis(q, pick[np.newaxis], axis=0)[0]
+        for j in range(i + 1, 4):
+            same = (q[i] == q[j]) & valid[i] & valid[j]
+            counts[i] += same
+            counts[j] += same
+    out = q[0].copy()
+    best = counts[0]
+    for i in range(1, 4):
+        better = counts[i] > best
+        out[better] = q[i][better]
+        best = np.maximum(best, counts[i])
+    return out
 
 
 def average2x2(a: np.ndarray, nodata: float | int | None) -> np.ndarray:
     """Mean of the valid values of each 2 x 2 cell (nodata when the cell has none)."""
-    q = _quads(a, _pad_value(a.dtype, nodata)).astype(np.float64)
-    bad = _invalid(q, nodata)
-    if nodata is None and a.dtype.kind != "f":
-        h, w = a.shape[-2:]
-        if h % 2:
-            bad[2:, ..., -1, :] = True
-        if w % 2:
-            bad[1::2, ..., :, -1] = True
-    q[bad] = np.nan
+    q = _quads(a, _pad_value(a.dtype, nodata))
+    valid = _valid(q, a.shape, nodata)
+    total = np.zeros(q[0].shape, np.float64)
+    n = np.zeros(q[0].shape, np.uint8)
+    for v, ok in zip(q, valid):
+        total += np.where(ok, v, 0)
+        n += ok
+    empty = n == 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(q, axis=0)
-    empty = np.isnan(mean)
+        mean = total / n
     if a.dtype.kind in "iu":
         fill = 0 if nodata is None else nodata
         out = np.where(empty, fill, np.floor(mean + 0.5))

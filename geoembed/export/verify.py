@@ -64,9 +64,7 @@ def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
             except ValueError:
                 report["colormap_entries"] = 0
             raw = src.tags(1).get("class_names") or src.tags().get("class_names")
-            report["class_names"] = (
-                {int(k): v for k, v in json.loads(raw).items()} if raw else None
-            )
+            report["class_names"] = {int(k): v for k, v in json.loads(raw).items()} if raw else None
             if src.crs is None:
                 problems.append("no CRS")
             blocks = list(src.block_windows(1)) if full else []

@@ -167,9 +167,7 @@ def _open_for_write(store: str, name: str) -> Any:
 def _write_chunk(block: np.ndarray, store: str, name: str, index: tuple[int, ...]) -> int:
     """Write one whole, aligned chunk (idempotent: the same block gives the same bytes)."""
     arr = _open_for_write(store, name)
-    sel = tuple(
-        slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape)
-    )
+    sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape))
     arr[sel] = block
     return 1
 
@@ -187,9 +185,7 @@ def _chunk_tasks(
             else list(itertools.product(*(range(len(c)) for c in data.chunks)))
         )
         for idx in indices:
-            tasks.append(
-                dask.delayed(_write_chunk, pure=False)(blocks[idx], store, str(name), idx)
-            )
+            tasks.append(dask.delayed(_write_chunk, pure=False)(blocks[idx], store, str(name), idx))
     return tasks
 
 
@@ -209,7 +205,8 @@ def _compatible(ds: xr.Dataset, encoding: dict[str, dict[str, Any]], partial: Pa
         if tuple(arr.shape) != tuple(var.shape) or np.dtype(arr.dtype) != var.dtype:
             return f"array {name!r} is {arr.dtype}{arr.shape}, the output is {var.dtype}{var.shape}"
         if tuple(arr.chunks) != tuple(encoding[str(name)]["chunks"]):
-            return f"array {name!r} has chunks {arr.chunks}, the output {encoding[str(name)]['chunks']}"
+            want = encoding[str(name)]["chunks"]
+            return f"array {name!r} has chunks {arr.chunks}, the output {want}"
     return None
 
 
@@ -305,8 +302,6 @@ def write_zarr(
         only = {k: v for k, v in missing.items() if k in ds.data_vars}
         other = sorted(set(missing) - set(only))
         if other:  # coordinates and other eagerly written arrays: rewrite them whole
-            import zarr
-
             for name in other:
                 arr = _open_for_write(str(partial), name)
                 arr[...] = np.asarray(ds[name].values)

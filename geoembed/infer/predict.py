@@ -3,14 +3,15 @@
 :func:`predict` checks the model against the field on the client (band names/count,
 input rank, dtype, fixed vs dynamic tile size, output stride; one probe run of a blank
 tile), then builds one lazy Dask task per block: the block is read with a halo
-(:mod:`geoembed.infer.tiling`), normalised, NaN-filled, cut into tiles that are run
+(:mod:`geoembed.infer.tiling`) and cut into tiles that are normalised, NaN-filled and run
 ``batch_size`` at a time through a per-process cached session
-(:mod:`geoembed.infer.session`), and stitched from tile interiors.
+(:mod:`geoembed.infer.session`), then stitched from tile interiors.
 
 Nodata: an output pixel is nodata when every input pixel under it is nodata (a pixel is
-nodata when any of its bands is NaN): class 255 (or the class dtype's nodata), NaN
-confidence, probabilities and features. NaN inputs are replaced by the sidecar's
-``nodata_fill`` (default 0, i.e. the band mean after normalisation) before the model runs.
+nodata when any of its bands is NaN, or when its bands hold both +inf and -inf): class
+255 (or the class dtype's nodata), NaN confidence, probabilities and features. NaN
+inputs are replaced by the sidecar's ``nodata_fill`` (default 0, i.e. the band mean after
+normalisation) before the model runs, tile batch by tile batch.
 
 Seams: when the model's receptive radius (sidecar ``receptive_radius``, else estimated
 with a perturbation probe) exceeds ``overlap``, a :class:`SeamWarning` says that chunked
@@ -135,8 +136,16 @@ def _runner(plan: InferencePlan) -> Any:
     session = get_session(plan.path, plan.sha256, providers=plan.providers, threads=plan.threads)
     names = [n for n in (plan.score_output, plan.features_output) if n is not None]
     dtype = np.dtype(plan.input_dtype)
+    mean = None if plan.mean is None else np.asarray(plan.mean, np.float32)[:, None, None]
+    std = None if plan.std is None else np.asarray(plan.std, np.float32)[:, None, None]
 
     def run(batch: np.ndarray) -> np.ndarray:
+        # batch is a fresh copy of the tiles: normalise and fill NaN in place
+        if mean is not None:
+            batch -= mean
+        if std is not None:
+            batch /= std
+        np.copyto(batch, np.float32(plan.nodata_fill), where=np.isnan(batch))
         feed = batch if batch.dtype == dtype else batch.astype(dtype)
         res = session.run(names, {plan.input_name: feed})
         parts = []
@@ -156,18 +165,13 @@ def _block(x: np.ndarray, plan: InferencePlan) -> np.ndarray:
     """Infer one halo-extended ``(band, by+2h, bx+2h)`` block -> ``(n_out, by/s, bx/s)``."""
     h, s = plan.overlap, plan.stride
     by, bx = x.shape[1] - 2 * h, x.shape[2] - 2 * h
-    valid = ~np.isnan(x[:, h : h + by, h : h + bx]).any(axis=0)
+    # a pixel is nodata when any band is NaN: NaN propagates through the band sum
+    total = np.add.reduce(x[:, h : h + by, h : h + bx], axis=0, dtype=np.float32)
+    valid = ~np.isnan(total)
     if s > 1:
         valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
-    out = np.full((plan.n_out, by // s, bx // s), np.nan, dtype=np.float32)
     if not valid.any():
-        return out
-    x = np.array(x, dtype=np.float32)  # own copy: normalised in place
-    if plan.mean is not None:
-        x -= np.asarray(plan.mean, dtype=np.float32)[:, None, None]
-    if plan.std is not None:
-        x /= np.asarray(plan.std, dtype=np.float32)[:, None, None]
-    np.nan_to_num(x, copy=False, nan=plan.nodata_fill)
+        return np.full((plan.n_out, by // s, bx // s), np.nan, dtype=np.float32)
     res = run_tiles(
         x,
         _runner(plan),
@@ -181,8 +185,9 @@ def _block(x: np.ndarray, plan: InferencePlan) -> np.ndarray:
         padding=plan.padding,
         step=plan.step,
     )
-    out[:, valid] = res[:, valid]
-    return out
+    if not valid.all():
+        res[:, ~valid] = np.nan
+    return res
 
 
 def _classes_block(stacked: np.ndarray, n_classes: int, nodata: int) -> np.ndarray:

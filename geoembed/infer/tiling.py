@@ -137,10 +137,11 @@ def run_tiles(
     Parameters
     ----------
     x : numpy.ndarray
-        ``(band, by + 2h, bx + 2h)`` float block with its halo, NaN already filled;
-        ``by`` and ``bx`` are multiples of ``stride``.
+        ``(band, by + 2h, bx + 2h)`` float block with its halo; ``by`` and ``bx`` are
+        multiples of ``stride``. Not modified.
     run : callable
-        ``run(batch)`` with ``batch`` ``(n, band, T, T)`` returns ``(n, n_out, T/s, T/s)``.
+        ``run(batch)`` with ``batch`` ``(n, band, T, T)`` (a fresh array it may modify)
+        returns ``(n, n_out, T/s, T/s)``.
     n_out : int
         Output channels of ``run``.
     tile, halo, stride : int

@@ -107,8 +107,8 @@ def dequantize_aef(
     --------
     >>> import numpy as np
     >>> dequantize_aef(np.array([[127, -128], [-64, 0]], dtype=np.int8))
-    array([[0.9922184 ,        nan],
-           [-0.25196463,        nan]], dtype=float32)
+    array([[ 0.99217224,         nan],
+           [-0.25196466,         nan]], dtype=float32)
     """
     if isinstance(q, xr.DataArray):
         _check_int8(q.dtype, f"DataArray {q.name!r}")
