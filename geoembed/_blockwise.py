@@ -38,7 +38,10 @@ def _apply_block(
     flat = block.reshape(nb, ny * nx)
     valid = ~np.isnan(flat).any(axis=0)
     out = np.full((n_out, ny * nx), fill, dtype=out_dtype)
-    if valid.any():
+    if valid.all():  # no nodata: one transposing copy instead of a mask + copy
+        res = np.asarray(pixel_func(np.ascontiguousarray(flat.T, dtype=np.float32), *args))
+        out[:] = (res[:, None] if res.ndim == 1 else res).T
+    elif valid.any():
         vectors = np.ascontiguousarray(flat[:, valid].T, dtype=np.float32)
         res = np.asarray(pixel_func(vectors, *args))
         if res.ndim == 1:

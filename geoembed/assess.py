@@ -49,7 +49,8 @@ def wilson_interval(successes: float, n: float, z: float = Z95) -> tuple[float, 
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # clamp so that the interval always holds p despite rounding at p = 0 or 1
+    return (max(0.0, min(centre - half, p)), min(1.0, max(centre + half, p)))
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -335,6 +336,12 @@ def cross_validate(
         model.fit(X[train], y[train])
         p = np.asarray(model.predict(X[test])).astype(np.int64)
         pred[test] = p
+        row: dict[str, Any] = {}
+        if info["scheme"] == "spatial":
+            held = np.unique(np.asarray(ts.groups)[test])
+            row["held_out_groups"] = (
+                [int(g) for g in held] if held.size <= 50 else f"{held.size} groups"
+            )
         fold_rows.append(
             {
                 "fold": i,
@@ -344,6 +351,7 @@ def cross_validate(
                 "classes_missing_in_train": int(
                     np.setdiff1d(np.unique(y[test]), np.unique(y[train])).size
                 ),
+                **row,
             }
         )
     tested = np.concatenate(folds)

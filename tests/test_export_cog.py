@@ -295,3 +295,22 @@ def test_bad_inputs_fail_before_compute(tmp_path: Path) -> None:
 def test_read_class_names_of_missing_file(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         read_class_names(tmp_path / "none.tif")
+
+
+def test_tiny_chunks_are_merged_into_tile_sized_parts(tmp_path: Path) -> None:
+    da, cls = _class_map(chunks=16)
+    job = write_cog(da, tmp_path / "tiny.tif", blocksize=64, compute=False)
+    n_parts = sum(1 for k in dict(job.__dask_graph__()) if str(k).startswith("_write_part"))
+    assert n_parts == 1  # 19 x 13 chunks of 16 px -> one 300 x 200 part
+    dask.compute(job)
+    with rasterio.open(tmp_path / "tiny.tif") as src:
+        np.testing.assert_array_equal(src.read(1), cls)
+
+
+def test_one_band_integer_raster_is_a_class_map(tmp_path: Path) -> None:
+    da, cls = _class_map()
+    out = write_cog(da.expand_dims(band=[1]), tmp_path / "one.tif", colors=COLORS, blocksize=64)
+    with rasterio.open(out) as src:
+        assert src.count == 1
+        assert src.colormap(1)[4][:3] == (0, 0, 0)
+        np.testing.assert_array_equal(src.read(1), cls)

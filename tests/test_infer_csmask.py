@@ -107,11 +107,12 @@ def _report(name: str, ours: np.ndarray, scene: dict[str, np.ndarray]) -> dict[s
     ok = valid & (ref != 255)
     fig = {
         "agreement_with_csmask": agree,
+        "pixels_differing_from_csmask": int((ours[valid] != scene["csmask"][valid]).sum()),
         "accuracy_vs_reference": float((ours[ok] == ref[ok]).mean()),
         "kappa_vs_reference": kappa(ref[ok], ours[ok]),
         "csmask_accuracy_vs_reference": float((scene["csmask"][ok] == ref[ok]).mean()),
     }
-    print(name, json.dumps({k: round(v, 4) for k, v in fig.items()}))
+    print(name, json.dumps({k: round(v, 6) for k, v in fig.items()}))
     return fig
 
 

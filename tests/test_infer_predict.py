@@ -220,3 +220,16 @@ def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend:
     out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")
     # weighted averages of identical tile values: equal up to rounding
     np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_uint8_probabilities(conv_model: str) -> None:
+    field = make_field(40, 50, bands=BANDS, chunks=16)
+    kw = dict(tile=24, overlap=DEPTH, output="probabilities")
+    p32 = predict(field, conv_model, **kw).values
+    p8 = predict(field, conv_model, probabilities_dtype="uint8", **kw)
+    assert p8.dtype == np.uint8 and p8.rio.nodata == 255
+    vals = p8.values
+    assert (vals[:, 2:5, 3:7] == 255).all()
+    ok = ~np.isnan(p32)
+    np.testing.assert_array_equal(vals[ok], np.rint(p32[ok] * 254).astype(np.uint8))
+    np.testing.assert_allclose(vals[ok] * p8.attrs["probability_scale"], p32[ok], atol=0.5 / 254)

@@ -92,3 +92,29 @@ def test_cosine_weights_are_a_tukey_window() -> None:
 
     # tile 256 stepping 204 (overlap 52) with a 51-pixel halo: Tukey(alpha=0.4)
     np.testing.assert_allclose(edge_weights(256, 52, 51, "cosine"), tukey(256, 0.4), atol=1e-12)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    by=st.integers(3, 50),
+    bx=st.integers(3, 50),
+    tile=st.integers(8, 40),
+    halo=st.integers(1, 3),
+    blend=st.sampled_from(["none", "cosine"]),
+    mode=st.sampled_from(["reflect", "nearest"]),
+)
+def test_missing_halo_is_padded_like_the_whole_block(
+    by: int, bx: int, tile: int, halo: int, blend: str, mode: str
+) -> None:
+    from geoembed.infer.tiling import PAD_MODES
+
+    rng = np.random.default_rng(by * 7 + bx)
+    x = rng.normal(size=(2, by, bx)).astype(np.float32)
+    kw = dict(n_out=4, tile=tile, halo=halo, blend=blend, padding=mode)
+    padded = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode=PAD_MODES[mode])
+    full = run_tiles(padded, box3, **kw)
+    virtual = run_tiles(x, box3, missing=(halo, halo, halo, halo), **kw)
+    if blend == "none":
+        np.testing.assert_array_equal(virtual, full)
+    else:
+        np.testing.assert_allclose(virtual, full, rtol=1e-6, atol=1e-6)

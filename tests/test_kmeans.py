@@ -32,7 +32,7 @@ def test_same_init_matches_sklearn_on_matrix():
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(loc=i, size=(300, 8)) for i in range(5)]).astype(np.float32)
     init = x[rng.choice(len(x), 7, replace=False)]
-    ours = KMeans(7, init=init, max_iter=300, tol=1e-4).fit(x)
+    ours = KMeans(7, init=init, max_iter=300, tol=1e-4, inertia_tol=0).fit(x)
     ref = SKKMeans(7, init=init, n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4).fit(x)
     np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-4)
     assert adjusted_rand_score(ref.labels_, ours.predict(x)) == 1.0
@@ -44,11 +44,13 @@ def test_same_init_matches_sklearn_on_field_with_nodata():
     field = noisy_field((16, 16))
     x, ok = valid_matrix(field)
     init = x[np.random.default_rng(0).choice(len(x), 6, replace=False)]
-    ours = KMeans(6, init=init, max_iter=300).fit(field)
+    ours = KMeans(6, init=init, max_iter=300, inertia_tol=0).fit(field)
     ref = SKKMeans(6, init=init, n_init=1, algorithm="lloyd", max_iter=300).fit(x)
     np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, atol=1e-5)
     labels = ours.predict(field).values.ravel()
-    assert np.array_equal(labels[ok], ref.labels_)  # same init: identical ids, not just up to permutation
+    assert np.array_equal(
+        labels[ok], ref.labels_
+    )  # same init: identical ids, not just up to permutation
     assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-5)
 
 
@@ -120,7 +122,7 @@ def test_cosine_is_spherical_kmeans():
     x, ok = valid_matrix(field)
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     init = xn[np.random.default_rng(1).choice(len(xn), 5, replace=False)]
-    model = KMeans(5, metric="cosine", init=init, max_iter=100, tol=0).fit(field)
+    model = KMeans(5, metric="cosine", init=init, max_iter=100, tol=0, inertia_tol=0).fit(field)
     # reference spherical k-means in plain numpy
     c = init.astype(np.float64)
     for _ in range(100):
@@ -157,7 +159,11 @@ def test_k_larger_than_pixels_fails_without_reading():
     arr = xr.DataArray(
         InaccessibleArray((64, 3, 4), np.float32),
         dims=("band", "y", "x"),
-        coords={"band": [f"A{i:02d}" for i in range(64)], "y": [3.0, 2.0, 1.0], "x": [0.0, 1, 2, 3]},
+        coords={
+            "band": [f"A{i:02d}" for i in range(64)],
+            "y": [3.0, 2.0, 1.0],
+            "x": [0.0, 1, 2, 3],
+        },
         name="embedding",
     )
     with pytest.raises(ClusterCountError, match="larger than the number of pixels"):
@@ -182,7 +188,9 @@ def test_bottom_up_field_and_numpy_backed_field():
     labels = model.predict(up)
     assert np.array_equal(labels["y"].values, up["y"].values)
     mem = noisy_field(None, bottom_up=True)
-    assert np.array_equal(KMeans(4, random_state=0).fit(mem).cluster_centers_, model.cluster_centers_)
+    assert np.array_equal(
+        KMeans(4, random_state=0).fit(mem).cluster_centers_, model.cluster_centers_
+    )
 
 
 def test_minibatch_and_sample_modes_are_close_to_lloyd():
@@ -214,7 +222,7 @@ def test_parameter_and_band_errors():
 
 def test_fit_predict_and_score_match():
     field = noisy_field((16, 16))
-    model = KMeans(4, random_state=0, tol=0, max_iter=50)
+    model = KMeans(4, random_state=0, tol=0, inertia_tol=0, max_iter=50)
     labels = model.fit_predict(field)
     assert labels.shape == (37, 53)
     # the reported inertia is measured before the last update: an upper bound

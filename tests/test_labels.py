@@ -119,6 +119,7 @@ def test_out_of_extent_and_nodata_points_rejected_with_counts():
     assert ts.report["rejected_ids"] == {"nodata": [6, 7], "outside": [3, 4, 5]}
     np.testing.assert_array_equal(ts.ids, [0, 1, 2])
     assert ts.report["valid_fraction"] == pytest.approx(3 / 8)
+    json.dumps(ts.report)  # JSON-serialisable
     # the same labels fail with the default minimum valid fraction (0.5)
     with pytest.raises(LabelError, match=r"only 3 of 8 rows.*nodata: 2.*outside: 3"):
         training_from_geometries(field, gdf, label_column="cls")
@@ -190,6 +191,7 @@ def test_polygon_pixels_and_groups(bottom_up):
     # box 2 covers 5 x 7 = 35 pixels, of which the 3 x 4 nodata patch is 12
     assert counts.tolist() == [20, 35 - 12, n_tri]
     assert ts.report["rejected_samples"]["nodata_pixels"] == 12
+    json.dumps(ts.report)
     np.testing.assert_array_equal(ts.groups, ts.ids)
     # sampled vectors are the field's values at the pixel centres given in xy
     for i in range(0, len(ts), 7):
@@ -453,6 +455,7 @@ def test_table_from_earth_engine_csv(shared_data: Path):
     ex, ey = Transformer.from_crs("EPSG:4326", UTM, always_xy=True).transform(lon, lat)
     np.testing.assert_allclose(ts.xy, np.column_stack([ex, ey]))
     assert ts.to_frame().shape[0] == 720
+    json.dumps(ts.report)
 
     with pytest.raises(BandMismatchError, match=r"missing columns \['A63'\]"):
         training_from_table(df.drop(columns=["A63"]), field, label_column="dw_label")
@@ -486,3 +489,71 @@ def test_table_groups_and_conflicts():
     assert ts.report["groups"] == ["e", "n", "s"]
     np.testing.assert_array_equal(ts.groups, [1, 2, 2, 0])
     assert ts.xy is None
+
+
+def test_find_duplicates_is_bit_exact_and_treats_negative_zero_as_zero():
+    from geoembed.labels.hygiene import find_duplicates
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 64)).astype(np.float32)
+    y = rng.integers(0, 3, 500)
+    X[10], y[10] = X[3], y[3]  # same vector, same label
+    X[20], y[20] = X[5], (y[5] + 1) % 3  # same vector, other label
+    X[30] = X[31] = 0.0
+    X[30, 0] = -0.0
+    y[30], y[31] = 0, 1  # equal vectors (-0.0 == 0.0), other labels
+    X[40] = X[41]
+    X[40, 7] = np.nextafter(X[41, 7], np.float32(9))  # one ulp apart: not equal
+    y[40], y[41] = 0, 1
+    conflicting, n_dup = find_duplicates(X, y)
+    assert np.flatnonzero(conflicting).tolist() == [5, 20, 30, 31]
+    assert n_dup == 1
+
+
+def test_plain_parquet_with_lonlat(tmp_path: Path):
+    path = tmp_path / "pts.parquet"
+    pd.DataFrame({"lon": [-88.77], "lat": [44.29], "c": ["a"]}).to_parquet(path)
+    gdf = load_labels(path, label_column="c")
+    assert gdf.crs.to_epsg() == 4326 and gdf.geometry.iloc[0].x == -88.77
+
+
+def test_sampling_on_a_distributed_cluster(dask_client):
+    field = make_field(chunks=8)
+    polys = [_box(field, 0, 12, 0, 20), _box(field, 15, 37, 10, 30)]
+    gdf = gpd.GeoDataFrame({"cls": ["a", "b"]}, geometry=polys, crs=UTM)
+    ts = training_from_geometries(field, gdf, label_column="cls", samples_per_class=30, seed=2)
+    with dask.config.set(scheduler="sync"):
+        local = training_from_geometries(
+            field, gdf, label_column="cls", samples_per_class=30, seed=2
+        )
+    np.testing.assert_array_equal(ts.X, local.X)
+    assert ts.class_counts() == {"a": 30, "b": 30}
+
+
+def test_class_whose_rows_are_all_rejected_is_left_out_with_a_note():
+    field = make_field()
+    xs, ys = field.x.values, field.y.values
+    pts = [shapely.Point(xs[10 + i], ys[20]) for i in range(6)] + [shapely.Point(0.0, 0.0)]
+    gdf = gpd.GeoDataFrame({"cls": [1, 1, 1, 3, 3, 3, 2]}, geometry=pts, crs=UTM)
+    ts = training_from_geometries(field, gdf, label_column="cls")
+    assert ts.class_values == [1, 3] and ts.class_names == ["1", "3"]
+    np.testing.assert_array_equal(ts.y, [0, 0, 0, 1, 1, 1])
+    assert ts.report["dropped_classes"] == ["2"]
+    assert any("left out" in n for n in ts.report["notes"])
+
+
+def test_imbalance_is_noted():
+    bands = [f"F{i:03d}" for i in range(4)]
+    X = np.random.default_rng(1).normal(size=(22, 4))
+    df = pd.DataFrame(X, columns=bands).assign(cls=["big"] * 20 + ["small"] * 2)
+    ts = training_from_table(df, bands, label_column="cls")
+    assert any("class imbalance" in n for n in ts.report["notes"])
+    balanced = training_from_table(df.iloc[10:], bands, label_column="cls")
+    assert not any("class imbalance" in n for n in balanced.report["notes"])
+
+
+def test_no_usable_sample_raises_even_without_a_minimum_fraction():
+    field = make_field()
+    gdf = gpd.GeoDataFrame({"cls": [0]}, geometry=[shapely.Point(0.0, 0.0)], crs=UTM)
+    with pytest.raises(LabelError, match="no usable sample"):
+        training_from_geometries(field, gdf, label_column="cls", min_valid_fraction=0.0)

@@ -6,11 +6,13 @@
 * :class:`ApproximateKNNClassifier`: explicit faiss IVF/HNSW mode that reports recall@k.
 * :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.
 * :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle.
+* :func:`classify_job`: the whole ``geoembed classify`` job (labels -> CV -> COGs).
 """
 
 from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
 from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
+from geoembed.classify.job import classify_job
 from geoembed.classify.knn import KNNClassifier, exact_kneighbors
 from geoembed.classify.model_io import load_model, save_model
 
@@ -19,6 +21,7 @@ __all__ = [
     "KNNClassifier",
     "apply_estimator",
     "check_model_bands",
+    "classify_job",
     "classify_knn",
     "exact_kneighbors",
     "fit_model",

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from geoembed.classify.knn import KNNClassifier, _cosine_key, _normalize, exact_kneighbors
-from geoembed.errors import ModelError, require
+from geoembed.errors import ModelError
 
 __all__ = ["INDEXES", "ApproximateKNNClassifier", "recall_at_k"]
 
@@ -20,8 +20,10 @@ INDEXES = ("ivf", "hnsw")
 
 
 def recall_at_k(approx_ind: Any, exact_ind: Any) -> float:
-    """Fraction of the exact neighbours (rows of ``exact_ind``) that the approximate
-    search (rows of ``approx_ind``) found."""
+    """Fraction of the exact neighbours that the approximate search found.
+
+    Rows of ``exact_ind`` and ``approx_ind`` are the neighbour ids of each query.
+    """
     total = sum(len(e) for e in exact_ind)
     hits = sum(len(np.intersect1d(a, e)) for a, e in zip(approx_ind, exact_ind))
     return hits / total if total else 1.0
@@ -82,9 +84,15 @@ class ApproximateKNNClassifier(KNNClassifier):
     def params(self) -> dict[str, Any]:
         """Parameters saved with the model."""
         p = super().params()
-        p.update(index=self.index_kind, nlist=self.nlist, nprobe=self.nprobe,
-                 hnsw_m=self.hnsw_m, ef_search=self.ef_search, recall=self.recall,
-                 seed=self.seed)
+        p.update(
+            index=self.index_kind,
+            nlist=self.nlist,
+            nprobe=self.nprobe,
+            hnsw_m=self.hnsw_m,
+            ef_search=self.ef_search,
+            recall=self.recall,
+            seed=self.seed,
+        )
         return p
 
     def fit(self, X: Any, y: Any, **kwargs: Any) -> ApproximateKNNClassifier:
@@ -98,7 +106,8 @@ class ApproximateKNNClassifier(KNNClassifier):
         return _normalize(X) if self.metric == "cosine" else np.ascontiguousarray(X)
 
     def _build(self) -> None:
-        faiss = require("faiss", extra="", feature="approximate kNN", package="faiss-cpu")
+        import faiss
+
         Xv = self._vectors(self.X_)
         n, d = Xv.shape
         metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
@@ -113,7 +122,9 @@ class ApproximateKNNClassifier(KNNClassifier):
             index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
             index.cp.seed = self.seed
             rng = np.random.default_rng(self.seed)
-            sample = Xv if n <= 256 * nlist else Xv[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+            sample = (
+                Xv if n <= 256 * nlist else Xv[np.sort(rng.choice(n, 256 * nlist, replace=False))]
+            )
             index.train(sample)
         index.add(Xv)
         self._set_search_params(index)
@@ -131,7 +142,8 @@ class ApproximateKNNClassifier(KNNClassifier):
         """The faiss index (deserialised on first use, e.g. on a worker)."""
         self._check_fitted()
         if self._faiss is None:
-            faiss = require("faiss", extra="", feature="approximate kNN", package="faiss-cpu")
+            import faiss
+
             if self._faiss_bytes is None:
                 self._build()
             else:

@@ -106,15 +106,30 @@ def apply_estimator(
     if output in ("class", "proba"):
         classes = [str(c) for c in np.asarray(estimator.classes_)]
         if output == "proba":
-            out = map_pixels(field, _predict_block, n_out=len(classes),
-                             args=(delayed_est, "proba"), fill=np.nan, dtype=np.float32,
-                             out_dim="class", out_coords=classes, name="probability")
+            out = map_pixels(
+                field,
+                _predict_block,
+                n_out=len(classes),
+                args=(delayed_est, "proba"),
+                fill=np.nan,
+                dtype=np.float32,
+                out_dim="class",
+                out_coords=classes,
+                name="probability",
+            )
             out.attrs.update(class_names=classes, estimator=name)
             return out
         dtype = class_dtype(len(classes))
         nodata = CLASS_NODATA[dtype.name]
-        out = map_pixels(field, _predict_block, n_out=1, args=(delayed_est, "class"),
-                         fill=np.nan, dtype=np.float32, name="class")
+        out = map_pixels(
+            field,
+            _predict_block,
+            n_out=1,
+            args=(delayed_est, "class"),
+            fill=np.nan,
+            dtype=np.float32,
+            name="class",
+        )
         cls = out.isel(output=0, drop=True).fillna(nodata).astype(dtype).rename("class")
         cls = cls.rio.write_nodata(nodata, encoded=False)
         cls.attrs.update(class_names=classes, estimator=name)
@@ -125,7 +140,14 @@ def apply_estimator(
         warnings.filterwarnings("ignore", message=".*feature names.*", category=UserWarning)
         shape = np.asarray(estimator.predict(probe)).shape
     n_out = 1 if len(shape) == 1 else int(shape[1])
-    out = map_pixels(field, _predict_block, n_out=n_out, args=(delayed_est, "value"),
-                     fill=np.nan, dtype=np.float32, name="value")
+    out = map_pixels(
+        field,
+        _predict_block,
+        n_out=n_out,
+        args=(delayed_est, "value"),
+        fill=np.nan,
+        dtype=np.float32,
+        name="value",
+    )
     out.attrs.update(estimator=name)
     return out.isel(output=0, drop=True) if len(shape) == 1 else out

@@ -75,9 +75,11 @@ def predict_field(
     Returns
     -------
     xarray.Dataset
-        ``class`` (y, x) uint8/uint16 with nodata 255/65535, ``confidence`` (y, x)
-        float32 (winning vote share, NaN at nodata) and, if asked, ``probability``
-        (class, y, x) float32. Nothing is computed.
+        ``class`` (y, x) class ids, uint8/uint16 with nodata 255/65535 (class names in
+        ``attrs["class_names"]``), ``confidence`` (y, x) float32 (winning vote share, NaN
+        at nodata) and, if asked, ``probability`` (label, y, x) float32 whose ``label``
+        coordinate holds the class names (the dimension cannot also be called ``class``
+        in one Dataset). Nothing is computed.
     """
     check_embedding(field, source=source, require_crs=False)
     if not hasattr(model, "pixel_outputs"):
@@ -116,8 +118,8 @@ def predict_field(
     conf.attrs.update(attrs, long_name="winning vote share")
     data = {"class": cls, "confidence": conf}
     if probabilities:
-        proba = out.isel(output=slice(2, None)).rename({"output": "class"})
-        proba = proba.assign_coords({"class": list(model.class_names)}).rename("probability")
+        proba = out.isel(output=slice(2, None)).rename({"output": "label"})
+        proba = proba.assign_coords({"label": list(model.class_names)}).rename("probability")
         proba.attrs.update(attrs, long_name="vote share per class")
         data["probability"] = proba
     return xr.Dataset(data)

@@ -79,6 +79,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
         raise OutputError(f"{target} exists and is not a model directory.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private
     try:
         arrays: dict[str, np.ndarray] = {"X": model.X_, "y": model.y_, "rows": model.rows_}
         faiss_bytes = getattr(model, "_faiss_bytes", None)
@@ -121,7 +122,7 @@ def _load_pickle(path: Path, allow_pickle: bool) -> Any:
 
     try:
         return joblib.load(path)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure
+    except Exception as exc:  # any unpickling failure
         raise ModelError(f"cannot load {path}: {exc}") from exc
 
 
@@ -167,7 +168,9 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {meta_path}: {exc}") from exc
     if meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_path} is not a geoembed kNN model (format {meta.get('format')!r}).")
+        raise ModelError(
+            f"{meta_path} is not a geoembed kNN model (format {meta.get('format')!r})."
+        )
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise ModelError(
             f"{p} was saved by a newer geoembed (format version {meta['format_version']}); "
@@ -188,10 +191,15 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     common = {"k": int(params["k"]), "metric": params["metric"], "weights": params["weights"]}
     if kind == "approximate":
         model: Any = ApproximateKNNClassifier(
-            common["k"], metric=common["metric"], weights=common["weights"],
-            index=params.get("index", "ivf"), nlist=params.get("nlist"),
-            nprobe=params.get("nprobe", 32), hnsw_m=params.get("hnsw_m", 32),
-            ef_search=params.get("ef_search", 128), seed=params.get("seed", 0),
+            common["k"],
+            metric=common["metric"],
+            weights=common["weights"],
+            index=params.get("index", "ivf"),
+            nlist=params.get("nlist"),
+            nprobe=params.get("nprobe", 32),
+            hnsw_m=params.get("hnsw_m", 32),
+            ef_search=params.get("ef_search", 128),
+            seed=params.get("seed", 0),
         )
         model.recall = params.get("recall")
         if "faiss_index" in arrays:

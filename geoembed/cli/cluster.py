@@ -6,35 +6,84 @@ from pathlib import Path
 
 import click
 
-from geoembed.cli._options import echo_json, job_client, json_option, overwrite_option, show_progress
+from geoembed.cli._options import (
+    echo_json,
+    job_client,
+    json_option,
+    overwrite_option,
+    show_progress,
+)
 
 __all__ = ["cluster"]
 
 
 @click.command("cluster")
 @click.argument("source", nargs=-1, required=True)
-@click.option("-k", "--clusters", "n_clusters", type=click.IntRange(min=1), default=10,
-              show_default=True, help="Number of clusters.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Cluster map to write (COG, uint8, nodata 255).")
-@click.option("--distance", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the distance of each pixel to its centre (float32 COG).")
-@click.option("--sample", "sample_size", type=click.IntRange(min=1), default=None,
-              help="Pixels sampled for seeding (default max(256 k, 50 000)).")
-@click.option("--max-iter", type=click.IntRange(min=1), default=None,
-              help="Lloyd passes over the field (default 20; sample mode: iterations, 100).")
-@click.option("--metric", type=click.Choice(["cosine", "euclidean"]), default="cosine",
-              show_default=True, help="cosine = spherical k-means, for unit-length embeddings.")
-@click.option("--mode", type=click.Choice(["lloyd", "minibatch", "sample"]), default="lloyd",
-              show_default=True,
-              help="lloyd: exact passes over all pixels; minibatch; sample: fit on the sample only.")
+@click.option(
+    "-k",
+    "--clusters",
+    "n_clusters",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Number of clusters.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Cluster map to write (COG, uint8, nodata 255).",
+)
+@click.option(
+    "--distance",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the distance of each pixel to its centre (float32 COG).",
+)
+@click.option(
+    "--sample",
+    "sample_size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pixels sampled for seeding (default max(256 k, 50 000)).",
+)
+@click.option(
+    "--max-iter",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Lloyd passes over the field (default 20; sample mode: iterations, 100).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "euclidean"]),
+    default="cosine",
+    show_default=True,
+    help="cosine = spherical k-means, for unit-length embeddings.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["lloyd", "minibatch", "sample"]),
+    default="lloyd",
+    show_default=True,
+    help="lloyd: exact passes over all pixels; minibatch; sample: fit on the sample only.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-@click.option("--save-model", "save_model_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Save the model (arrays + JSON, no pickle) to this directory.")
+@click.option(
+    "--save-model",
+    "save_model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Save the model (arrays + JSON, no pickle) to this directory.",
+)
 @click.option("--names", default=None, help="Cluster names, e.g. 0=water,3=forest (COG metadata).")
 @click.option("--year", type=int, default=None, help="Time step (multi-year sources).")
-@click.option("--quantization", type=click.Choice(["aef"]), default=None,
-              help="Decode int8 codes as AlphaEarth (when the file declares no nodata).")
+@click.option(
+    "--quantization",
+    type=click.Choice(["aef"]),
+    default=None,
+    help="Decode int8 codes as AlphaEarth (when the file declares no nodata).",
+)
 @json_option
 @overwrite_option
 @click.pass_context
@@ -88,7 +137,8 @@ def cluster(
         return
     click.echo(
         f"wrote {summary['output']}: {n_clusters} clusters ({metric}, {mode}), inertia "
-        f"{summary['inertia']:.6g}, {summary['n_iter']} iteration(s), fit {summary['fit_seconds']} s"
+        f"{summary['inertia']:.6g}, {summary['n_iter']} iteration(s), "
+        f"fit {summary['fit_seconds']} s"
     )
     for c in summary["clusters"]:
         click.echo(f"  {c['id']:>3}  {c['name']:<20} {c['pixels']:>12} px  {c['area_km2']:.4f} km2")

@@ -25,9 +25,11 @@ from geoembed.cli._options import echo_json, job_client, json_option, show_progr
 def demo(
     ctx: click.Context, out: str, size: int, seed: int, chunks: int, k: int, as_json: bool
 ) -> None:
-    """Generate a synthetic AlphaEarth-like scene (not real data), classify it with kNN
-    from sampled labels, cluster it with KMeans, write COGs/Zarr and score both maps
-    against the scene's ground truth. Needs no network and no data files.
+    """Run the whole job on a built-in synthetic scene (no network, no data files).
+
+    Generates a synthetic AlphaEarth-like scene (not real data), classifies it with kNN
+    from sampled labels, clusters it with KMeans, writes COGs/Zarr and scores both maps
+    against the scene's ground truth.
     """
     from geoembed.demo import run_demo
 

@@ -52,6 +52,11 @@ __all__ = ["infer"]
 @click.option("-o", "--output", "out", default=None, help="Class map COG (classes.tif).")
 @click.option("--confidence", default=None, help="Confidence COG (float32).")
 @click.option("--probabilities", default=None, help="Class probabilities COG (class, y, x).")
+@click.option(
+    "--uint8-probabilities",
+    is_flag=True,
+    help="Store probabilities as uint8 0..254 (scale 1/254, nodata 255).",
+)
 @click.option("--features", default=None, help="Feature map Zarr (an embedding field).")
 @json_option
 @overwrite_option
@@ -72,6 +77,7 @@ def infer(
     out: str | None,
     confidence: str | None,
     probabilities: str | None,
+    uint8_probabilities: bool,
     features: str | None,
     as_json: bool,
     overwrite: bool,
@@ -111,6 +117,7 @@ def infer(
             blend=blend,
             step=step,
             providers=providers,
+            probabilities_dtype="uint8" if uint8_probabilities else "float32",
         )
         jobs = []
         if out:
@@ -120,8 +127,15 @@ def infer(
                 write_cog(res["confidence"], confidence, overwrite=overwrite, compute=False)
             )
         if probabilities:
+            scale = 1 / 254 if uint8_probabilities else None
             jobs.append(
-                write_cog(res["probabilities"], probabilities, overwrite=overwrite, compute=False)
+                write_cog(
+                    res["probabilities"],
+                    probabilities,
+                    overwrite=overwrite,
+                    compute=False,
+                    scale=scale,
+                )
             )
         if features:
             jobs.append(write_zarr(res["embedding"], features, overwrite=overwrite, compute=False))
@@ -137,9 +151,12 @@ def infer(
         }.items()
         if v
     }
+    first = next(iter(res.data_vars.values()))
     summary = {
         "source": str(src),
         "model": model,
+        "model_sha256": first.attrs.get("model_sha256"),
+        "tiling": {k: first.attrs.get(k) for k in ("tile", "overlap", "output_stride", "blend")},
         "outputs": written,
         "shape": {"y": int(res.sizes["y"]), "x": int(res.sizes["x"])},
         "seconds": round(elapsed, 3),

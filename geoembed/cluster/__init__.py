@@ -5,16 +5,20 @@
 >>> clusters = model.predict(field)          # lazy (y, x) uint8 map, 255 = nodata
 """
 
+from geoembed.cluster.job import ClusterResult, cluster_field, cluster_to_cog
 from geoembed.cluster.kmeans import ClusterCountError, KMeans
 from geoembed.cluster.model_io import class_names, load_model, parse_names, save_model
 from geoembed.cluster.stats import adjusted_rand_index, cluster_stats, pixel_area_km2
 
 __all__ = [
     "ClusterCountError",
+    "ClusterResult",
     "KMeans",
     "adjusted_rand_index",
     "class_names",
+    "cluster_field",
     "cluster_stats",
+    "cluster_to_cog",
     "load_model",
     "parse_names",
     "pixel_area_km2",

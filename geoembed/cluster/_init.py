@@ -77,7 +77,7 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
     numpy.ndarray
         ``(len(index), band)`` float32, in the order of ``index`` (NaN rows kept).
     """
-    _, height, width = data.shape
+    width = data.shape[2]
     rows = index // width
     cols = index % width
     ybounds = np.cumsum((0, *data.chunks[1]))
@@ -94,13 +94,11 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
         sel = order[s0:s1]
         iy, ix = divmod(int(bid), len(data.chunks[2]))
         tasks.append(
-            dask.delayed(_take)(
-                blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix]
-            )
+            dask.delayed(_take)(blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix])
         )
     parts = dask.compute(*tasks) if tasks else []
     out = np.empty((len(index), data.shape[0]), dtype=np.float32)
-    for (bid, s0, s1), part in zip(zip(ids, starts, stops), parts):
+    for s0, s1, part in zip(starts, stops, parts):
         out[order[s0:s1]] = part
     return out
 
@@ -163,8 +161,10 @@ def draw_sample(data: dsa.Array, size: int, seed: int, *, max_rounds: int = 6) -
     return PixelSample(x=np.ascontiguousarray(x), index=index, drawn=int(chosen.size), total=total)
 
 
-def windows_sample(data: dsa.Array, n_windows: int, window: int, rng: np.random.Generator) -> np.ndarray:
-    """Valid vectors of ``n_windows`` random ``window x window`` cells of a global grid.
+def windows_sample(
+    data: dsa.Array, n_windows: int, window: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Return the valid vectors of ``n_windows`` random ``window x window`` cells of a global grid.
 
     The cells are fixed on the pixel grid (not on chunks), so the pixels a draw
     returns do not depend on the chunking; only the chunks under the cells are read.
@@ -215,7 +215,9 @@ def kmeans_plusplus(x: np.ndarray, k: int, rng: np.random.Generator, metric: str
     trials = 2 + int(np.log(k))
 
     def sqdist(c: np.ndarray) -> np.ndarray:
-        return np.maximum(sq[:, None] - 2.0 * (x64 @ c.T) + np.add.reduce(c * c, axis=1)[None, :], 0)
+        return np.maximum(
+            sq[:, None] - 2.0 * (x64 @ c.T) + np.add.reduce(c * c, axis=1)[None, :], 0
+        )
 
     first = int(rng.integers(m))
     centers = [first]

@@ -14,6 +14,9 @@ the same amount to the sums whatever block (chunking) it arrives in.
 
 from __future__ import annotations
 
+import itertools
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -23,13 +26,35 @@ __all__ = [
     "fixed_point_scale",
     "label_sums",
     "prepare",
+    "prepare_columns",
+    "single_thread_blas",
 ]
 
 #: rows handled at once (bounds the (rows x k) distance matrix and the int64 copy)
 BATCH = 32768
 
+_BLAS = None
+
+
+def single_thread_blas() -> Any:
+    """Context manager pinning BLAS to one thread (Dask already runs one task per core).
+
+    Multi-threaded BLAS inside parallel Dask tasks oversubscribes the cores, and for
+    the skinny ``(n x 64) @ (64 x k)`` products one thread is faster anyway.
+    """
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
 #: relative margin under which the float32 GEMM decision is re-checked in float64
 _TIE_MARGIN = 2.0**-12
+
+#: up to this k, labels are found with a loop over centres (faster than argmin over k)
+_LOOP_K = 48
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
@@ -47,6 +72,16 @@ def prepare(x: np.ndarray, metric: str) -> np.ndarray:
     return (x64 / norms[:, None]).astype(np.float32)
 
 
+def prepare_columns(xt: np.ndarray, metric: str) -> np.ndarray:
+    """:func:`prepare` for a ``(d, n)`` block (one pixel per column), without transposing."""
+    if metric != "cosine":
+        return xt if xt.dtype == np.float32 else xt.astype(np.float32)
+    x64 = xt.astype(np.float64)
+    norms = np.sqrt(np.add.reduce(x64 * x64, axis=0))
+    norms[norms == 0] = 1.0
+    return (x64 / norms[None, :]).astype(np.float32)
+
+
 def _exact_rows(x: np.ndarray, centers64: np.ndarray, metric: str) -> np.ndarray:
     """Float64 distances of a few rows to all centres, computed row-wise."""
     x64 = x.astype(np.float64)
@@ -56,23 +91,26 @@ def _exact_rows(x: np.ndarray, centers64: np.ndarray, metric: str) -> np.ndarray
     return np.add.reduce(diff * diff, axis=2)
 
 
-def assign(x: np.ndarray, centers: np.ndarray, metric: str) -> np.ndarray:
-    """Index of the nearest centre for each row of ``x`` (already :func:`prepare`-d).
+def assign(x: np.ndarray, centers: np.ndarray, metric: str, *, columns: bool = False) -> np.ndarray:
+    """Index of the nearest centre for each pixel of ``x`` (already :func:`prepare`-d).
 
     Parameters
     ----------
     x : numpy.ndarray
-        ``(n, d)`` float32.
+        ``(n, d)`` float32 rows, or ``(d, n)`` columns when ``columns`` is true (the
+        layout of a ``(band, y, x)`` block, used as is without a transposed copy).
     centers : numpy.ndarray
         ``(k, d)`` float32 centres (unit-length for ``"cosine"``).
     metric : {"euclidean", "cosine"}
+    columns : bool
+        Layout of ``x``.
 
     Returns
     -------
     numpy.ndarray
         ``(n,)`` int64 labels; ties go to the lowest index.
     """
-    n = x.shape[0]
+    n = x.shape[1] if columns else x.shape[0]
     k = centers.shape[0]
     labels = np.empty(n, dtype=np.int64)
     if n == 0:
@@ -80,30 +118,50 @@ def assign(x: np.ndarray, centers: np.ndarray, metric: str) -> np.ndarray:
     c32 = np.ascontiguousarray(centers, dtype=np.float32)
     c64 = c32.astype(np.float64)
     cc = np.add.reduce(c64 * c64, axis=1).astype(np.float32)
-    cmax = float(cc.max())
+    cmax = np.float32(cc.max())
+    margin = np.float32(_TIE_MARGIN)
+    # small k: (k, pixels) layout, reductions over k run along contiguous rows;
+    # large k: (pixels, k) layout, argmin over contiguous rows of length k
+    wide = k > _LOOP_K
     for start in range(0, n, BATCH):
-        xb = x[start : start + BATCH]
-        prod = xb @ c32.T
+        xb = x[:, start : start + BATCH] if columns else x[start : start + BATCH]
+        xr = xb.T if columns else xb  # (pixels, d) view
+        dist = np.dot(xr, c32.T) if wide else np.dot(c32, xr.T)
         if metric == "cosine":
-            dist = -prod
-            scale = np.float32(2.0)
+            np.negative(dist, out=dist)
+            tol = np.float32(2.0) * margin
         else:
-            dist = cc[None, :] - 2.0 * prod
-            scale = np.einsum("ij,ij->i", xb, xb) + np.float32(cmax)
-        lab = np.argmin(dist, axis=1)
+            dist *= np.float32(-2.0)
+            dist += cc[None, :] if wide else cc[:, None]
+            xx = np.einsum("ij,ij->j", xb, xb) if columns else np.einsum("ij,ij->i", xb, xb)
+            tol = (xx + cmax) * margin
+        # every centre within the GEMM's rounding error of the best one is "near";
+        # a pixel with one near centre has its label, the others are re-decided exactly
+        if wide:
+            lab = np.argmin(dist, axis=1)
+            limit = np.take_along_axis(dist, lab[:, None], axis=1)[:, 0] + tol
+            count = np.count_nonzero(dist <= limit[:, None], axis=1)
+        else:
+            limit = np.minimum.reduce(dist, axis=0) + tol
+            lab = np.zeros(xr.shape[0], dtype=np.int64)
+            count = np.zeros(xr.shape[0], dtype=np.int32)
+            near = np.empty(xr.shape[0], dtype=bool)
+            for j in range(k):
+                np.less_equal(dist[j], limit, out=near)
+                count += near
+                if j:
+                    lab += near * j
         if k > 1:
-            rows = np.arange(xb.shape[0])
-            best = dist[rows, lab].copy()
-            dist[rows, lab] = np.inf
-            gap = dist.min(axis=1) - best
-            amb = np.flatnonzero(gap <= _TIE_MARGIN * scale)
+            amb = np.flatnonzero(count != 1)
             if amb.size:
-                lab[amb] = np.argmin(_exact_rows(xb[amb], c64, metric), axis=1)
+                lab[amb] = np.argmin(_exact_rows(xr[amb], c64, metric), axis=1)
         labels[start : start + BATCH] = lab
     return labels
 
 
-def exact_distances(x: np.ndarray, centers: np.ndarray, labels: np.ndarray, metric: str) -> np.ndarray:
+def exact_distances(
+    x: np.ndarray, centers: np.ndarray, labels: np.ndarray, metric: str
+) -> np.ndarray:
     """Distance of each row to its own centre, in float64, row-wise (deterministic).
 
     Euclidean distances are returned as distances (not squared); cosine distances as
@@ -138,27 +196,32 @@ def fixed_point_scale(n_pixels: int, max_abs: float) -> int:
 
 
 def label_sums(
-    x: np.ndarray, labels: np.ndarray, k: int, scale: int
+    x: np.ndarray, labels: np.ndarray, k: int, scale: int, *, columns: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-cluster sums (int64, units of ``2**-scale``) and counts.
 
     Values are truncated to the fixed-point grid (exactly, in float32: a power-of-two
     scaling and a truncation), rows are grouped by label with a stable radix sort, and
-    each group is summed in float64 (``np.add.reduce`` over contiguous rows), which is exact because every partial sum is an
-    integer below ``2**53``. The result does not depend on the order of the rows.
+    each group is summed in float64 (``np.add.reduce`` over contiguous rows), which is
+    exact because every partial sum is an integer below ``2**53``. The result does not
+    depend on the order of the rows. ``columns=True`` takes a ``(d, n)`` block.
     """
-    d = x.shape[1]
+    d = x.shape[0] if columns else x.shape[1]
+    n = x.shape[1] if columns else x.shape[0]
     sums = np.zeros((k, d), dtype=np.int64)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
     factor = np.float32(2.0**scale)
     limit = np.float32(2.0 ** (53 - int(np.ceil(np.log2(BATCH)))))
     small = labels.astype(np.uint16 if k <= 65535 else np.int64)
-    for start in range(0, x.shape[0], BATCH):
+    for start in range(0, n, BATCH):
         lab = small[start : start + BATCH]
         if lab.size == 0:
             continue
         order = np.argsort(lab, kind="stable")
-        q = x[start : start + BATCH][order]
+        if columns:  # gather and transpose in one copy: (pixels, d) rows grouped by label
+            q = np.take(x[:, start : start + BATCH].T, order, axis=0)
+        else:
+            q = x[start : start + BATCH][order]
         q *= factor
         np.trunc(q, out=q)
         if float(np.abs(q).max()) >= limit:
@@ -169,7 +232,7 @@ def label_sums(
         ls = lab[order]
         bounds = np.r_[np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]]), ls.size]
         part = np.empty(d, dtype=np.float64)
-        for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        for s0, s1 in itertools.pairwise(bounds):
             np.add.reduce(q[s0:s1], axis=0, dtype=np.float64, out=part)
             sums[int(ls[s0])] += part.astype(np.int64)
     return sums, counts

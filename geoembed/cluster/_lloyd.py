@@ -16,7 +16,13 @@ import dask
 import dask.array as dsa
 import numpy as np
 
-from geoembed.cluster._kernels import BATCH, assign, label_sums, prepare
+from geoembed.cluster._kernels import (
+    BATCH,
+    assign,
+    label_sums,
+    prepare_columns,
+    single_thread_blas,
+)
 
 __all__ = ["LloydResult", "PassStats", "field_pass", "lloyd", "matrix_pass", "minibatch"]
 
@@ -33,7 +39,7 @@ class PassStats:
     sumsq: float | None = None  # sum of squared norms (euclidean) or of pixel counts (cosine)
 
     def float_sums(self) -> np.ndarray:
-        """Sums as float64 in data units."""
+        """Return the sums as float64, in data units."""
         return self.sums.astype(np.float64) * 2.0**-self.scale
 
 
@@ -48,13 +54,18 @@ class LloydResult:
     counts: np.ndarray
 
 
-def _sq_norm_fixed(x: np.ndarray, scale: int) -> int:
-    """Exact (fixed-point) sum of squared row norms, row-wise in float64."""
+def _sq_norm_fixed(x: np.ndarray, scale: int, *, columns: bool = False) -> int:
+    """Exact (fixed-point) sum of squared pixel norms, pixel by pixel in float64."""
     total = 0
-    for start in range(0, x.shape[0], BATCH):
-        xb = x[start : start + BATCH].astype(np.float64)
-        rows = np.add.reduce(xb * xb, axis=1) * 2.0**scale
-        total += int(rows.astype(np.int64).sum())
+    n = x.shape[1] if columns else x.shape[0]
+    for start in range(0, n, BATCH):
+        if columns:
+            xb = x[:, start : start + BATCH].astype(np.float64)
+            per_pixel = np.add.reduce(xb * xb, axis=0)
+        else:
+            xb = x[start : start + BATCH].astype(np.float64)
+            per_pixel = np.add.reduce(xb * xb, axis=1)
+        total += int((per_pixel * 2.0**scale).astype(np.int64).sum())
     return total
 
 
@@ -73,13 +84,16 @@ def _block_stats(
     out = np.zeros((k * d + k + 1, 1, 1), dtype=np.int64)
     if not valid.any():
         return out
-    x = prepare(flat[:, valid].T, metric)
-    labels = assign(x, centers, metric)
-    sums, counts = label_sums(x, labels, k, scale)
+    with single_thread_blas():
+        xt = prepare_columns(flat if valid.all() else flat[:, valid], metric)
+        labels = assign(xt, centers, metric, columns=True)
+        sums, counts = label_sums(xt, labels, k, scale, columns=True)
     out[: k * d, 0, 0] = sums.ravel()
     out[k * d : k * d + k, 0, 0] = counts
     if sq_scale is not None:
-        out[-1, 0, 0] = _sq_norm_fixed(x, sq_scale) if metric != "cosine" else x.shape[0]
+        out[-1, 0, 0] = (
+            _sq_norm_fixed(xt, sq_scale, columns=True) if metric != "cosine" else xt.shape[1]
+        )
     return out
 
 
@@ -139,10 +153,11 @@ def field_pass(
 def matrix_pass(
     x: np.ndarray, centers: np.ndarray, *, metric: str, scale: int, sq_scale: int | None = None
 ) -> PassStats:
-    """The same pass over an in-memory, already prepared ``(n, d)`` matrix."""
+    """Run the same pass over an in-memory, already prepared ``(n, d)`` matrix."""
     k = centers.shape[0]
-    labels = assign(x, centers, metric)
-    sums, counts = label_sums(x, labels, k, scale)
+    with single_thread_blas():
+        labels = assign(x, centers, metric)
+        sums, counts = label_sums(x, labels, k, scale)
     sumsq = None
     if sq_scale is not None:
         sumsq = (
@@ -174,7 +189,7 @@ def _update(
     metric: str,
     pool: np.ndarray,
 ) -> np.ndarray:
-    """New centres from exact sums; empty clusters re-seeded from the pool."""
+    """Compute new centres from exact sums; empty clusters re-seeded from the pool."""
     sums = stats.float_sums()
     counts = stats.counts
     new = centers.astype(np.float64).copy()
@@ -220,12 +235,14 @@ def lloyd(
     max_iter: int,
     tol: float,
     pool: np.ndarray,
+    inertia_tol: float = 0.0,
 ) -> LloydResult:
     """Lloyd iterations driven by ``run_pass(centers, want_sumsq)``.
 
-    Stops when the squared centre shift is at most ``tol`` or after ``max_iter``
-    passes. The returned inertia is that of the last assignment pass, an upper bound
-    of the inertia of the returned (updated) centres.
+    Stops when the squared centre shift is at most ``tol``, when a pass lowered the
+    inertia by less than the fraction ``inertia_tol``, or after ``max_iter`` passes.
+    The returned inertia is that of the last assignment pass, an upper bound of the
+    inertia of the returned (updated) centres.
     """
     sumsq: float | None = None
     inertia = float("inf")
@@ -237,16 +254,18 @@ def lloyd(
         if sumsq is None:
             sumsq = stats.sumsq
         stats.sumsq = sumsq
-        inertia = inertia_of(stats, centers, metric)
+        previous, inertia = inertia, inertia_of(stats, centers, metric)
         counts = stats.counts
         new = _update(stats, centers, metric, pool)
         shift = float(np.sum((new.astype(np.float64) - centers.astype(np.float64)) ** 2))
         centers = new
         log.debug("lloyd iteration %d: inertia %.6g, shift %.3g", it, inertia, shift)
-        if shift <= tol:
+        if shift <= tol or (inertia_tol > 0 and previous - inertia <= inertia_tol * inertia):
             converged = True
             break
-    return LloydResult(centers=centers, inertia=inertia, n_iter=it, converged=converged, counts=counts)
+    return LloydResult(
+        centers=centers, inertia=inertia, n_iter=it, converged=converged, counts=counts
+    )
 
 
 def minibatch(
@@ -301,5 +320,9 @@ def minibatch(
     if empty.size:
         centers32 = reseed_empty(centers32, empty, pool, metric)
     return LloydResult(
-        centers=centers32, inertia=inertia, n_iter=step, converged=converged, counts=seen.astype(np.int64)
+        centers=centers32,
+        inertia=inertia,
+        n_iter=step,
+        converged=converged,
+        counts=seen.astype(np.int64),
     )

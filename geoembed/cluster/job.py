@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,9 @@ def _check_target(path: str | os.PathLike[str] | None, overwrite: bool, what: st
         return
     p = Path(path)
     if p.exists() and not overwrite:
-        raise OutputError(f"{what} {p} already exists; pass --overwrite (overwrite=True) to replace it.")
+        raise OutputError(
+            f"{what} {p} already exists; pass --overwrite (overwrite=True) to replace it."
+        )
     if not p.parent.exists():
         raise OutputError(f"the directory of {what} {p} does not exist; create {p.parent} first.")
 
@@ -176,7 +179,13 @@ def cluster_to_cog(
     )
     t0 = time.perf_counter()
     writes = [
-        write_cog(result.labels, output, class_names=result.class_names, overwrite=overwrite, compute=False)
+        write_cog(
+            result.labels,
+            output,
+            class_names=result.class_names,
+            overwrite=overwrite,
+            compute=False,
+        )
     ]
     if distance is not None:
         writes.append(write_cog(result.distance, distance, overwrite=overwrite, compute=False))
@@ -194,7 +203,9 @@ def cluster_to_cog(
     import rioxarray
 
     written = rioxarray.open_rasterio(output, chunks={"x": 1024, "y": 1024}, mask_and_scale=False)
-    table = cluster_stats(written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names)
+    table = cluster_stats(
+        written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names
+    )
     model = result.model
     return {
         "output": str(output),

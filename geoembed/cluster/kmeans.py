@@ -11,8 +11,21 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from geoembed.cluster._init import STREAM_BATCH, STREAM_INIT, draw_sample, kmeans_plusplus, windows_sample
-from geoembed.cluster._kernels import assign, exact_distances, fixed_point_scale, prepare
+from geoembed.cluster._init import (
+    STREAM_BATCH,
+    STREAM_INIT,
+    draw_sample,
+    kmeans_plusplus,
+    windows_sample,
+)
+from geoembed.cluster._kernels import (
+    assign,
+    exact_distances,
+    fixed_point_scale,
+    prepare,
+    prepare_columns,
+    single_thread_blas,
+)
 from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
 from geoembed.errors import GeoembedError, ModelError, SchemaError
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names, map_like
@@ -50,12 +63,29 @@ def _as_field(X: Any) -> tuple[xr.DataArray | None, dsa.Array, list[str]]:
 
 
 def _predict_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
-    return assign(prepare(x, metric), centers, metric)
+    with single_thread_blas():
+        return assign(prepare(x, metric), centers, metric)
+
+
+def _predict_block(
+    block: np.ndarray, centers: np.ndarray, *, metric: str, nodata: int, out_dtype: np.dtype
+) -> np.ndarray:
+    """Labels of a ``(band, y, x)`` block, computed in its own layout (no transposed copy)."""
+    nb, ny, nx = block.shape
+    flat = block.reshape(nb, ny * nx)
+    valid = ~np.isnan(flat).any(axis=0)
+    out = np.full(ny * nx, nodata, dtype=out_dtype)
+    if valid.any():
+        with single_thread_blas():
+            xt = prepare_columns(flat if valid.all() else flat[:, valid], metric)
+            out[valid] = assign(xt, centers, metric, columns=True)
+    return out.reshape(ny, nx)
 
 
 def _distance_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
     xp = prepare(x, metric)
-    labels = assign(xp, centers, metric)
+    with single_thread_blas():
+        labels = assign(xp, centers, metric)
     return exact_distances(xp, centers, labels, metric).astype(np.float32)
 
 
@@ -103,9 +133,15 @@ class KMeans:
     sample_size : int, optional
         Valid pixels drawn for seeding (default ``max(256 k, 50 000)``; ``max(1024 k,
         200 000)`` in ``sample`` mode).
-    n_init : int, default 3
+    n_init : int or "auto", default "auto"
         k-means++ restarts on the sample (each refined on the sample); the best by
-        sample inertia is kept.
+        sample inertia is kept. ``"auto"`` makes as many restarts (1 to 10) as fit in
+        a budget of ``5e5 / (sample pixels x k)``, i.e. several for small problems where
+        they are cheap, one for large ones.
+    inertia_tol : float, default 1e-4
+        Also stop the passes over the field when one lowered the inertia by less than
+        this fraction (the sample refinement has usually done most of the work). Use 0
+        to follow scikit-learn's stopping rule (centre shift only).
     sample_max_iter : int, default 100
         Lloyd iterations on the sample after each seeding.
     batch_size : int, default 65536
@@ -144,7 +180,8 @@ class KMeans:
         max_iter: int | None = None,
         tol: float = 1e-4,
         sample_size: int | None = None,
-        n_init: int = 3,
+        n_init: int | str = "auto",
+        inertia_tol: float = 1e-4,
         sample_max_iter: int = 100,
         batch_size: int = 65536,
         random_state: int = 0,
@@ -157,18 +194,29 @@ class KMeans:
         self.tol = tol
         self.sample_size = sample_size
         self.n_init = n_init
+        self.inertia_tol = inertia_tol
         self.sample_max_iter = sample_max_iter
         self.batch_size = batch_size
         self.random_state = random_state
 
     # ------------------------------------------------------------------ helpers
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn protocol)."""
+        """Return the constructor parameters (scikit-learn protocol)."""
         return {
             name: getattr(self, name)
             for name in (
-                "n_clusters", "metric", "init", "mode", "max_iter", "tol", "sample_size",
-                "n_init", "sample_max_iter", "batch_size", "random_state",
+                "n_clusters",
+                "metric",
+                "init",
+                "mode",
+                "max_iter",
+                "tol",
+                "sample_size",
+                "n_init",
+                "inertia_tol",
+                "sample_max_iter",
+                "batch_size",
+                "random_state",
             )
         }
 
@@ -241,7 +289,7 @@ class KMeans:
             n_bands = shape[1] if len(shape) == 2 else 0
             n_pixels = shape[0] if len(shape) == 2 else 0
         self._check_params(int(n_bands), int(n_pixels))
-        field, data, bands = _as_field(X)
+        _, data, bands = _as_field(X)
         k = int(self.n_clusters)
         metric = self.metric
         seed = int(self.random_state)
@@ -263,14 +311,21 @@ class KMeans:
         max_iter = self._default_iter()
 
         def sample_pass(c: np.ndarray, want: bool) -> Any:
-            return matrix_pass(xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None)
+            return matrix_pass(
+                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None
+            )
 
         if isinstance(self.init, str):
             best: LloydResult | None = None
             sample_iter = max_iter if self.mode == "sample" else int(self.sample_max_iter)
-            for run in range(max(int(self.n_init), 1)):
+            if self.n_init == "auto":
+                n_init = int(np.clip(5e5 // max(xs.shape[0] * k, 1), 1, 10))
+            else:
+                n_init = max(int(self.n_init), 1)
+            for run in range(n_init):
                 rng = np.random.default_rng([seed, STREAM_INIT, run])
-                c0 = kmeans_plusplus(xs, k, rng, metric)
+                with single_thread_blas():
+                    c0 = kmeans_plusplus(xs, k, rng, metric)
                 res = lloyd(sample_pass, c0, metric=metric, max_iter=sample_iter, tol=tol, pool=xs)
                 if best is None or res.inertia < best.inertia:
                     best = res
@@ -280,15 +335,27 @@ class KMeans:
             centers = prepare(np.asarray(self.init, dtype=np.float32), metric)
             result = LloydResult(centers, float("inf"), 0, False, np.zeros(k, dtype=np.int64))
             if self.mode == "sample":
-                result = lloyd(sample_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+                result = lloyd(
+                    sample_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs
+                )
                 centers = result.centers
 
         if self.mode == "lloyd":
 
             def full_pass(c: np.ndarray, want: bool) -> Any:
-                return field_pass(data, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None)
+                return field_pass(
+                    data, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None
+                )
 
-            result = lloyd(full_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+            result = lloyd(
+                full_pass,
+                centers,
+                metric=metric,
+                max_iter=max_iter,
+                tol=tol,
+                pool=xs,
+                inertia_tol=float(self.inertia_tol),
+            )
         elif self.mode == "minibatch":
             window = 128
             n_windows = max(1, -(-int(self.batch_size) // (window * window)))
@@ -317,7 +384,10 @@ class KMeans:
         if xs.shape[0] >= 50 * k:
             # cheap test first: k distinct rows among the first few
             head = xs[: 20 * k]
-            if np.unique(head.view(np.dtype((np.void, head.dtype.itemsize * head.shape[1])))).size >= k:
+            if (
+                np.unique(head.view(np.dtype((np.void, head.dtype.itemsize * head.shape[1])))).size
+                >= k
+            ):
                 return
         rows = xs.view(np.dtype((np.void, xs.dtype.itemsize * xs.shape[1]))).ravel()
         distinct = int(np.unique(rows).size)
@@ -326,8 +396,7 @@ class KMeans:
         where = "the field has" if complete else f"a random sample of {drawn} pixels has"
         raise ClusterCountError(
             f"n_clusters={k} but {where} only {distinct} distinct valid pixel vector(s); "
-            f"use n_clusters <= {distinct}"
-            + ("." if complete else " or a larger sample_size.")
+            f"use n_clusters <= {distinct}" + ("." if complete else " or a larger sample_size.")
         )
 
     # ------------------------------------------------------------------ predict
@@ -343,14 +412,17 @@ class KMeans:
                 f"the input has {n} bands but the model was fitted on {self.n_features_in_}; "
                 "use a field with the same bands."
             )
-        if from_field and bands != self.feature_names_in_ and not all(
-            b.startswith("F") for b in self.feature_names_in_
+        if (
+            from_field
+            and bands != self.feature_names_in_
+            and not all(b.startswith("F") for b in self.feature_names_in_)
         ):
             from geoembed.errors import BandMismatchError
 
             raise BandMismatchError(
                 f"the field's bands {bands[:3]}... differ from the model's "
-                f"{self.feature_names_in_[:3]}...; select them with da.sel(band=model.feature_names_in_)."
+                f"{self.feature_names_in_[:3]}...; select them with "
+                "da.sel(band=model.feature_names_in_)."
             )
 
     def _centers(self) -> Any:
@@ -376,22 +448,27 @@ class KMeans:
             arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
             self._check_bands([], arr.shape[1], False)
             return _predict_pixels(arr, self.cluster_centers_, metric=self.metric)
-        from geoembed._blockwise import map_pixels
-
         check_embedding(X, require_crs=False)
         self._check_bands([str(b) for b in X["band"].values], X.sizes["band"], True)
         dtype = class_dtype(int(self.n_clusters))
         nodata = CLASS_NODATA[dtype.name]
-        out = map_pixels(
-            X,
-            functools.partial(_predict_pixels, metric=self.metric),
-            n_out=1,
-            args=(self._centers(),),
-            fill=nodata,
+        data = X.data
+        if not isinstance(data, dsa.Array):
+            data = dsa.from_array(data, chunks=(-1, 512, 512))
+        out = dsa.map_blocks(
+            _predict_block,
+            data,
+            self._centers(),
+            metric=self.metric,
+            nodata=nodata,
+            out_dtype=dtype,
             dtype=dtype,
-            name="cluster",
+            drop_axis=0,
+            chunks=data.chunks[1:],
+            meta=np.empty((0, 0), dtype=dtype),
+            name="geoembed-kmeans-predict",
         )
-        labels = out.isel(output=0, drop=True).rename("cluster")
+        labels = map_like(X, out, name="cluster")
         labels.attrs.update(n_clusters=int(self.n_clusters), metric=self.metric)
         return labels.rio.write_nodata(nodata)
 
@@ -451,7 +528,7 @@ class KMeans:
         self._check_fitted()
         from geoembed.cluster._lloyd import inertia_of
 
-        field, data, _ = _as_field(X)
+        _, data, _ = _as_field(X)
         centers = self.cluster_centers_
         n_pixels = int(data.shape[1]) * int(data.shape[2])
         max_abs = float(np.abs(centers).max()) * 4.0

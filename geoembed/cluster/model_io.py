@@ -24,8 +24,19 @@ from geoembed.errors import ModelError, OutputError, UnsafeModelError
 __all__ = ["FORMAT", "class_names", "load_model", "parse_names", "save_model"]
 
 FORMAT = "geoembed-kmeans/1"
-_PARAMS = ("n_clusters", "metric", "mode", "max_iter", "tol", "sample_size", "n_init",
-           "sample_max_iter", "batch_size", "random_state")
+_PARAMS = (
+    "n_clusters",
+    "metric",
+    "mode",
+    "max_iter",
+    "tol",
+    "sample_size",
+    "n_init",
+    "inertia_tol",
+    "sample_max_iter",
+    "batch_size",
+    "random_state",
+)
 
 
 def parse_names(spec: str | Mapping[int, str] | None, n_clusters: int) -> dict[int, str]:
@@ -105,9 +116,13 @@ def save_model(
         raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it.")
+        raise OutputError(
+            f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
+        )
     k = int(model.n_clusters)
-    named = parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))
+    named = (
+        parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))
+    )
     params = {p: getattr(model, p) for p in _PARAMS}
     init = model.init if isinstance(model.init, str) else "array"
     meta = {

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
 
 import dask
 import dask.array as dsa
@@ -65,7 +64,7 @@ def _stats_block(
     nodata: int,
 ) -> np.ndarray:
     lab = np.asarray(labels)
-    ny, nx = lab.shape
+    nx = lab.shape[1]
     areas = np.repeat(np.asarray(areas_y, dtype=np.float64), nx)
     flat = lab.ravel().astype(np.int64)
     ok = (flat != nodata) & (flat >= 0) & (flat < k)
@@ -84,7 +83,9 @@ def _stats_block(
     return out
 
 
-def _stats_labels_only(labels: np.ndarray, areas_y: np.ndarray, *, k: int, nodata: int) -> np.ndarray:
+def _stats_labels_only(
+    labels: np.ndarray, areas_y: np.ndarray, *, k: int, nodata: int
+) -> np.ndarray:
     return _stats_block(labels, None, areas_y, k=k, nodata=nodata)
 
 
@@ -130,7 +131,13 @@ def cluster_stats(
         bands = [str(b) for b in field["band"].values]
         parts = dsa.blockwise(
             functools.partial(_stats_block, k=k, nodata=nodata),
-            "zij", lab, "ij", data, "bij", areas, "i",
+            "zij",
+            lab,
+            "ij",
+            data,
+            "bij",
+            areas,
+            "i",
             concatenate=True,
             new_axes={"z": k * (2 + len(bands))},
             adjust_chunks={"i": 1, "j": 1},
@@ -140,7 +147,11 @@ def cluster_stats(
     else:
         parts = dsa.blockwise(
             functools.partial(_stats_labels_only, k=k, nodata=nodata),
-            "zij", lab, "ij", areas, "i",
+            "zij",
+            lab,
+            "ij",
+            areas,
+            "i",
             new_axes={"z": 2 * k},
             adjust_chunks={"i": 1, "j": 1},
             dtype=np.float64,
@@ -164,7 +175,9 @@ def cluster_stats(
     return table
 
 
-def _pair_block(a: np.ndarray, b: np.ndarray, *, na: int, nb: int, nod_a: int, nod_b: int) -> np.ndarray:
+def _pair_block(
+    a: np.ndarray, b: np.ndarray, *, na: int, nb: int, nod_a: int, nod_b: int
+) -> np.ndarray:
     fa = np.asarray(a).ravel().astype(np.int64)
     fb = np.asarray(b).ravel().astype(np.int64)
     ok = (fa != nod_a) & (fb != nod_b) & (fa >= 0) & (fa < na) & (fb >= 0) & (fb < nb)
@@ -184,7 +197,11 @@ def contingency_table(a: xr.DataArray, b: xr.DataArray, *, n_a: int, n_b: int) -
             nod_a=CLASS_NODATA.get(str(a.dtype), -1),
             nod_b=CLASS_NODATA.get(str(b.dtype), -1),
         ),
-        "zij", da_, "ij", db_, "ij",
+        "zij",
+        da_,
+        "ij",
+        db_,
+        "ij",
         new_axes={"z": n_a * n_b},
         adjust_chunks={"i": 1, "j": 1},
         dtype=np.int64,
@@ -201,7 +218,7 @@ def adjusted_rand_index(
     n_pred: int | None = None,
     n_truth: int | None = None,
 ) -> float:
-    """Adjusted Rand index between two ``(y, x)`` class maps (nodata pixels ignored).
+    """Compute the adjusted Rand index between two ``(y, x)`` class maps (nodata pixels ignored).
 
     Computed from a contingency table reduced blockwise, so it works on maps larger
     than memory. Equals ``sklearn.metrics.adjusted_rand_score`` on the valid pixels.
@@ -218,6 +235,7 @@ def adjusted_rand_index(
     -------
     float
     """
+
     def size(da: xr.DataArray, n: int | None) -> int:
         if n is not None:
             return int(n)
@@ -233,7 +251,7 @@ def adjusted_rand_index(
 
 
 def ari_from_table(table: np.ndarray) -> float:
-    """Adjusted Rand index from a contingency table (Hubert and Arabie)."""
+    """Compute the adjusted Rand index from a contingency table (Hubert and Arabie)."""
     t = table.astype(np.float64)
     n = t.sum()
     if n < 2:

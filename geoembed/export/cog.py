@@ -219,14 +219,25 @@ def _grid(da: xr.DataArray, name: str) -> tuple[Any, bool]:
     return t, bottom_up
 
 
-def _to_dask(da: xr.DataArray) -> dsa.Array:
+def _to_dask(da: xr.DataArray, blocksize: int) -> dsa.Array:
+    """Dask array of the output, with chunks no smaller than a COG tile.
+
+    Chunks smaller than the tile size (which would make many tiny parts) are merged into
+    chunks of ``_DEFAULT_CHUNK`` rounded to whole tiles; the leading axis is one chunk.
+    """
     data = da.data
     if not isinstance(data, dsa.Array):
         chunks = (-1,) * (da.ndim - 2) + (_DEFAULT_CHUNK, _DEFAULT_CHUNK)
         data = dsa.from_array(np.asarray(data), chunks=chunks)
+    target = max(blocksize, (_DEFAULT_CHUNK // blocksize) * blocksize)
+    new: dict[int, int] = {}
     if data.ndim == 3 and len(data.chunks[0]) > 1:
-        data = data.rechunk({0: -1})
-    return data
+        new[0] = -1
+    for axis in (data.ndim - 2, data.ndim - 1):
+        sizes = data.chunks[axis]
+        if len(sizes) > 1 and min(sizes[:-1]) < blocksize:
+            new[axis] = target
+    return data.rechunk(new) if new else data
 
 
 def _chunk_overviews(
@@ -562,6 +573,8 @@ def write_cog(
             "Use da.transpose(..., 'y', 'x')."
         )
     dtype = np.dtype(da.dtype)
+    if da.ndim == 3 and da.shape[0] == 1 and np.issubdtype(dtype, np.integer):
+        da = da.isel({da.dims[0]: 0}, drop=True)  # a one-band class map, as read by rioxarray
     if dtype.name not in _GDAL_TYPES:
         raise DTypeError(
             f"{name} has dtype {dtype}, which GeoTIFF cannot store; cast it, e.g. "
@@ -611,7 +624,7 @@ def write_cog(
     transform, bottom_up = _grid(da, name)
     target = check_output_path(path, overwrite=overwrite, what="COG")
 
-    data = _to_dask(da)
+    data = _to_dask(da, blocksize)
     if bottom_up:
         data = data[..., ::-1, :]
     descriptions = None

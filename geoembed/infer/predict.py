@@ -161,12 +161,22 @@ def _runner(plan: InferencePlan) -> Any:
     return run
 
 
-def _block(x: np.ndarray, plan: InferencePlan) -> np.ndarray:
-    """Infer one halo-extended ``(band, by+2h, bx+2h)`` block -> ``(n_out, by/s, bx/s)``."""
+def _block(x: np.ndarray, plan: InferencePlan, block_info: Any = None) -> np.ndarray:
+    """Infer one block read with its halo -> ``(n_out, by/s, bx/s)``.
+
+    The halo is absent on the sides where the block touches the field's edge (Dask
+    overlap with ``boundary="none"``); those sides are padded tile by tile.
+    """
     h, s = plan.overlap, plan.stride
-    by, bx = x.shape[1] - 2 * h, x.shape[2] - 2 * h
+    top = bottom = left = right = 0
+    if h and block_info is not None:
+        (_, iy, ix), (_, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
+        top, bottom = (h if iy == 0 else 0), (h if iy == ny - 1 else 0)
+        left, right = (h if ix == 0 else 0), (h if ix == nx - 1 else 0)
+    by, bx = x.shape[1] + top + bottom - 2 * h, x.shape[2] + left + right - 2 * h
+    y0, x0 = h - top, h - left
     # a pixel is nodata when any band is NaN: NaN propagates through the band sum
-    total = np.add.reduce(x[:, h : h + by, h : h + bx], axis=0, dtype=np.float32)
+    total = np.add.reduce(x[:, y0 : y0 + by, x0 : x0 + bx], axis=0, dtype=np.float32)
     valid = ~np.isnan(total)
     if s > 1:
         valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
@@ -184,10 +194,19 @@ def _block(x: np.ndarray, plan: InferencePlan) -> np.ndarray:
         blend=plan.blend,
         padding=plan.padding,
         step=plan.step,
+        missing=(top, bottom, left, right),
     )
     if not valid.all():
         res[:, ~valid] = np.nan
     return res
+
+
+def _probs_to_uint8(p: np.ndarray) -> np.ndarray:
+    """Probabilities 0..1 -> uint8 0..254 (value / 254), NaN -> 255."""
+    out = np.full(p.shape, 255, dtype=np.uint8)
+    ok = ~np.isnan(p)
+    out[ok] = np.rint(np.clip(p[ok], 0.0, 1.0) * 254.0).astype(np.uint8)
+    return out
 
 
 def _classes_block(stacked: np.ndarray, n_classes: int, nodata: int) -> np.ndarray:
@@ -534,7 +553,7 @@ def _block_chunks(chunks: tuple[int, ...], size: int, halo: int, stride: int) ->
 
 def _grid_coords(field: xr.DataArray, stride: int, ny: int, nx: int) -> tuple[Any, Any, Affine]:
     transform = field.rio.transform(recalc=True)
-    out = transform * Affine.scale(stride)
+    out = transform @ Affine.scale(stride)
     xs = out.c + out.a * (np.arange(nx) + 0.5)
     ys = out.f + out.e * (np.arange(ny) + 0.5)
     return ys, xs, out
@@ -585,6 +604,7 @@ def predict(
     features_output: str | None = None,
     check_overlap: bool = True,
     step: int | None = None,
+    probabilities_dtype: str = "float32",
 ) -> xr.DataArray | xr.Dataset:
     """Run an ONNX CNN over a field, tile by tile with a halo, lazily.
 
@@ -633,6 +653,9 @@ def predict(
         Tile spacing of blended runs (default ``tile - 2 * overlap``), with
         ``tile - 3 * overlap < step <= tile``. E.g. ``tile=256, overlap=51, step=204,
         blend="cosine"`` on one block reproduces ukis-csmask's tiling.
+    probabilities_dtype : {"float32", "uint8"}
+        ``"uint8"`` stores probabilities as ``round(p * 254)`` with 255 as nodata
+        (attribute ``probability_scale`` = 1/254): a quarter of the size.
 
     Returns
     -------
@@ -646,6 +669,8 @@ def predict(
         Before any Dask task runs.
     """
     outputs = (output,) if isinstance(output, str) else tuple(output)
+    if probabilities_dtype not in ("float32", "uint8"):
+        raise ModelError(f"probabilities_dtype={probabilities_dtype!r}; use 'float32' or 'uint8'.")
     plan, spec, field = plan_inference(
         field,
         model,
@@ -664,7 +689,7 @@ def predict(
         step=step,
     )
     stacked = _stacked(field, plan)
-    return _assemble(field, stacked, plan, spec, outputs)
+    return _assemble(field, stacked, plan, spec, outputs, probabilities_dtype)
 
 
 def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
@@ -681,8 +706,8 @@ def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
     cx = _block_chunks(tuple(data.chunks[2]), nx + px, h, s)
     data = data.rechunk({0: -1, 1: cy, 2: cx})
     if h:
-        boundary = {0: "none", 1: plan.padding, 2: plan.padding}
-        data = dsa.overlap.overlap(data, depth={0: 0, 1: h, 2: h}, boundary=boundary)
+        # no padding copy of the field: edge blocks are padded tile by tile in _block
+        data = dsa.overlap.overlap(data, depth={0: 0, 1: h, 2: h}, boundary="none")
     return dsa.map_blocks(
         _block,
         data,
@@ -700,11 +725,19 @@ def _assemble(
     plan: InferencePlan,
     spec: ModelSpec,
     outputs: tuple[str, ...],
+    probabilities_dtype: str = "float32",
 ) -> xr.DataArray | xr.Dataset:
     s = plan.stride
     k = plan.n_classes
     names = list(spec.classes) if spec.classes else [f"class_{i}" for i in range(k)]
-    attrs = {"model": spec.path.name, "model_sha256": spec.sha256}
+    attrs = {
+        "model": spec.path.name,
+        "model_sha256": spec.sha256,
+        "tile": plan.tile,
+        "overlap": plan.overlap,
+        "output_stride": s,
+        "blend": plan.blend,
+    }
     result: dict[str, xr.DataArray] = {}
     if "classes" in outputs:
         dtype = class_dtype(k)
@@ -728,14 +761,18 @@ def _assemble(
             field, cc[1], name="confidence", stride=s, nodata=np.nan, attrs=attrs
         )
     if "probabilities" in outputs:
+        probs, p_nodata, p_attrs = stacked[:k], np.nan, attrs
+        if probabilities_dtype == "uint8":
+            probs = dsa.map_blocks(_probs_to_uint8, probs, dtype=np.uint8)
+            p_nodata, p_attrs = 255, dict(attrs, probability_scale=1 / 254)
         result["probabilities"] = _wrap(
             field,
-            stacked[:k],
+            probs,
             name="probabilities",
             stride=s,
             leading=("class", names),
-            nodata=np.nan,
-            attrs=attrs,
+            nodata=p_nodata,
+            attrs=p_attrs,
         )
     if "features" in outputs:
         feats = _wrap(

@@ -88,7 +88,7 @@ _SIDECAR_KEYS = {
 }
 
 # ONNX TensorProto element types -> numpy
-_ONNX_DTYPES = {
+_ONNX_DTYPES: dict[int, np.dtype] = {
     1: np.dtype("float32"),
     2: np.dtype("uint8"),
     3: np.dtype("int8"),

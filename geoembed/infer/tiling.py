@@ -4,7 +4,8 @@ Geometry (all sizes in input pixels; ``s`` is the model's output stride)
 ------------------------------------------------------------------------
 * The field is padded at its bottom/right edge to a multiple of ``s`` and every block
   (Dask chunk, a multiple of ``s`` pixels) is read with a halo of ``h`` pixels on each
-  side (``dask.array.overlap``). Outside the field the halo is filled with ``padding``:
+  side (``dask.array.overlap`` with neighbouring blocks). Outside the field the halo is
+  filled with ``padding``, tile by tile (no padded copy of the block or field is made):
   ``"reflect"`` mirrors the edge *including* the edge pixel (NumPy's ``"symmetric"``,
   Dask's ``"reflect"``), ``"nearest"`` repeats the edge pixel.
 * Inside a block, tiles of ``T x T`` pixels step by the *interior* ``I = T - 2h``; the last
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["PAD_MODES", "blend_starts", "edge_weights", "pad_to", "run_tiles", "tile_starts"]
+__all__ = ["PAD_MODES", "blend_starts", "edge_weights", "run_tiles", "tile_starts"]
 
 #: user-facing padding name -> numpy.pad mode (Dask's "reflect" is NumPy's "symmetric")
 PAD_MODES = {"reflect": "symmetric", "nearest": "edge"}
@@ -104,15 +105,6 @@ def blend_starts(extent: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def pad_to(x: np.ndarray, height: int, width: int, padding: str) -> np.ndarray:
-    """Pad a ``(band, y, x)`` array at the bottom/right to at least ``height x width``."""
-    py = max(0, height - x.shape[1])
-    px = max(0, width - x.shape[2])
-    if py == 0 and px == 0:
-        return x
-    return np.pad(x, ((0, 0), (0, py), (0, px)), mode=PAD_MODES[padding])
-
-
 def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -131,6 +123,7 @@ def run_tiles(
     blend: str = "none",
     padding: str = "reflect",
     step: int | None = None,
+    missing: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> np.ndarray:
     """Run a model over the tiles of one halo-extended block.
 
@@ -156,6 +149,10 @@ def run_tiles(
         Fill beyond the halo for blocks smaller than a tile.
     step : int, optional
         Tile spacing for blended runs (default ``T - 2h``); a multiple of ``stride``.
+    missing : (top, bottom, left, right)
+        Halo rows/columns absent from ``x`` because the block touches the field's edge;
+        they are filled with ``padding`` tile by tile, as if ``x`` had been padded (no
+        copy of the block is made).
 
     Returns
     -------
@@ -163,14 +160,15 @@ def run_tiles(
         ``(n_out, by/s, bx/s)`` float32.
     """
     t, h, s = tile, halo, stride
-    by, bx = x.shape[1] - 2 * h, x.shape[2] - 2 * h
+    top, bottom, left, right = missing
+    by, bx = x.shape[1] + top + bottom - 2 * h, x.shape[2] + left + right - 2 * h
     interior = t - 2 * h
+    step = step or interior
     if blend == "none":
         ys, xs = tile_starts(by, interior), tile_starts(bx, interior)
     else:
-        step = step or interior
         ys, xs = blend_starts(by + 2 * h, t, step), blend_starts(bx + 2 * h, t, step)
-    x = pad_to(x, ys[-1] + t, xs[-1] + t, padding)
+    virtual = _Virtual(x, top, left, PAD_MODES[padding])
     oy, ox, to, ho = by // s, bx // s, t // s, h // s
     positions = [(a, b) for a in ys for b in xs]
     per_call = fixed_batch or batch_size
@@ -178,7 +176,7 @@ def run_tiles(
     if blend == "none":
         out = np.empty((n_out, oy, ox), dtype=np.float32)
         for group in _batches(positions, per_call):
-            res = _run_batch(x, group, t, run, fixed_batch)
+            res = _run_batch(virtual, group, t, run, fixed_batch)
             for k, (a, b) in enumerate(group):
                 a0, b0 = a // s, b // s
                 ny, nx = min(to - 2 * ho, oy - a0), min(to - 2 * ho, ox - b0)
@@ -190,7 +188,7 @@ def run_tiles(
     w1 = edge_weights(to, (t - step) // s, ho, blend)
     w2 = np.outer(w1, w1)
     for group in _batches(positions, per_call):
-        res = _run_batch(x, group, t, run, fixed_batch)
+        res = _run_batch(virtual, group, t, run, fixed_batch)
         for k, (a, b) in enumerate(group):
             # tile output covers output rows a/s - ho .. a/s - ho + to of the block
             r0, c0 = a // s - ho, b // s - ho
@@ -203,14 +201,37 @@ def run_tiles(
     return (acc / wsum).astype(np.float32)
 
 
+class _Virtual:
+    """A block seen as if padded by ``top``/``left`` rows/columns (and without bound after).
+
+    ``tile(a, b, t)`` returns the ``t x t`` window at virtual offset ``(a, b)``; the parts
+    outside the data are filled with NumPy's pad ``mode`` from the data inside the window,
+    which equals padding the whole block when the window holds at least as many data
+    rows/columns as it pads (always true for the halo: ``h < T / 2``).
+    """
+
+    def __init__(self, x: np.ndarray, top: int, left: int, mode: str) -> None:
+        self.x, self.top, self.left, self.mode = x, top, left, mode
+
+    def window(self, a: int, b: int, t: int) -> np.ndarray:
+        ny, nx = self.x.shape[1:]
+        r0, c0 = a - self.top, b - self.left
+        r1, c1 = r0 + t, c0 + t
+        part = self.x[:, max(r0, 0) : min(r1, ny), max(c0, 0) : min(c1, nx)]
+        pads = ((0, 0), (max(0, -r0), max(0, r1 - ny)), (max(0, -c0), max(0, c1 - nx)))
+        if any(p for pair in pads for p in pair):
+            part = np.pad(part, pads, mode=self.mode)  # type: ignore[call-overload]
+        return part
+
+
 def _run_batch(
-    x: np.ndarray, group: list[tuple[int, int]], t: int, run: Runner, fixed: int | None
+    x: _Virtual, group: list[tuple[int, int]], t: int, run: Runner, fixed: int | None
 ) -> np.ndarray:
     n = len(group)
     m = fixed or n
-    batch = np.empty((m, x.shape[0], t, t), dtype=x.dtype)
+    batch = np.empty((m, x.x.shape[0], t, t), dtype=x.x.dtype)
     for k, (a, b) in enumerate(group):
-        batch[k] = x[:, a : a + t, b : b + t]
+        batch[k] = x.window(a, b, t)
     for k in range(n, m):
         batch[k] = batch[0]
     return run(batch)[:n]

@@ -18,6 +18,7 @@ __all__ = [
     "ClassAssignment",
     "ClassTable",
     "assign_classes",
+    "compact_classes",
     "load_class_table",
 ]
 
@@ -300,3 +301,23 @@ def assign_classes(
         missing=missing,
         unknown=unknown,
     )
+
+
+def compact_classes(y: np.ndarray, assignment: ClassAssignment) -> tuple[np.ndarray, list[str]]:
+    """Drop classes without samples from ``assignment`` (in place), renumbering ``y``.
+
+    Returns the new ``y`` and the names of the dropped classes. The remaining classes
+    keep their relative order, so ids stay deterministic.
+    """
+    n_classes = len(assignment.class_names)
+    present = np.bincount(y, minlength=n_classes) > 0
+    if present.all():
+        return y, []
+    dropped = [assignment.class_names[k] for k in np.flatnonzero(~present)]
+    new_id = np.cumsum(present) - 1
+    keep = np.flatnonzero(present)
+    assignment.class_names = [assignment.class_names[k] for k in keep]
+    assignment.class_values = [assignment.class_values[k] for k in keep]
+    if assignment.colors is not None:
+        assignment.colors = [assignment.colors[k] for k in keep]
+    return new_id[y].astype(np.int64), dropped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from geoembed.errors import LabelError, MissingCRSError
-from geoembed.labels.classes import assign_classes
+from geoembed.labels.classes import assign_classes, compact_classes
 from geoembed.labels.grid import Grid, gather_pixels
 from geoembed.labels.hygiene import (
     apply_conflicts,
@@ -19,6 +20,7 @@ from geoembed.labels.hygiene import (
     check_valid_fraction,
     find_duplicates,
     id_list,
+    imbalance_note,
 )
 from geoembed.labels.readers import load_labels
 from geoembed.labels.training_set import TrainingSet
@@ -272,7 +274,7 @@ def training_from_geometries(
         raise LabelError(f"on_conflict={on_conflict!r}; use 'raise', 'drop' or 'keep'.")
     if samples_per_class is not None and samples_per_class < 1:
         raise LabelError(f"samples_per_class={samples_per_class}; use a positive count or None.")
-    where = "labels" if not isinstance(labels, str) else f"labels {labels!r}"
+    where = f"labels {str(labels)!r}" if isinstance(labels, str | Path) else "labels"
     if isinstance(labels, gpd.GeoDataFrame):
         if labels.crs is None and crs is None:
             raise MissingCRSError(
@@ -397,16 +399,16 @@ def training_from_geometries(
     if n_dup:
         notes.append(f"{n_dup} samples repeat an identical vector with the same label")
     X, y, ids, xy = X[keep], y[keep], ids[keep], cxy[idx][keep]
-    used = np.unique(y)
-    if used.size < n_classes:
-        dropped = [assignment.class_names[k] for k in range(n_classes) if k not in set(used)]
-        raise LabelError(
-            f"{where}: classes {dropped} have no usable sample (all their rows were rejected: "
-            f"{counts()}). Fix or remove those labels."
-        )
+    y, dropped = compact_classes(y, assignment)
+    if dropped:
+        msg = f"classes {dropped} have no usable sample (all their rows were rejected)"
+        log.warning("%s: %s", where, msg)
+        notes.append(msg + " and are left out")
+        report["dropped_classes"] = dropped
     report["class_counts"] = check_class_sizes(
         y, ids, assignment.class_names, min_per_class=min_per_class, where=where
     )
+    imbalance_note(report["class_counts"], notes)
     report["n_samples"] = int(y.size)
     for k, v in report["rejected"].items():
         log.info("%s: rejected %d rows (%s)", where, v, k)

@@ -17,6 +17,7 @@ __all__ = [
     "conflict_message",
     "find_duplicates",
     "id_list",
+    "imbalance_note",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,11 @@ def check_class_sizes(
     where: str,
 ) -> dict[str, int]:
     """Raise :class:`LabelError` when a class has fewer than ``min_per_class`` samples."""
+    if y.size == 0:
+        raise LabelError(
+            f"{where}: no usable sample is left (see the rejected counts in the report); "
+            "check that the labels overlap the field's valid pixels."
+        )
     counts = np.bincount(y, minlength=len(class_names))
     small = [i for i, c in enumerate(counts) if c < min_per_class]
     if small:
@@ -108,6 +114,23 @@ def check_class_sizes(
             "classes from the labels."
         )
     return {name: int(c) for name, c in zip(class_names, counts)}
+
+
+#: a note is added when the largest class has this many times the samples of the smallest
+IMBALANCE_RATIO = 10.0
+
+
+def imbalance_note(class_counts: dict[str, int], notes: list[str]) -> None:
+    """Append a note when classes are strongly imbalanced (largest / smallest >= 10)."""
+    counts = [c for c in class_counts.values() if c > 0]
+    if len(counts) > 1 and max(counts) >= IMBALANCE_RATIO * min(counts):
+        big = max(class_counts, key=lambda k: class_counts[k])
+        small = min(class_counts, key=lambda k: class_counts[k])
+        notes.append(
+            f"class imbalance: {big!r} has {class_counts[big]} samples, {small!r} only "
+            f"{class_counts[small]}; kNN votes favour large classes (consider "
+            "samples_per_class=)"
+        )
 
 
 def check_valid_fraction(

@@ -134,11 +134,11 @@ def _table_to_gdf(
             raise LabelError(
                 f"{where}: column {wkt!r} holds text that is not WKT ({exc})."
             ) from exc
-        drop = [wkt]
+        drop = [str(wkt)]
         source_desc = f"WKT column {wkt!r}"
     else:
         geoms = np.asarray(_parse_geojson(df[wkt], where), dtype=object)
-        drop = [wkt]
+        drop = [str(wkt)]
         source_desc = f"GeoJSON column {wkt!r}"
     use_crs = crs if crs is not None else default_crs
     if use_crs is None:

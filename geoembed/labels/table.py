@@ -14,13 +14,14 @@ import pandas as pd
 import xarray as xr
 
 from geoembed.errors import BandMismatchError, LabelError
-from geoembed.labels.classes import assign_classes
+from geoembed.labels.classes import assign_classes, compact_classes
 from geoembed.labels.hygiene import (
     apply_conflicts,
     check_class_sizes,
     check_valid_fraction,
     find_duplicates,
     id_list,
+    imbalance_note,
 )
 from geoembed.labels.readers import LONLAT_CRS
 from geoembed.labels.training_set import TrainingSet
@@ -243,9 +244,14 @@ def training_from_table(
     X, y, ids, groups = X[keep], y[keep], ids[keep], groups[keep]
     if xy is not None:
         xy = xy[keep]
+    y, dropped = compact_classes(y, assignment)
+    if dropped:
+        notes.append(f"classes {dropped} have no usable row and are left out")
+        report["dropped_classes"] = dropped
     report["class_counts"] = check_class_sizes(
         y, ids, assignment.class_names, min_per_class=min_per_class, where=where
     )
+    imbalance_note(report["class_counts"], notes)
     report["n_samples"] = int(y.size)
     return TrainingSet(
         X=X,

@@ -25,8 +25,8 @@ Capping dask-ml: dask-ml's KMeans is very slow (about 870 s for 2e6 x 64, k=10 o
 default is 300) and only at the smallest size; at larger sizes its fit time is
 **extrapolated** linearly in the pixel count from the smallest size (marked ``~``).
 
-Sizes: 2e6 and 2e7 pixels, k in {10, 32, 100}; ``GEOEMBED_BENCH_SCALE=small``: 2e5 and
-1e6 pixels, k in {10, 32}.
+Sizes: 2e6 and 2e7 pixels, k in {10, 32, 100}; ``GEOEMBED_BENCH_SCALE=medium``: 2e6
+only; ``GEOEMBED_BENCH_SCALE=small``: 2e5 and 1e6 pixels, k in {10, 32}.
 """
 
 from __future__ import annotations
@@ -46,9 +46,14 @@ from geoembed.schema import aef_band_names
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(4 * 3600)]
 
-SMALL = os.environ.get("GEOEMBED_BENCH_SCALE", "").lower() == "small"
-SIZES = [(400, 500), (1000, 1000)] if SMALL else [(1000, 2000), (4000, 5000)]
-KS = [10, 32] if SMALL else [10, 32, 100]
+SCALE = os.environ.get("GEOEMBED_BENCH_SCALE", "").lower()
+SMALL = SCALE == "small"
+if SMALL:
+    SIZES, KS = [(400, 500), (1000, 1000)], [10, 32]
+elif SCALE == "medium":  # the 2e6 size only
+    SIZES, KS = [(1000, 2000)], [10, 32, 100]
+else:
+    SIZES, KS = [(1000, 2000), (4000, 5000)], [10, 32, 100]
 DASKML_MAX_ITER = int(os.environ.get("GEOEMBED_BENCH_DASKML_MAX_ITER", "20"))
 SKLEARN_MAX_ITER = 100
 CHUNK = 512
@@ -69,7 +74,9 @@ def make_codes(height: int, width: int, seed: int = 0) -> np.ndarray:
         v = centres[which] + 0.35 * rng.normal(size=(n, 64)) / 8
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         q = np.sign(v) * np.sqrt(np.abs(v)) * 127.5  # inverse of sign(q) (q / 127.5) ** 2
-        codes[:, y0:y1, :] = np.clip(np.rint(q), -127, 127).astype(np.int8).T.reshape(64, y1 - y0, width)
+        codes[:, y0:y1, :] = (
+            np.clip(np.rint(q), -127, 127).astype(np.int8).T.reshape(64, y1 - y0, width)
+        )
     return codes
 
 
@@ -84,7 +91,11 @@ def make_field(codes: np.ndarray) -> xr.DataArray:
     da = xr.DataArray(
         data,
         dims=("band", "y", "x"),
-        coords={"band": aef_band_names(), "y": 5e6 - 10 * (np.arange(h) + 0.5), "x": 4e5 + 10 * (np.arange(w) + 0.5)},
+        coords={
+            "band": aef_band_names(),
+            "y": 5e6 - 10 * (np.arange(h) + 0.5),
+            "x": 4e5 + 10 * (np.arange(w) + 0.5),
+        },
         name="embedding",
     )
     return da.rio.write_crs("EPSG:32633")
@@ -116,7 +127,9 @@ def fits_in_memory(n: int) -> bool:
     return psutil.virtual_memory().available > 4 * n * 64 * 4
 
 
-def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]) -> list[dict[str, Any]]:
+def run_case(
+    codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
+) -> list[dict[str, Any]]:
     field = make_field(codes)
     n = field.sizes["y"] * field.sizes["x"]
     rows: list[dict[str, Any]] = []
@@ -124,12 +137,26 @@ def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
     # geoembed, exact Lloyd passes over every pixel
     t_fit, model = timed(lambda: KMeans(k, metric="euclidean", random_state=0).fit(field))
     t_pred, _ = timed(lambda: model.predict(field).data.sum().compute())
-    rows.append(dict(method="geoembed lloyd", fit=t_fit, pred=n / t_pred / CORES / 1e6,
-                     centers=model.cluster_centers_, note=f"{model.n_iter_} passes"))
+    rows.append(
+        dict(
+            method="geoembed lloyd",
+            fit=t_fit,
+            pred=n / t_pred / CORES / 1e6,
+            centers=model.cluster_centers_,
+            note=f"{model.n_iter_} passes; predict incl. int8 decoding",
+        )
+    )
     # geoembed, sample only
     t_fit, smodel = timed(lambda: KMeans(k, mode="sample", random_state=0).fit(field))
-    rows.append(dict(method="geoembed sample", fit=t_fit, pred=rows[0]["pred"],
-                     centers=smodel.cluster_centers_, note=f"{smodel.sample_size_} px"))
+    rows.append(
+        dict(
+            method="geoembed sample",
+            fit=t_fit,
+            pred=rows[0]["pred"],
+            centers=smodel.cluster_centers_,
+            note=f"{smodel.sample_size_} px",
+        )
+    )
 
     # scikit-learn in memory (the reference inertia)
     ref_inertia = None
@@ -138,12 +165,40 @@ def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
         from sklearn.cluster import KMeans as SKKMeans
 
         x = np.ascontiguousarray(field.data.transpose(1, 2, 0).reshape(-1, 64).compute())
-        t_fit, sk = timed(lambda: SKKMeans(k, n_init=1, algorithm="lloyd", max_iter=SKLEARN_MAX_ITER,
-                                          random_state=0).fit(x))
+        t_fit, sk = timed(
+            lambda: SKKMeans(
+                k, n_init=1, algorithm="lloyd", max_iter=SKLEARN_MAX_ITER, random_state=0
+            ).fit(x)
+        )
         t_pred, _ = timed(lambda: sk.predict(x))
-        rows.append(dict(method="sklearn (in memory)", fit=t_fit, pred=n / t_pred / CORES / 1e6,
-                         centers=sk.cluster_centers_, note=f"{sk.n_iter_} its"))
+        rows.append(
+            dict(
+                method="sklearn (in memory)",
+                fit=t_fit,
+                pred=n / t_pred / CORES / 1e6,
+                centers=sk.cluster_centers_,
+                note=f"{sk.n_iter_} its",
+            )
+        )
         ref_inertia = exact_inertia(field, sk.cluster_centers_)
+        # geoembed predict on the same in-memory float32 values sklearn and faiss get
+        h, w = field.sizes["y"], field.sizes["x"]
+        mem = field.copy(
+            data=dsa.from_array(
+                np.ascontiguousarray(x.T).reshape(64, h, w), chunks=(-1, CHUNK, CHUNK)
+            )
+        )
+        t_pred, _ = timed(lambda: model.predict(mem).data.sum().compute())
+        rows.append(
+            dict(
+                method="geoembed predict, f32",
+                fit=rows[0]["fit"],
+                pred=n / t_pred / CORES / 1e6,
+                centers=None,
+                note="field already float32 in memory, as sklearn gets it",
+            )
+        )
+        del mem
 
     # faiss on its default sample (256 points per centroid)
     if x is not None:
@@ -152,8 +207,15 @@ def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
         km = faiss.Kmeans(64, k, niter=20, seed=0)
         t_fit, _ = timed(lambda: km.train(x))
         t_pred, _ = timed(lambda: km.index.search(x, 1))
-        rows.append(dict(method="faiss (256 k sample)", fit=t_fit, pred=n / t_pred / CORES / 1e6,
-                         centers=km.centroids, note=f"{256 * k} px"))
+        rows.append(
+            dict(
+                method="faiss (256 k sample)",
+                fit=t_fit,
+                pred=n / t_pred / CORES / 1e6,
+                centers=km.centroids,
+                note=f"{256 * k} px",
+            )
+        )
 
     # dask-ml: measured at the smallest size, extrapolated above it
     import dask_ml.cluster
@@ -164,13 +226,26 @@ def run_case(codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
         t_fit, _ = timed(lambda: est.fit(xd))
         t_pred, _ = timed(lambda: est.predict(xd).sum().compute())
         daskml_ref[k] = (t_fit, n)
-        rows.append(dict(method=f"dask-ml (max_iter={DASKML_MAX_ITER})", fit=t_fit,
-                         pred=n / t_pred / CORES / 1e6, centers=est.cluster_centers_,
-                         note=f"{est.n_iter_} its"))
+        rows.append(
+            dict(
+                method=f"dask-ml (max_iter={DASKML_MAX_ITER})",
+                fit=t_fit,
+                pred=n / t_pred / CORES / 1e6,
+                centers=est.cluster_centers_,
+                note=f"{est.n_iter_} its",
+            )
+        )
     else:
         t_ref, n_ref = daskml_ref[k]
-        rows.append(dict(method="dask-ml (extrapolated)", fit=t_ref * n / n_ref, pred=None,
-                         centers=None, note=f"~ linear from {n_ref:.0e} px"))
+        rows.append(
+            dict(
+                method="dask-ml (extrapolated)",
+                fit=t_ref * n / n_ref,
+                pred=None,
+                centers=None,
+                note=f"~ linear from {n_ref:.0e} px",
+            )
+        )
 
     geo_fit = rows[0]["fit"]
     dml_fit = rows[-1]["fit"]
@@ -189,15 +264,18 @@ def fmt(row: dict[str, Any], n: int, k: int) -> str:
     rel = "n/a" if row["rel"] is None else f"{100 * row['rel']:+.2f} %"
     pred = "-" if row["pred"] is None else f"{row['pred']:.2f}"
     fit = f"{'~' if 'extrapolated' in row['method'] else ''}{row['fit']:.1f}"
-    return (f"| {n:.0e} | {k:>3} | {row['method']:<24} | {fit:>8} | {pred:>6} | {rel:>9} | "
-            f"{row['x_daskml']:>7.1f} | {row['note']} |")
+    return (
+        f"| {n:.0e} | {k:>3} | {row['method']:<24} | {fit:>8} | {pred:>6} | {rel:>9} | "
+        f"{row['x_daskml']:>7.1f} | {row['note']} |"
+    )
 
 
 def test_bench_kmeans() -> None:
     lines = [
         "",
-        f"KMeans benchmark ({'small' if SMALL else 'full'} scale, {CORES} cores, threaded scheduler)",
-        "| pixels | k | method | fit s | predict Mpx/s/core | inertia vs sklearn | x dask-ml | note |",
+        f"KMeans benchmark ({SCALE or 'full'} scale, {CORES} cores, threaded scheduler)",
+        "| pixels | k | method | fit s | predict Mpx/s/core | inertia vs sklearn | x dask-ml "
+        "| note |",
         "|---|---|---|---|---|---|---|---|",
     ]
     daskml_ref: dict[int, tuple[float, int]] = {}
@@ -209,7 +287,7 @@ def test_bench_kmeans() -> None:
                 rows = run_case(codes, k, daskml_ref)
                 for row in rows:
                     lines.append(fmt(row, h * w, k))
-                print("\n".join(lines[-len(rows):]), flush=True)
+                print("\n".join(lines[-len(rows) :]), flush=True)
                 geo = rows[0]
                 assert geo["centers"].shape == (k, 64)
             del codes

@@ -1,0 +1,294 @@
+"""The whole classification job behind ``geoembed classify``: one library call.
+
+open the field -> training set (labels or sampled table) or a saved model -> checks ->
+optional cross-validation -> lazy kNN (or scikit-learn) maps -> validated COGs, a JSON
+report and the saved model. Every input and output path is checked before any Dask task
+over the field runs; the training set is the one deliberate small read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoembed.errors import GeoembedError, LabelError, OutputError
+
+__all__ = ["classify_job", "default_cv"]
+
+log = logging.getLogger(__name__)
+
+
+class _FoldKNN:
+    """kNN for cross-validation folds (a fold may hold fewer than k of a class)."""
+
+    def __init__(self, k: int, metric: str, weights: str, n_classes: int) -> None:
+        self.args = (k, metric, weights)
+        self.n_classes = n_classes
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> _FoldKNN:
+        from geoembed.classify.knn import KNNClassifier
+
+        k, metric, weights = self.args
+        self.model = KNNClassifier(min(k, len(X)), metric=metric, weights=weights).fit(
+            X, y, class_names=[str(i) for i in range(self.n_classes)], allow_small_classes=True
+        )
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.model.predict(X)
+
+
+def default_cv(training: Any) -> str:
+    """Spatial CV suited to the training set.
+
+    Whole groups (polygons) when samples share groups; otherwise square blocks of about
+    an eighth of the samples' extent built from their coordinates; random folds only when
+    neither is known (the report says so).
+    """
+    groups = np.asarray(training.groups)
+    if len(np.unique(groups)) < len(groups):
+        return "spatial:5"
+    if training.xy is not None and len(training.xy) > 1:
+        span = np.ptp(training.xy, axis=0).max()
+        size = max(float(np.round(span / 8, -1)), 100.0)
+        return f"spatial_blocks:5:{size:g}"
+    return "random:5"
+
+
+def _check_outputs(paths: dict[str, str | None], overwrite: bool) -> dict[str, Path]:
+    from geoembed.export.atomic import check_output_path
+
+    checked: dict[str, Path] = {}
+    for what, path in paths.items():
+        if path is None:
+            continue
+        target = check_output_path(path, overwrite=overwrite, what=what)
+        if target in checked.values():
+            raise OutputError(f"two outputs share the path {str(path)!r}; give each its own.")
+        checked[what] = target
+    return checked
+
+
+def _write_json(payload: dict[str, Any], target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, target)
+
+
+def classify_job(
+    source: Any,
+    output: str | os.PathLike[str],
+    *,
+    labels: Any = None,
+    training: Any = None,
+    label_column: str | None = None,
+    class_table: Any = None,
+    model: str | os.PathLike[str] | None = None,
+    allow_pickle: bool = False,
+    k: int = 5,
+    metric: str = "cosine",
+    weights: str = "uniform",
+    approximate: bool | str = False,
+    confidence: str | os.PathLike[str] | None = None,
+    probabilities: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    cv: str | None = None,
+    save_model: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Classify an embedding field and write the map (and friends) as COGs.
+
+    Parameters
+    ----------
+    source : path or DataArray
+        Anything :func:`geoembed.io.open_embeddings` opens.
+    output : path
+        Class map COG (uint8, nodata 255, class names and colours embedded).
+    labels : path or GeoDataFrame, optional
+        Labelled points/polygons (sampled from the field).
+    training : path or DataFrame, optional
+        Table of already-sampled embeddings (e.g. an Earth Engine CSV export).
+    label_column : str
+        Label column of ``labels`` / ``training``.
+    class_table : path, optional
+        Class table (id, name, colour) for the labels.
+    model : path, optional
+        A saved model (directory from ``save_model``), instead of labels; a pickled
+        scikit-learn estimator only with ``allow_pickle=True``.
+    allow_pickle : bool
+        Allow loading a pickle/joblib model (it can run code: trusted files only).
+    k, metric, weights, approximate
+        kNN settings (see :class:`geoembed.classify.KNNClassifier`).
+    confidence, probabilities : path, optional
+        Extra COGs: winning vote share (float32), per-class vote shares (float32 bands).
+    report : path, optional
+        JSON report: training-data summary, cross-validation, model, outputs.
+    cv : str, optional
+        Cross-validation spec for the report (see :func:`geoembed.assess.make_folds`);
+        default: :func:`default_cv`. ``"none"`` skips it.
+    save_model : path, optional
+        Directory to save the fitted kNN model to (arrays + JSON, no pickle).
+    overwrite : bool
+        Replace existing outputs.
+    progress : bool
+        Progress bars on stderr.
+    seed : int
+        Seed of the cross-validation folds.
+
+    Returns
+    -------
+    dict
+        A JSON-serialisable summary (also the core of the report).
+    """
+    from geoembed.classify.estimator import apply_estimator
+    from geoembed.classify.field import check_model_bands, fit_model, predict_field
+    from geoembed.classify.knn import KNNClassifier
+    from geoembed.classify.model_io import load_model
+    from geoembed.classify.model_io import save_model as write_model
+
+    sources = [
+        name
+        for name, v in (("--labels", labels), ("--training", training), ("--model", model))
+        if v is not None
+    ]
+    if len(sources) != 1:
+        raise LabelError(
+            "give exactly one of --labels FILE, --training TABLE or --model DIR "
+            f"(got {', '.join(sources) or 'none'})."
+        )
+    if model is None and not label_column:
+        raise LabelError("--label-column is required with --labels / --training.")
+    if model is not None and (cv not in (None, "none") or save_model is not None):
+        raise LabelError("--cv and --save-model need training labels, not --model.")
+    outputs = _check_outputs(
+        {
+            "class map": output,
+            "confidence raster": confidence,
+            "probability raster": probabilities,
+            "report": report,
+            "model directory": save_model,
+        },
+        overwrite,
+    )
+
+    from geoembed.io import open_embeddings
+
+    field = open_embeddings(source)
+    name = str(source) if isinstance(source, str | os.PathLike) else None
+    summary: dict[str, Any] = {
+        "source": name,
+        "field": {
+            "bands": int(field.sizes["band"]),
+            "height": int(field.sizes["y"]),
+            "width": int(field.sizes["x"]),
+            "crs": field.rio.crs.to_string() if field.rio.crs else None,
+        },
+    }
+
+    ts = None
+    if model is not None:
+        fitted = load_model(model, allow_pickle=allow_pickle)
+        if isinstance(fitted, KNNClassifier):
+            check_model_bands(fitted, field, source=name)
+        summary["model"] = {"path": str(model), "type": type(fitted).__name__}
+    else:
+        import geoembed.labels as gl
+
+        if labels is not None:
+            gdf = gl.load_labels(labels, label_column=label_column)
+            ts = gl.training_from_geometries(
+                field, gdf, label_column=label_column, class_table=class_table
+            )
+        else:
+            ts = gl.training_from_table(
+                training, field, label_column=label_column, class_table=class_table
+            )
+        # k vs the smallest class, band checks: all before any task over the field
+        fitted = fit_model(ts, k=k, metric=metric, weights=weights, approximate=approximate)
+        summary["training"] = {
+            "n_samples": len(ts),
+            "class_counts": ts.class_counts(),
+            "report": ts.report,
+        }
+        summary["model"] = {"type": type(fitted).__name__, **fitted.params()}
+
+    if isinstance(fitted, KNNClassifier):
+        ds = predict_field(fitted, field, probabilities=probabilities is not None, source=name)
+        class_map, conf, proba = ds["class"], ds["confidence"], ds.get("probability")
+        class_names = list(fitted.class_names)
+        colors = fitted.colors
+    else:
+        class_map = apply_estimator(field, fitted, output="class", source=name)
+        class_names = class_map.attrs["class_names"]
+        colors = None
+        conf = None
+        proba = (
+            apply_estimator(field, fitted, output="proba", source=name)
+            if probabilities is not None
+            else None
+        )
+        if confidence is not None:
+            if proba is None:
+                proba = apply_estimator(field, fitted, output="proba", source=name)
+            conf = proba.max("class").rename("confidence")
+    if confidence is not None and conf is None:
+        raise GeoembedError("this model gives no confidence; drop --confidence.")
+
+    if ts is not None and cv != "none" and (report is not None or cv is not None):
+        from geoembed.assess import cross_validate
+
+        spec = cv or default_cv(ts)
+        n_classes = ts.n_classes
+        cv_report = cross_validate(
+            lambda: _FoldKNN(k, metric, weights, n_classes), ts, cv=spec, seed=seed
+        )
+        summary["cross_validation"] = cv_report
+        log.info(
+            "cross-validation %s: overall accuracy %.3f",
+            spec,
+            cv_report["pooled"]["overall_accuracy"],
+        )
+
+    if "model directory" in outputs:
+        write_model(fitted, outputs["model directory"], overwrite=overwrite)
+        summary["saved_model"] = str(outputs["model directory"])
+
+    from geoembed.export import write_cog
+    from geoembed.runtime import compute
+
+    jobs = [
+        write_cog(
+            class_map,
+            outputs["class map"],
+            class_names=class_names,
+            colors=colors,
+            overwrite=overwrite,
+            compute=False,
+        )
+    ]
+    if conf is not None and confidence is not None:
+        jobs.append(
+            write_cog(conf, outputs["confidence raster"], overwrite=overwrite, compute=False)
+        )
+    if proba is not None and probabilities is not None:
+        jobs.append(
+            write_cog(proba, outputs["probability raster"], overwrite=overwrite, compute=False)
+        )
+    written = compute(*jobs, progress=progress, label="classifying")
+    summary["outputs"] = {"class_map": str(written[0])}
+    if confidence is not None:
+        summary["outputs"]["confidence"] = str(outputs["confidence raster"])
+    if probabilities is not None:
+        summary["outputs"]["probabilities"] = str(outputs["probability raster"])
+    summary["class_names"] = class_names
+    if "report" in outputs:
+        _write_json(summary, outputs["report"])
+        summary["outputs"]["report"] = str(outputs["report"])
+    return summary

@@ -1,0 +1,213 @@
+"""``geoembed classify SOURCE --training T.csv --label-column C -o map.tif``: kNN maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoembed.cli._options import (
+    echo_json,
+    job_client,
+    json_option,
+    overwrite_option,
+    show_progress,
+)
+
+__all__ = ["classify"]
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+_EXAMPLES = (
+    "\b\nExamples:\n"
+    "  geoembed classify field.zarr --training samples.csv --label-column dw_label \\\n"
+    "      -k 5 -o map.tif --report report.json\n"
+    "  geoembed classify field.zarr --labels polygons.gpkg --label-column class \\\n"
+    "      -o map.tif --confidence conf.tif --save-model model/\n"
+    "  geoembed classify other.zarr --model model/ -o map2.tif"
+)
+
+
+@click.command("classify", epilog=_EXAMPLES)
+@click.argument("source")
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Labelled points or polygons (GeoPackage, GeoJSON, GeoParquet, Shapefile, "
+    "CSV with lon/lat or WKT); the field is sampled under them.",
+)
+@click.option(
+    "--training",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Table of already-sampled embeddings with band columns "
+    "(A00..A63), e.g. an Earth Engine sampleRegions CSV export.",
+)
+@click.option("--label-column", default=None, help="Column holding the class labels.")
+@click.option(
+    "--class-table",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Class table (id, name, colour) for the labels.",
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Number of neighbours.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["cosine", "euclidean"]),
+    default="cosine",
+    show_default=True,
+    help="cosine suits unit-length embeddings (AlphaEarth).",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["uniform", "distance"]),
+    default="uniform",
+    show_default=True,
+    help="Equal votes, or votes weighted by 1/distance.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=_FILE,
+    required=True,
+    help="Class map to write (COG, uint8, nodata 255, class names and colours).",
+)
+@click.option(
+    "--confidence",
+    type=_FILE,
+    default=None,
+    help="Also write the winning vote share (float32 COG).",
+)
+@click.option(
+    "--probabilities",
+    type=_FILE,
+    default=None,
+    help="Also write per-class vote shares (float32 COG, one band per class).",
+)
+@click.option(
+    "--report",
+    type=_FILE,
+    default=None,
+    help="Write a JSON report (training data, cross-validated accuracy, model).",
+)
+@click.option(
+    "--cv",
+    default=None,
+    help="Cross-validation for the report: random:5, spatial:5, "
+    "spatial_blocks:5:SIZE, holdout:0.3, or none (default: spatial, from polygons "
+    "or from point coordinates).",
+)
+@click.option(
+    "--save-model",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Save the fitted model to this directory (arrays + JSON, no pickle).",
+)
+@click.option(
+    "--model",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Use a saved model instead of labels (a directory from --save-model).",
+)
+@click.option(
+    "--allow-pickle",
+    is_flag=True,
+    help="Allow --model to load a pickle/joblib scikit-learn estimator. Pickles can "
+    "run code when loaded: only for files you trust.",
+)
+@click.option(
+    "--approximate",
+    type=click.Choice(["ivf", "hnsw"]),
+    default=None,
+    help="Approximate faiss index for very large label sets (reports recall@k).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the CV folds.")
+@json_option
+@overwrite_option
+@click.pass_context
+def classify(
+    ctx: click.Context,
+    source: str,
+    labels: Path | None,
+    training: Path | None,
+    label_column: str | None,
+    class_table: Path | None,
+    k: int,
+    metric: str,
+    weights: str,
+    output: Path,
+    confidence: Path | None,
+    probabilities: Path | None,
+    report: Path | None,
+    cv: str | None,
+    save_model: Path | None,
+    model: Path | None,
+    allow_pickle: bool,
+    approximate: str | None,
+    seed: int,
+    as_json: bool,
+    overwrite: bool,
+) -> None:
+    """Classify an embedding field with exact kNN (or a saved model) into a COG map."""
+    from geoembed.classify.job import classify_job
+
+    progress = show_progress(ctx, as_json)
+    with job_client(ctx):
+        summary = classify_job(
+            source,
+            output,
+            labels=labels,
+            training=training,
+            label_column=label_column,
+            class_table=class_table,
+            model=model,
+            allow_pickle=allow_pickle,
+            k=k,
+            metric=metric,
+            weights=weights,
+            approximate=approximate or False,
+            confidence=confidence,
+            probabilities=probabilities,
+            report=report,
+            cv=cv,
+            save_model=save_model,
+            overwrite=overwrite,
+            progress=progress,
+            seed=seed,
+        )
+    if as_json:
+        echo_json(summary)
+        return
+    if not ctx.obj.get("quiet"):
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict) -> None:
+    train = summary.get("training")
+    if train:
+        counts = ", ".join(f"{n}: {c}" for n, c in train["class_counts"].items())
+        click.echo(f"training samples: {train['n_samples']} ({counts})")
+    model = summary.get("model", {})
+    if "k" in model:
+        click.echo(
+            f"model: kNN k={model['k']} metric={model['metric']} "
+            f"weights={model['weights']}"
+            + (f" recall@k={model['recall']:.3f}" if model.get("recall") else "")
+        )
+    cvr = summary.get("cross_validation")
+    if cvr:
+        from geoembed.assess import format_report
+
+        click.echo(f"cross-validation ({cvr.get('cv')}):")
+        click.echo(format_report(cvr))
+    for what, path in summary.get("outputs", {}).items():
+        click.echo(f"wrote {what}: {path}")

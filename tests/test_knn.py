@@ -1,0 +1,183 @@
+"""The kNN search kernel and classifier: exactness against scikit-learn, ties, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+import geoembed.classify.knn as knn_mod
+from geoembed.classify import KNNClassifier
+from geoembed.errors import LabelError, ModelError
+
+BANDS = [f"A{i:02d}" for i in range(64)]
+
+
+def _dw(shared_data: Path, region: str) -> tuple[np.ndarray, np.ndarray]:
+    df = pd.read_csv(shared_data / "aef" / f"dw_samples_2024_{region}.csv")
+    return df[BANDS].to_numpy(np.float32), df["dw_label"].to_numpy(np.int64)
+
+
+@pytest.fixture(scope="module")
+def dw(shared_data: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    return {r: _dw(shared_data, r) for r in ("amazon_forest", "california_coast", "iowa_ag")}
+
+
+def _clustered(n: int, seed: int, d: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(size=(20, d))
+    x = centres[rng.integers(0, 20, n)] + 0.7 * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_equals_sklearn_brute_on_real_dw_points(dw, metric: str, weights: str) -> None:
+    """Train on two regions, predict the third: identical to sklearn brute force."""
+    for held_out in dw:
+        train = [r for r in dw if r != held_out]
+        X = np.concatenate([dw[r][0] for r in train])
+        y = np.concatenate([dw[r][1] for r in train])
+        Q, _ = dw[held_out]
+        ref = KNeighborsClassifier(5, metric=metric, weights=weights, algorithm="brute").fit(X, y)
+        model = KNNClassifier(5, metric=metric, weights=weights).fit(X, y)
+        np.testing.assert_array_equal(model.predict(Q), ref.predict(Q))
+        np.testing.assert_array_equal(model.predict_proba(Q), ref.predict_proba(Q))
+        d_ref, i_ref = ref.kneighbors(Q)
+        d, i = model.kneighbors(Q)
+        np.testing.assert_array_equal(d, d_ref)
+        # the regions hold a few duplicate vectors: equal up to which copy is named
+        np.testing.assert_array_equal(X[i], X[i_ref])
+        assert (i == i_ref).mean() > 0.99
+
+
+@pytest.mark.parametrize("k", [1, 3, 10, 17])
+def test_equals_sklearn_for_other_k_and_self_queries(dw, k: int) -> None:
+    X, y = dw["iowa_ag"]  # holds exact duplicate vectors: zero distances, ties
+    for weights in ("uniform", "distance"):
+        ref = KNeighborsClassifier(k, weights=weights, metric="cosine", algorithm="brute")
+        model = KNNClassifier(k, weights=weights).fit(X, y)
+        np.testing.assert_array_equal(model.predict(X), ref.fit(X, y).predict(X))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_heap_path_and_argmax_path_agree_with_sklearn(monkeypatch, metric: str) -> None:
+    """Large training sets use faiss's heap over NumPy scores; both paths are exact."""
+    X = _clustered(6000, seed=1)
+    y = np.random.default_rng(2).integers(0, 7, len(X))
+    Q = _clustered(700, seed=3)
+    ref = KNeighborsClassifier(5, metric=metric, algorithm="brute").fit(X, y)
+    heap = KNNClassifier(5, metric=metric).fit(X, y)
+    assert heap.index.heap is not None
+    monkeypatch.setattr(knn_mod, "_HEAP_MIN_TRAIN", 10**9)
+    monkeypatch.setattr(knn_mod, "_COL_TILE", 1024)
+    passes = KNNClassifier(5, metric=metric).fit(X, y)
+    assert passes.index.heap is None and len(passes.index.tiles) > 1
+    expected = ref.kneighbors(Q)[1]
+    np.testing.assert_array_equal(heap.kneighbors(Q)[1], expected)
+    np.testing.assert_array_equal(passes.kneighbors(Q)[1], expected)
+    np.testing.assert_array_equal(heap.predict(Q), ref.predict(Q))
+
+
+def test_results_do_not_depend_on_query_batch_or_training_row_order() -> None:
+    X = _clustered(900, seed=4)
+    y = np.random.default_rng(5).integers(0, 5, len(X))
+    Q = _clustered(600, seed=6)
+    model = KNNClassifier(5, weights="distance").fit(X, y)
+    full = model.pixel_outputs(Q, probabilities=True)
+    parts = np.concatenate([model.pixel_outputs(Q[a : a + 7], True) for a in range(0, 600, 7)])
+    assert full.tobytes() == parts.tobytes()
+    perm = np.random.default_rng(7).permutation(len(X))
+    shuffled = KNNClassifier(5, weights="distance").fit(X[perm], y[perm])
+    assert shuffled.pixel_outputs(Q, True).tobytes() == full.tobytes()
+    d, i = shuffled.kneighbors(Q)
+    d0, i0 = model.kneighbors(Q)
+    np.testing.assert_array_equal(perm[i], i0)  # indices refer to the caller's rows
+    np.testing.assert_array_equal(d, d0)
+
+
+def test_exact_ties_are_broken_by_canonical_order_not_row_order() -> None:
+    """Duplicate training vectors with different labels: the same winner whatever the order."""
+    rng = np.random.default_rng(8)
+    base = _clustered(50, seed=9)
+    X = np.concatenate([base, base[:10], base[:10]])
+    y = np.concatenate([rng.integers(0, 3, 50), np.full(10, 3), np.full(10, 4)])
+    Q = base[:10] + 0.0
+    outs = []
+    for seed in range(4):
+        perm = np.random.default_rng(seed).permutation(len(X))
+        m = KNNClassifier(2, weights="uniform").fit(X[perm], y[perm])
+        outs.append(m.predict(Q))
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+def test_vote_ties_go_to_the_lowest_class_id() -> None:
+    # two training points symmetric around the query: equal distances, one vote each
+    X = np.array([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.0], [-1.0, 0.01]], np.float32)
+    y = np.array([2, 1, 0, 0])
+    model = KNNClassifier(2, metric="euclidean").fit(X, y, allow_small_classes=True)
+    pred = model.predict(np.array([[1.0, 0.0]], np.float32))
+    assert pred.tolist() == [1]
+    out = model.pixel_outputs(np.array([[1.0, 0.0]], np.float32))
+    assert out[0, 1] == pytest.approx(0.5)
+
+
+def test_confidence_is_the_winning_vote_share() -> None:
+    X = _clustered(300, seed=10)
+    y = np.random.default_rng(11).integers(0, 4, 300)
+    Q = _clustered(200, seed=12)
+    model = KNNClassifier(5).fit(X, y)
+    out = model.pixel_outputs(Q, probabilities=True)
+    proba = model.predict_proba(Q)
+    np.testing.assert_array_equal(out[:, 0], model.predict(Q))
+    np.testing.assert_allclose(out[:, 1], proba.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(out[:, 2:].sum(axis=1), 1.0, rtol=1e-6)
+    assert set(np.round(out[:, 1] * 5, 4)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_k_larger_than_smallest_class_is_a_label_error() -> None:
+    X = _clustered(30, seed=13)
+    y = np.array([0] * 27 + [1] * 3)
+    with pytest.raises(LabelError, match="smallest class"):
+        KNNClassifier(5).fit(X, y, class_names=["crops", "water"])
+    with pytest.raises(LabelError, match="'water' \\(3\\)"):
+        KNNClassifier(5).fit(X, y, class_names=["crops", "water"])
+    KNNClassifier(5).fit(X, y, allow_small_classes=True)  # explicit opt-in
+
+
+def test_bad_training_data_is_rejected() -> None:
+    X = _clustered(20, seed=14)
+    y = np.zeros(20, np.int64)
+    with pytest.raises(LabelError, match="only 20 training vectors"):
+        KNNClassifier(25).fit(X, y)
+    Xn = X.copy()
+    Xn[3, 5] = np.nan
+    with pytest.raises(LabelError, match="NaN"):
+        KNNClassifier(3).fit(Xn, y)
+    with pytest.raises(LabelError, match="integers"):
+        KNNClassifier(3).fit(X, y.astype(float))
+    with pytest.raises(ModelError, match="metric"):
+        KNNClassifier(3, metric="manhattan")
+    with pytest.raises(ModelError, match="not fitted"):
+        KNNClassifier(3).predict(X)
+    with pytest.raises(ModelError, match="length 64"):
+        KNNClassifier(3).fit(X, y).predict(X[:, :10])
+
+
+def test_zero_vectors_and_tiny_query_batches() -> None:
+    X = _clustered(100, seed=15)
+    X[0] = 0.0
+    y = np.random.default_rng(16).integers(0, 3, 100)
+    Q = np.concatenate([np.zeros((1, 64), np.float32), _clustered(2, seed=17)])
+    ref = KNeighborsClassifier(5, metric="cosine", algorithm="brute").fit(X, y)
+    model = KNNClassifier(5).fit(X, y)
+    np.testing.assert_array_equal(model.predict(Q[1:]), ref.predict(Q[1:]))
+    np.testing.assert_array_equal(model.kneighbors(Q[1:])[1], ref.kneighbors(Q[1:])[1])
+    # a zero query is at cosine distance 1 from everything: the k lowest rows win
+    dist, ind = model.kneighbors(Q[:1])
+    assert np.all(dist == 1.0)
+    np.testing.assert_array_equal(np.sort(model.rows_[:5]), np.sort(ind[0]))
