@@ -1,2 +1,14 @@
-"""geoembed."""
+"""geoembed: scalable classification of geospatial embedding fields on Dask.
+
+The public surface is small: :func:`open_embeddings` and :func:`check_embedding` here,
+and one subpackage per job (:mod:`geoembed.labels`, :mod:`geoembed.classify`,
+:mod:`geoembed.cluster`, :mod:`geoembed.infer`, :mod:`geoembed.export`,
+:mod:`geoembed.assess`, :mod:`geoembed.datasets`, :mod:`geoembed.viz`,
+:mod:`geoembed.runtime`).
+"""
+
 from geoembed._version import __version__
+from geoembed.io import open_embeddings
+from geoembed.schema import check_embedding, to_canonical
+
+__all__ = ["__version__", "check_embedding", "open_embeddings", "to_canonical"]

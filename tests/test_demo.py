@@ -13,8 +13,19 @@ def test_demo_cli_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = CliRunner().invoke(
         main,
-        ["--scheduler", "threads", "-q", "demo", "--out", str(out), "--size", "192",
-         "--chunks", "96", "--json"],
+        [
+            "--scheduler",
+            "threads",
+            "-q",
+            "demo",
+            "--out",
+            str(out),
+            "--size",
+            "192",
+            "--chunks",
+            "96",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)

@@ -34,6 +34,9 @@ from geoembed._version import __version__
 from geoembed.errors import DTypeError, OutputError, OutputValidationError, SchemaError
 from geoembed.export.atomic import check_output_path, is_remote, remove_path, replace_path
 
+#: zarr-python's warning for string arrays (band names), which it reads and writes fine
+_NO_V3_SPEC = ".*does not have a Zarr V3 specification"
+
 __all__ = ["missing_chunks", "write_zarr"]
 
 _DEFAULT_CHUNK = 512
@@ -224,6 +227,7 @@ def _finalize_zarr(done: Sequence[int], plan: _ZarrPlan) -> str:
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
         zarr.consolidate_metadata(str(partial))
     replace_path(partial, Path(plan.target), overwrite=plan.overwrite, what="Zarr store")
     return plan.target
@@ -313,16 +317,20 @@ def write_zarr(
     else:
         if partial.exists():
             remove_path(partial)
-        # metadata and in-memory coordinates now; chunks of data variables below
-        ds.to_zarr(
-            str(partial),
-            mode="w",
-            compute=False,
-            encoding=encoding,
-            consolidated=False,
-            zarr_format=zarr_format,
-            write_empty_chunks=True,
-        )
+        # metadata and in-memory coordinates now; chunks of data variables below.
+        # Band names are fixed-length strings, which zarr-python reads and writes fine but
+        # flags as having no Zarr v3 specification yet: silence that one warning here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
+            ds.to_zarr(
+                str(partial),
+                mode="w",
+                compute=False,
+                encoding=encoding,
+                consolidated=False,
+                zarr_format=zarr_format,
+                write_empty_chunks=True,
+            )
     plan = _ZarrPlan(target=str(target), partial=str(partial), overwrite=overwrite)
     tasks = _chunk_tasks(ds, str(partial), only)
     job = dask.delayed(_finalize_zarr, pure=False)(tasks, plan)

@@ -69,6 +69,8 @@ def _open(source: str, chunks: Any) -> xr.Dataset:
             # stores without consolidated metadata are fine; say nothing about them
             warnings.filterwarnings("ignore", message=".*consolidated.*", category=RuntimeWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module="zarr.*")
+            # string band names: readable, but flagged as lacking a Zarr v3 specification
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
             return xr.open_dataset(
                 source,
                 engine="zarr",

@@ -82,7 +82,7 @@ def dask_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: never clash with a running cluster
             memory_limit=memory_limit,
         )
         try:
