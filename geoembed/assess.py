@@ -29,6 +29,7 @@ from geoembed.errors import LabelError
 
 __all__ = [
     "Z95",
+    "accuracy_from_confusion",
     "accuracy_report",
     "area_adjusted",
     "cross_validate",
@@ -120,8 +121,44 @@ def accuracy_report(
             raise LabelError("weights must be finite, non-negative and one per sample.")
     cm = np.zeros((C, C), dtype=np.float64)
     np.add.at(cm, (yt, yp), w)
-    total = cm.sum()
     n_eff = (w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0
+    return accuracy_from_confusion(cm, class_names=names, n_eff=n_eff)
+
+
+def accuracy_from_confusion(
+    confusion: Any,
+    *,
+    class_names: Sequence[str],
+    n_eff: float | None = None,
+) -> dict[str, Any]:
+    """Accuracy statistics from a confusion matrix (rows reference, columns predicted).
+
+    Use it when the matrix was counted elsewhere, e.g. blockwise over a whole map
+    against a reference raster, so that no per-pixel arrays are needed.
+
+    Parameters
+    ----------
+    confusion : array-like
+        ``(C, C)`` counts (or weighted counts).
+    class_names : sequence of str
+        Name of each class id.
+    n_eff : float, optional
+        Effective sample size for the confidence intervals (default: the total count).
+
+    Returns
+    -------
+    dict
+        The same keys as :func:`accuracy_report`.
+    """
+    names = [str(c) for c in class_names]
+    cm = np.asarray(confusion, dtype=np.float64)
+    if cm.shape != (len(names), len(names)):
+        raise LabelError(
+            f"confusion matrix has shape {cm.shape}; expected {len(names)} x {len(names)}."
+        )
+    total = cm.sum()
+    if n_eff is None:
+        n_eff = float(total)
     scale = n_eff / total if total > 0 else 0.0  # weighted counts -> effective counts
     diag = np.diag(cm)
     rows, cols = cm.sum(axis=1), cm.sum(axis=0)

@@ -15,8 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
@@ -63,7 +61,7 @@ def run_demo(
     dict
         JSON-serialisable summary: output paths, accuracies, timings.
     """
-    from geoembed.assess import accuracy_report
+    from geoembed.assess import accuracy_from_confusion
     from geoembed.classify import classify_knn
     from geoembed.cluster import KMeans, adjusted_rand_index
     from geoembed.cluster.stats import contingency_table
@@ -125,9 +123,7 @@ def run_demo(
     table = contingency_table(scene.truth, result["class"], n_a=len(names), n_b=len(ids))
     confusion = table[ids, :]  # truth rows in the classifier's class order
     n_missed = int(table.sum() - confusion.sum())
-    y_true = np.repeat(np.arange(len(ids)), confusion.sum(axis=1))
-    y_pred = np.concatenate([np.repeat(np.arange(len(ids)), row) for row in confusion])
-    report = accuracy_report(y_true, y_pred, class_names=knn_names)
+    report = accuracy_from_confusion(confusion, class_names=knn_names)
     summary["knn"] = {
         "k": k,
         "training_points": len(training.y),

@@ -263,3 +263,16 @@ def test_area_adjusted_olofsson_example():
     assert "adjusted area" in format_report(rep)
     with pytest.raises(LabelError, match="no reference sample"):
         area_adjusted([10, 10], [0, 0], [0, 0], pixel_area=1.0)
+
+
+def test_accuracy_from_confusion_equals_per_sample_report():
+    from geoembed.assess import accuracy_from_confusion, accuracy_report
+
+    rng = np.random.default_rng(7)
+    y_true = rng.integers(0, 4, 500)
+    y_pred = np.where(rng.random(500) < 0.7, y_true, rng.integers(0, 4, 500))
+    names = ["a", "b", "c", "d"]
+    per_sample = accuracy_report(y_true, y_pred, class_names=names)
+    cm = np.zeros((4, 4))
+    np.add.at(cm, (y_true, y_pred), 1)
+    assert accuracy_from_confusion(cm, class_names=names) == per_sample
