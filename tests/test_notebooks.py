@@ -31,7 +31,11 @@ def test_there_are_notebooks() -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path: Path, tmp_path: Path) -> None:
+def test_notebook_executes(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    if "GEOEMBED_DATA" in path.read_text():  # a notebook on the real data in ../shared/data
+        monkeypatch.setenv("GEOEMBED_DATA", str(request.getfixturevalue("shared_data")))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     _ensure_kernel()
