@@ -37,10 +37,10 @@ test: $(VENV)/.dev-installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.dev-installed
-	$(BIN)/pytest -m "slow or not slow" -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not bench" $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed
-	$(BIN)/pytest tests/benchmarks -m bench -s -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/pytest tests/benchmarks -m bench -s -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check geoembed tests
