@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +75,9 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
         raise OutputError(f"{target} already exists; pass overwrite=True (--overwrite).")
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target} exists and is not a model directory.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private
-    try:
+    from geoembed.export.atomic import atomic_directory
+
+    with atomic_directory(target, overwrite=overwrite, what="model directory") as tmp:
         arrays: dict[str, np.ndarray] = {"X": model.X_, "y": model.y_, "rows": model.rows_}
         faiss_bytes = getattr(model, "_faiss_bytes", None)
         if faiss_bytes is not None:
@@ -102,12 +99,6 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
             "sha256": _sha256(tmp / _ARRAYS),
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

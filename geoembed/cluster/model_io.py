@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,19 +22,6 @@ from geoembed.errors import ModelError, OutputError, UnsafeModelError
 __all__ = ["FORMAT", "class_names", "load_model", "parse_names", "save_model"]
 
 FORMAT = "geoembed-kmeans/1"
-_PARAMS = (
-    "n_clusters",
-    "metric",
-    "mode",
-    "max_iter",
-    "tol",
-    "sample_size",
-    "n_init",
-    "inertia_tol",
-    "sample_max_iter",
-    "batch_size",
-    "random_state",
-)
 
 
 def parse_names(spec: str | Mapping[int, str] | None, n_clusters: int) -> dict[int, str]:
@@ -123,12 +108,12 @@ def save_model(
     named = (
         parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))
     )
-    params = {p: getattr(model, p) for p in _PARAMS}
     init = model.init if isinstance(model.init, str) else "array"
+    params = {**model.get_params(), "init": init}
     meta = {
         "format": FORMAT,
         "geoembed_version": __version__,
-        "params": {**params, "init": init},
+        "params": params,
         "bands": list(model.feature_names_in_),
         "names": {str(i): n for i, n in sorted(named.items())},
         "fit": {
@@ -138,21 +123,15 @@ def save_model(
             "sample_size": model.sample_size_,
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    from geoembed.export.atomic import atomic_directory
+
+    with atomic_directory(path, overwrite=overwrite, what="model directory") as tmp:
         np.savez(
             tmp / "centers.npz",
             cluster_centers=np.asarray(model.cluster_centers_, dtype=np.float32),
             counts=np.asarray(model.counts_, dtype=np.int64),
         )
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -12,16 +12,19 @@ Every writer follows the same protocol:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from geoembed.errors import OutputError
 
 __all__ = [
     "TEMP_MARKER",
+    "atomic_directory",
     "check_output_path",
     "is_remote",
     "remove_path",
@@ -162,3 +165,22 @@ def replace_path(tmp: Path, target: Path, *, overwrite: bool, what: str = "outpu
     if exists and tmp.is_dir():
         target.unlink()
     os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, *, overwrite: bool, what: str = "output") -> Iterator[Path]:
+    """Build a directory under a temporary name and move it to ``target`` on success.
+
+    Yields the temporary directory (next to ``target``, same filesystem). When the block
+    finishes it replaces ``target`` with :func:`replace_path`; when it raises, the
+    temporary directory is removed and ``target`` is left as it was.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(target, "dir")
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_path(tmp, target, overwrite=overwrite, what=what)
+    except BaseException:
+        remove_path(tmp)
+        raise

@@ -1,0 +1,30 @@
+import pytest
+
+from geoembed.errors import OutputError
+from geoembed.export.atomic import TEMP_MARKER, atomic_directory
+
+
+def test_atomic_directory_replaces_only_on_success(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target, overwrite=False) as tmp:
+        (tmp / "a.txt").write_text("first")
+    assert (target / "a.txt").read_text() == "first"
+
+    with pytest.raises(RuntimeError), atomic_directory(target, overwrite=True) as tmp:
+        (tmp / "a.txt").write_text("second")
+        raise RuntimeError("failed half-way")
+    assert (target / "a.txt").read_text() == "first"
+    assert not [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
+
+    with atomic_directory(target, overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+
+def test_atomic_directory_refuses_existing_target(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    with pytest.raises(OutputError), atomic_directory(target, overwrite=False) as tmp:
+        (tmp / "a.txt").write_text("x")
+    assert list(target.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
