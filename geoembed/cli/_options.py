@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -32,8 +31,3 @@ def job_client(ctx: click.Context) -> Any:
     from geoembed.runtime import dask_client
 
     return dask_client(ctx.obj.get("scheduler", "local"), workers=ctx.obj.get("workers"))
-
-
-def pass_obj(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Shorthand for click.pass_context."""
-    return click.pass_context(f)
