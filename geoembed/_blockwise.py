@@ -106,6 +106,7 @@ def map_pixels(
         dtype=dtype,
         chunks=((n_out,), *data.chunks[1:]),
         meta=np.empty((0, 0, 0), dtype=dtype),
+        token=f"geoembed-{name}",  # prefix; the key hashes the function, field and args
     )
     coords = list(out_coords) if out_coords is not None else list(range(n_out))
     return map_like(field, out, name=name, leading=(out_dim, coords))

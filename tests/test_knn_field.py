@@ -105,7 +105,7 @@ def test_training_matrix_is_one_graph_node(field, model) -> None:
     assert n_blocks > 4
     import pickle
 
-    block_tasks = [v for k, v in graph.items() if "_apply_block" in str(k)]
+    block_tasks = [v for k, v in graph.items() if "geoembed-knn-" in str(k)]
     assert len(block_tasks) == n_blocks
     assert max(len(pickle.dumps(v)) for v in block_tasks) < model.X_.nbytes / 4
 

@@ -1,22 +1,35 @@
 """Exact k-nearest-neighbour classification on BLAS, with stable tie-breaking.
 
-The search kernel multiplies a tile of query vectors by the training matrix with one
-float32 GEMM (NumPy's BLAS) and reduces each row of the cache-sized score tile to its best
-``k + 1`` columns: with ``k + 1`` vectorised ``argmax`` passes up to 4 096 training vectors
-(``argmax`` returns the first maximum, so ties go to the lower index for free), and with
-faiss's C++ min-heap over the NumPy score tiles above that. Measured per core (64-d,
-k=5, CPU time, against faiss ``IndexFlatIP`` search on the same queries): about 0.85x at
-300 training vectors, 1.0-1.2x at 1 000-3 000 and 1.0-1.15x at 30 000.
+The search runs in two stages, so that results never depend on the BLAS kernel:
 
-Distances follow scikit-learn's brute-force definitions bit for bit, so predictions equal
-``KNeighborsClassifier(algorithm="brute")`` with the same metric and weights:
+1. **Candidates** (fast, any rounding): a tile of query vectors is multiplied by the
+   training matrix with one float32 GEMM (NumPy's BLAS) and each row of the cache-sized
+   score tile is reduced to its best ``k + 1`` columns: with ``k + 1`` vectorised
+   ``argmax`` passes up to 4 096 training vectors, and with faiss's C++ min-heap over the
+   NumPy score tiles above that.
+2. **Decision** (exact, order-fixed): the candidates are re-scored in float64 with
+   :mod:`geoembed._exact` (exact products, fixed summation order), ranked by distance and
+   then by canonical training position. A row is accepted only if no training vector
+   outside its candidates could reach its top ``k`` given a proven bound on the float32
+   GEMM's error (``|fl(q.x) - q.x| <= d u |q| |x| / (1 - d u)``); the rare other rows
+   (exact duplicates, near ties) are re-scored over every training vector whose float32
+   score is within twice that bound of the k-th best.
 
-* ``cosine``: rows are normalised like ``sklearn.preprocessing.normalize`` and the
-  distance is ``clip(1 - q @ x, 0, 2)`` in float32 (the same GEMM kernel gives the same
-  bits; every GEMM call has at least 64 rows so BLAS never switches to another kernel);
-* ``euclidean``: candidates are chosen on float32 scores ``q @ x - |x|^2 / 2`` with a
-  safety margin, then ranked like scikit-learn's ``euclidean_distances``: the squared
-  distance computed in float64 (``-2 q.x + |q|^2 + |x|^2``) and rounded to float32.
+Every reported distance, neighbour and vote is therefore a function of the query and the
+training set only: the same bytes whatever the query batch, the chunking, the thread
+split, and whether the CPU runs AVX2 or AVX-512 kernels.
+
+Distances follow scikit-learn's brute-force definitions, computed from the exact
+scores:
+
+* ``cosine``: rows are scaled to unit length (norms in float64) and the distance is
+  ``clip(1 - s, 0, 2)`` in float32, with ``s`` the float64 similarity rounded to float32.
+  scikit-learn takes ``s`` from its float32 GEMM instead, so distances agree with
+  ``KNeighborsClassifier(algorithm="brute")`` to a few float32 ulp of the similarity
+  (``|d - d_sklearn| <= 4 * 2**-23``), and predictions and neighbours agree except at
+  neighbours whose distances differ by less than that;
+* ``euclidean``: the squared distance ``|q|^2 - 2 q.x + |x|^2`` in float64, rounded to
+  float32 (scikit-learn's float64 up-cast path), then its square root.
 
 Ties: neighbours at equal distance are ordered by their position in the model's canonical
 training order (training rows sorted by their bytes, then label), so the result does not
@@ -33,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from geoembed._exact import pair_dots, row_dots, unit_rows
 from geoembed.errors import LabelError, ModelError
 
 __all__ = ["METRICS", "WEIGHTS", "KNNClassifier", "exact_kneighbors"]
@@ -44,23 +58,19 @@ WEIGHTS = ("uniform", "distance")
 _TILE_ELEMS = 1 << 19
 #: widest training tile; wider training sets are searched tile by tile and merged
 _COL_TILE = 4096
-#: every GEMM gets at least this many rows (padded), so BLAS uses its main kernel
-_MIN_ROWS = 64
 #: above this many training vectors, rows are reduced with faiss's C++ heap (one compare
 #: per score) instead of k + 1 argmax passes (measured: argmax passes win up to ~4 000)
 _HEAP_MIN_TRAIN = 4096
 #: training / query tile of the heap path (score tile 2 MiB)
 _HEAP_COLS = 1024
 _HEAP_ROWS = 512
-#: extra float32 candidates ranked in float64 for the euclidean metric
-_EUCLID_EXTRA = 2
+#: unit roundoff of float32
+_U32 = 2.0**-24
 
 
-def _normalize(X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Scale rows to unit length exactly as ``sklearn.preprocessing.normalize`` does."""
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
-    norms[norms < 10 * np.finfo(norms.dtype).eps] = 1.0
-    return np.divide(X, norms[:, np.newaxis], out=out)
+def _normalize(X: np.ndarray) -> np.ndarray:
+    """Scale rows to unit length (float32), as the cosine metric compares them."""
+    return unit_rows(X)
 
 
 def _cosine_key(s: np.ndarray) -> np.ndarray:
@@ -70,45 +80,21 @@ def _cosine_key(s: np.ndarray) -> np.ndarray:
     return np.clip(d, 0.0, 2.0, out=d)
 
 
-def _pad_rows(Q: np.ndarray) -> np.ndarray:
-    if len(Q) >= _MIN_ROWS:
-        return Q
-    reps = np.resize(np.arange(len(Q)), _MIN_ROWS)
-    return Q[reps]
-
-
-def _extract(
-    S: np.ndarray,
-    m: int,
-    vals: np.ndarray,
-    idx: np.ndarray,
-    col0: int,
-    last_rows: Any = None,
-) -> None:
+def _extract(S: np.ndarray, m: int, vals: np.ndarray, idx: np.ndarray, col0: int) -> None:
     """Move the ``m`` largest entries of each row of ``S`` (destroyed) into vals/idx.
 
-    Equal values come out in column order (``argmax`` returns the first maximum). With
-    ``last_rows`` (a function of the values found so far), the last pass runs only on the
-    rows it selects; the others get ``-inf`` / ``-1``.
+    Equal values come out in column order (``argmax`` returns the first maximum).
     """
     q, ncol = S.shape
     flat = S.reshape(-1)
     offsets = np.arange(q) * ncol
     for j in range(m):
-        if j == m - 1 and last_rows is not None:
-            rows = np.flatnonzero(last_rows(vals[:, j - 1]))
-            vals[:, j] = -np.inf
-            idx[:, j] = -1
-            if len(rows):
-                a = S[rows].argmax(axis=1)
-                vals[rows, j] = flat[offsets[rows] + a]
-                idx[rows, j] = a + col0
-            return
         a = S.argmax(axis=1)
         pos = offsets + a
         vals[:, j] = flat[pos]
         idx[:, j] = a + col0
-        flat[pos] = -np.inf
+        if j < m - 1:
+            flat[pos] = -np.inf
 
 
 def _faiss_heap() -> Any:
@@ -120,14 +106,6 @@ def _faiss_heap() -> Any:
     return faiss if hasattr(faiss, "float_minheap_array_t") else None
 
 
-def _cosine_may_tie(s: np.ndarray) -> np.ndarray:
-    """Flag rows whose k-th similarity may share its float32 distance with a lower one.
-
-    ``1 - s`` is exact for 0.5 <= s < 1 and clipped to 0 above 1.
-    """
-    return (s <= 0.5) | (s >= 1.0)
-
-
 class _Index:
     """Training matrix prepared for search (normalised, tiled), rebuilt after unpickling."""
 
@@ -135,14 +113,16 @@ class _Index:
         self._scratch = threading.local()
         self.metric = metric
         self.n, self.d = X.shape
-        if metric == "cosine":
-            self.X = _normalize(X)
-        else:
-            self.X = np.ascontiguousarray(X, dtype=np.float32)
-            sq = np.einsum("ij,ij->i", self.X, self.X)
-            self.half_sq = (0.5 * sq).astype(np.float32)
-            self.sq64 = np.einsum("ij,ij->i", self.X.astype(np.float64), self.X.astype(np.float64))
-            self.xmax = float(np.sqrt(sq.max())) if self.n else 0.0
+        self.X = _normalize(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32)
+        self.sq64 = row_dots(self.X, self.X)  # exact |x|^2 (float64)
+        self.xmax = float(np.sqrt(self.sq64.max())) if self.n else 0.0
+        if metric == "euclidean":
+            self.half_sq = (0.5 * self.sq64).astype(np.float32)
+        # proven bound of the float32 candidate scores' error, per unit of |q| |x|max
+        # (GEMM: d u / (1 - d u); euclidean adds the rounding of |x|^2 / 2 and of the
+        # subtraction); 1 % of slack for the norms' own rounding
+        du = (self.d + 3) * _U32
+        self.err_unit = 1.01 * du / (1.0 - du)
         if self.n <= _COL_TILE * 3 // 2:
             bounds = [0, self.n]
         else:
@@ -150,7 +130,7 @@ class _Index:
             bounds = np.linspace(0, self.n, nt + 1).astype(int).tolist()
         self.tiles = list(itertools.pairwise(bounds))
         width = max(b - a for a, b in self.tiles)
-        self.query_rows = int(np.clip((_TILE_ELEMS // width) // 64 * 64, _MIN_ROWS, 1024))
+        self.query_rows = int(np.clip((_TILE_ELEMS // width) // 64 * 64, 64, 1024))
         self.heap = _faiss_heap() if self.n > _HEAP_MIN_TRAIN else None
         if self.heap is not None:
             self.query_rows = _HEAP_ROWS
@@ -162,8 +142,8 @@ class _Index:
         """Return a reusable per-thread scratch array of ``shape`` (float32).
 
         Dask workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map and page-fault
-        every large allocation afresh: reusing the score tile and the normalised queries
-        avoids that cost in every tile.
+        every large allocation afresh: reusing the score tile avoids that cost in every
+        tile.
         """
         size = shape[0] * shape[1]
         buf = getattr(self._scratch, name, None)
@@ -173,23 +153,21 @@ class _Index:
         return buf[:size].reshape(shape)
 
     def _scores(self, Qb: np.ndarray, a: int, b: int) -> np.ndarray:
+        """Float32 candidate scores (larger is nearer): ``q.x`` or ``q.x - |x|^2 / 2``."""
         S = np.matmul(Qb, self.X[a:b].T, out=self._buffer("S", (len(Qb), b - a)))
         if self.metric == "euclidean":
             S -= self.half_sq[a:b]
         return S
 
-    def top(self, Qb: np.ndarray, m: int, last_rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``m`` scores per row (descending, lower index first on ties).
-
-        ``last_rows`` limits the m-th pass to some rows (single training tile only).
-        """
+    def top(self, Qb: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``m`` float32 scores per row (descending) and their training indices."""
         q = len(Qb)
         vals = np.empty((q, m), np.float32)
         idx = np.empty((q, m), np.int64)
         if self.heap is not None:
             return self._top_heap(Qb, m, vals, idx)
         if len(self.tiles) == 1:
-            _extract(self._scores(Qb, 0, self.n), m, vals, idx, 0, last_rows)
+            _extract(self._scores(Qb, 0, self.n), m, vals, idx, 0)
             return vals, idx
         tv, ti = [], []
         for a, b in self.tiles:
@@ -211,8 +189,8 @@ class _Index:
         """Top ``m`` with faiss's min-heap over NumPy-computed score tiles.
 
         The heap keeps the exact multiset of the ``m`` best values; which of several
-        equal values it keeps is arbitrary, so callers treat a tie at the boundary as
-        ambiguous and rank such rows in full. Output: descending values.
+        equal values it keeps is arbitrary, which is harmless: candidates are re-scored
+        exactly and a boundary tie sends the row to the wide re-scoring.
         """
         faiss = self.heap
         q = len(Qb)
@@ -228,88 +206,84 @@ class _Index:
         h.reorder()
         return vals, idx
 
+    # -- exact decision --------------------------------------------------------------------
+    def _keys(self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> Any:
+        """Exact float32 ranking keys (distances, squared for euclidean) of candidates.
+
+        ``rows`` (n,) and ``cand`` (n, m) index the queries and training vectors.
+        """
+        s = pair_dots(Qx[rows], self.X[cand])
+        if self.metric == "cosine":
+            return _cosine_key(s.astype(np.float32))
+        d2 = qsq[rows][:, None] - 2.0 * s
+        d2 += self.sq64[cand]
+        return np.maximum(d2.astype(np.float32), np.float32(0.0))
+
+    def _margin(self, qn: np.ndarray) -> np.ndarray:
+        """Float32 score slack that keeps every possible top-k member (per query).
+
+        Twice the GEMM error bound, plus the width of a float32 step of the key (vectors
+        whose keys round together with the k-th must be ranked too).
+        """
+        scale = qn * self.xmax + (0.5 * self.xmax**2 if self.metric == "euclidean" else 0.0)
+        err = self.err_unit * scale
+        if self.metric == "cosine":
+            step = 4 * 2.0**-23
+        else:
+            step = 2.0**-23 * (qn + self.xmax) ** 2
+        return 2.0 * err + step + 1e-30
+
     def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k`` nearest neighbours of each row of ``Q`` (distance, index)."""
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         nq = len(Q)
         dist = np.empty((nq, k), np.float32 if self.metric == "cosine" else np.float64)
         ind = np.empty((nq, k), np.int64)
+        m = min(k + 1, self.n)
         step = self.query_rows
         for q0 in range(0, nq, step):
-            Qb = Q[q0 : q0 + step]
-            nb = len(Qb)
-            Qp = _pad_rows(Qb)
+            Qx = Q[q0 : q0 + step]
             if self.metric == "cosine":
-                d, i = self._search_cosine(_normalize(Qp, self._buffer("Q", Qp.shape)), k)
+                Qx = _normalize(Qx)
+            qsq = row_dots(Qx, Qx)
+            vals, cand = self.top(Qx, m)
+            rows = np.arange(len(Qx))
+            key = self._keys(Qx, qsq, rows, cand)
+            o = np.lexsort((cand, key), axis=-1)[:, :k]
+            d = np.take_along_axis(key, o, axis=1)
+            i = np.take_along_axis(cand, o, axis=1)
+            if m < self.n:
+                # a training vector outside the candidates could still belong in the top k
+                thresh = vals[:, k - 1] - self._margin(np.sqrt(qsq))
+                wide = np.flatnonzero(vals[:, m - 1] >= thresh)
+                if len(wide):
+                    d[wide], i[wide] = self._wide(Qx, qsq, wide, thresh[wide], k)
+            if self.metric == "euclidean":
+                dist[q0 : q0 + len(Qx)] = np.sqrt(d)  # float32 root, like scikit-learn
             else:
-                d, i = self._search_euclidean(Qp, k)
-            dist[q0 : q0 + nb] = d[:nb]
-            ind[q0 : q0 + nb] = i[:nb]
+                dist[q0 : q0 + len(Qx)] = d
+            ind[q0 : q0 + len(Qx)] = i
         return dist, ind
 
-    def _search_cosine(self, Qn: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        m = min(k + 1, self.n)
-        vals, idx = self.top(Qn, m, _cosine_may_tie if m > k else None)
-        key = _cosine_key(vals)
-        dist, ind = key[:, :k], idx[:, :k]
-        # within the k: equal distances (possible where 1 - s rounds) ordered by index
-        tie = (dist[:, 1:] == dist[:, :-1]).any(axis=1)
-        if tie.any():
-            o = np.lexsort((ind[tie], dist[tie]), axis=-1)
-            dist[tie] = np.take_along_axis(dist[tie], o, axis=1)
-            ind[tie] = np.take_along_axis(ind[tie], o, axis=1)
-        if m > k:
-            # a tie in distance across the k-th place: rank the whole row
-            amb = np.flatnonzero(key[:, k] == key[:, k - 1])
-            if len(amb):
-                self._full_rows(Qn, amb, k, dist, ind)
-        return dist, ind
-
-    def _search_euclidean(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        m = min(k + _EUCLID_EXTRA, self.n)
-        vals, idx = self.top(Q, m)
-        Q64 = Q.astype(np.float64)
-        qsq = np.einsum("ij,ij->i", Q64, Q64)
-        cand = self.X[idx].astype(np.float64)
-        d2 = np.einsum("id,imd->im", Q64, cand)
-        d2 *= -2
-        d2 += qsq[:, None]
-        d2 += self.sq64[idx]
-        key = np.maximum(d2.astype(np.float32), 0.0)
-        o = np.lexsort((idx, key), axis=-1)[:, :k]
-        dist = np.take_along_axis(key, o, axis=1)
-        ind = np.take_along_axis(idx, o, axis=1)
-        if m < self.n:
-            # float32 scores may be off by ~1e-6: rows whose margin is smaller than a
-            # safe bound are ranked exactly over all training vectors
-            qn = np.sqrt(qsq)
-            tol = 4e-5 * (qn * self.xmax + 0.5 * self.xmax**2) + 1e-30
-            amb = np.flatnonzero(vals[:, m - 1] >= vals[:, k - 1] - tol)
-            if len(amb):
-                self._full_rows(Q, amb, k, dist, ind)
-        return np.sqrt(dist).astype(np.float64), ind
-
-    def _full_rows(
-        self, Qp: np.ndarray, rows: np.ndarray, k: int, dist: np.ndarray, ind: np.ndarray
-    ) -> None:
-        """Rank whole rows (rare: exact ties or tiny margins) and overwrite dist/ind."""
-        step = max(_MIN_ROWS, _TILE_ELEMS // max(self.n, 1))
+    def _wide(
+        self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Rank ``rows`` over every training vector scoring at least ``thresh`` (rare)."""
+        d = np.empty((len(rows), k), np.float32)
+        ind = np.empty((len(rows), k), np.int64)
+        step = max(1, _TILE_ELEMS // max(self.n, 1))
         for r0 in range(0, len(rows), step):
             rr = rows[r0 : r0 + step]
-            Qr = _pad_rows(Qp[rr])
-            if self.metric == "cosine":
-                key = _cosine_key(Qr @ self.X.T)
-            else:
-                X64 = self.X.astype(np.float64)
-                Q64 = Qr.astype(np.float64)
-                d2 = -2 * (Q64 @ X64.T)
-                d2 += np.einsum("ij,ij->i", Q64, Q64)[:, None]
-                d2 += self.sq64
-                key = np.maximum(d2.astype(np.float32), 0.0)
-            key = key[: len(rr)]
-            o = np.argsort(key, axis=1, kind="stable")[:, :k]
-            dist[rr] = np.take_along_axis(key, o, axis=1)
-            ind[rr] = o
+            S = self._scores(Qx[rr], 0, self.n)
+            r_loc, cols = np.nonzero(S >= thresh[r0 : r0 + step, None])
+            key = self._keys(Qx, qsq, rr[r_loc], cols[:, None])[:, 0]
+            o = np.lexsort((cols, key, r_loc))
+            r_loc, cols, key = r_loc[o], cols[o], key[o]
+            first = np.searchsorted(r_loc, np.arange(len(rr)))
+            take = first[:, None] + np.arange(k)  # every row has >= k candidates
+            d[r0 : r0 + len(rr)] = key[take]
+            ind[r0 : r0 + len(rr)] = cols[take]
+        return d, ind
 
 
 def _canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -94,7 +94,9 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
         sel = order[s0:s1]
         iy, ix = divmod(int(bid), len(data.chunks[2]))
         tasks.append(
-            dask.delayed(_take)(blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix])
+            dask.delayed(_take, pure=True)(
+                blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix]
+            )
         )
     parts = dask.compute(*tasks) if tasks else []
     out = np.empty((len(index), data.shape[0]), dtype=np.float32)

@@ -128,14 +128,14 @@ def field_pass(
     parts = dsa.map_blocks(
         _block_stats,
         data,
-        dask.delayed(np.ascontiguousarray(centers, dtype=np.float32)),
+        dask.delayed(np.ascontiguousarray(centers, dtype=np.float32), pure=True),
         metric=metric,
         scale=scale,
         sq_scale=sq_scale,
         chunks=((length,), (1,) * len(data.chunks[1]), (1,) * len(data.chunks[2])),
         dtype=np.int64,
         meta=np.empty((0, 0, 0), dtype=np.int64),
-        name="geoembed-kmeans-pass",
+        token="geoembed-kmeans-pass",  # prefix; the key hashes the centres and data
     )
     (total,) = dask.compute(parts.sum(axis=(1, 2), dtype=np.int64))
     total = np.asarray(total, dtype=np.int64)

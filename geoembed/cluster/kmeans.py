@@ -92,9 +92,11 @@ def _distance_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.n
 def _transform_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
     xp = prepare(x, metric).astype(np.float64)
     c = centers.astype(np.float64)
+    # order-fixed float64 dots (no BLAS): the same bits on every CPU and chunking
+    dots = np.einsum("nd,kd->nk", xp, c)
     if metric == "cosine":
-        return (1.0 - xp @ c.T).astype(np.float32)
-    d2 = np.add.reduce(xp * xp, axis=1)[:, None] - 2.0 * (xp @ c.T) + np.add.reduce(c * c, axis=1)
+        return (1.0 - dots).astype(np.float32)
+    d2 = np.einsum("nd,nd->n", xp, xp)[:, None] - 2.0 * dots + np.einsum("kd,kd->k", c, c)
     return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
@@ -426,7 +428,8 @@ class KMeans:
             )
 
     def _centers(self) -> Any:
-        return dask.delayed(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
+        centers = np.ascontiguousarray(self.cluster_centers_, dtype=np.float32)
+        return dask.delayed(centers, pure=True)
 
     def predict(self, X: Any) -> Any:
         """Cluster of each pixel.
@@ -466,7 +469,7 @@ class KMeans:
             drop_axis=0,
             chunks=data.chunks[1:],
             meta=np.empty((0, 0), dtype=dtype),
-            name="geoembed-kmeans-predict",
+            token="geoembed-kmeans-predict",  # prefix; the key hashes centres and field
         )
         labels = map_like(X, out, name="cluster")
         labels.attrs.update(n_clusters=int(self.n_clusters), metric=self.metric)
