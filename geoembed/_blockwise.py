@@ -3,6 +3,14 @@
 Shared by kNN, KMeans and scikit-learn estimators: each block of the field is reshaped
 once to ``(pixels, band)``, rows holding NaN (nodata) are removed, the function sees
 only valid vectors, and its results are scattered back with ``fill`` at nodata pixels.
+
+Functions whose per-row result depends on the row's position in the batch (anything
+built on a float32 GEMM that geoembed does not control, e.g. a scikit-learn MLP on an
+AVX2 BLAS kernel) are applied with ``tile=(h, w)`` instead: every call then receives
+exactly ``h * w`` rows, the pixels of one ``h x w`` tile of a grid anchored at the
+field's origin, each at the position its global row and column give it (nodata and
+pixels outside the block are zero filler). A pixel's result then depends on nothing
+but its vector and its position on the global grid, whatever the chunking.
 """
 
 from __future__ import annotations
@@ -50,6 +58,43 @@ def _apply_block(
     return out.reshape(n_out, ny, nx)
 
 
+def _apply_block_tiled(
+    block: np.ndarray,
+    *args: Any,
+    pixel_func: PixelFunc,
+    n_out: int,
+    fill: float,
+    out_dtype: np.dtype,
+    tile: tuple[int, int],
+    block_info: Any = None,
+) -> np.ndarray:
+    nb, ny, nx = block.shape
+    (gy0, _), (gx0, _) = block_info[0]["array-location"][1:]
+    th, tw = tile
+    out = np.full((n_out, ny, nx), fill, dtype=out_dtype)
+    valid = ~np.isnan(block).any(axis=0)
+    if not valid.any():
+        return out
+    batch = np.zeros((th, tw, nb), np.float32)
+    for ty in range(gy0 // th * th, gy0 + ny, th):
+        y0, y1 = max(ty, gy0), min(ty + th, gy0 + ny)
+        for tx in range(gx0 // tw * tw, gx0 + nx, tw):
+            x0, x1 = max(tx, gx0), min(tx + tw, gx0 + nx)
+            ly, lx = slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0)
+            v = valid[ly, lx]
+            if not v.any():
+                continue
+            batch[:] = 0.0
+            sub = batch[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+            sub[...] = np.moveaxis(block[:, ly, lx], 0, -1)
+            sub[~v] = 0.0
+            res = np.asarray(pixel_func(batch.reshape(th * tw, nb), *args))
+            res = res.reshape(th, tw, -1)[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+            dest = out[:, ly, lx]
+            dest[:, v] = res[v].T.astype(out_dtype, copy=False)
+    return out
+
+
 def map_pixels(
     field: xr.DataArray,
     func: PixelFunc,
@@ -61,6 +106,7 @@ def map_pixels(
     out_dim: str = "output",
     out_coords: Sequence[Any] | None = None,
     name: str = "output",
+    tile: tuple[int, int] | None = None,
 ) -> xr.DataArray:
     """Apply ``func`` to the valid pixel vectors of every block, lazily.
 
@@ -84,6 +130,10 @@ def map_pixels(
         Output dtype.
     out_dim, out_coords, name
         Name and coordinates of the leading output dimension, and the output's name.
+    tile : (int, int), optional
+        Call ``func`` on fixed ``h x w`` tiles of a global grid (``h * w`` rows per call,
+        zero filler at nodata and outside the block) instead of on the block's valid
+        pixels: for functions whose rounding depends on a row's batch position.
 
     Returns
     -------
@@ -95,14 +145,16 @@ def map_pixels(
     if not isinstance(data, dsa.Array):
         data = dsa.from_array(data, chunks=(-1, 512, 512))
     dtype = np.dtype(dtype)
+    extra: dict[str, Any] = {} if tile is None else {"tile": tuple(tile)}
     out = dsa.map_blocks(
-        _apply_block,
+        _apply_block if tile is None else _apply_block_tiled,
         data,
         *args,
         pixel_func=func,
         n_out=n_out,
         fill=fill,
         out_dtype=dtype,
+        **extra,
         dtype=dtype,
         chunks=((n_out,), *data.chunks[1:]),
         meta=np.empty((0, 0, 0), dtype=dtype),

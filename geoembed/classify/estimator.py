@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._blockwise import map_pixels
+from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, ModelError
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype
 
@@ -51,8 +52,14 @@ def _check_estimator(est: Any, field: xr.DataArray, output: str, source: str | N
         )
 
 
+#: pixels per estimator call: a tile of the field's global grid (see
+#: :func:`geoembed._blockwise.map_pixels`), so that BLAS inside the estimator always sees
+#: the same batch shape and each pixel the same position in it, whatever the chunking
+ESTIMATOR_TILE = (8, 128)
+
+
 def _predict_block(vectors: np.ndarray, est: Any, output: str) -> np.ndarray:
-    with warnings.catch_warnings():
+    with single_thread_blas(), warnings.catch_warnings():
         # estimators fitted on a DataFrame warn about missing feature names
         warnings.filterwarnings("ignore", message=".*feature names.*", category=UserWarning)
         if output == "proba":
@@ -116,6 +123,7 @@ def apply_estimator(
                 out_dim="class",
                 out_coords=classes,
                 name="probability",
+                tile=ESTIMATOR_TILE,
             )
             out.attrs.update(class_names=classes, estimator=name)
             return out
@@ -129,6 +137,7 @@ def apply_estimator(
             fill=np.nan,
             dtype=np.float32,
             name="class",
+            tile=ESTIMATOR_TILE,
         )
         cls = out.isel(output=0, drop=True).fillna(nodata).astype(dtype).rename("class")
         cls = cls.rio.write_nodata(nodata, encoded=False)
@@ -148,6 +157,7 @@ def apply_estimator(
         fill=np.nan,
         dtype=np.float32,
         name="value",
+        tile=ESTIMATOR_TILE,
     )
     out.attrs.update(estimator=name)
     return out.isel(output=0, drop=True) if len(shape) == 1 else out

@@ -9,6 +9,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._blockwise import map_pixels
+from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, ModelError
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype
 
@@ -46,7 +47,8 @@ def check_model_bands(model: Any, field: xr.DataArray, *, source: str | None = N
 
 
 def _knn_block(vectors: np.ndarray, model: Any, probabilities: bool) -> np.ndarray:
-    return model.pixel_outputs(vectors, probabilities=probabilities)
+    with single_thread_blas():  # Dask runs one task per core
+        return model.pixel_outputs(vectors, probabilities=probabilities)
 
 
 def predict_field(

@@ -15,9 +15,10 @@ the same amount to the sums whatever block (chunking) it arrives in.
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import numpy as np
+
+from geoembed._threads import single_thread_blas
 
 __all__ = [
     "BATCH",
@@ -32,23 +33,6 @@ __all__ = [
 
 #: rows handled at once (bounds the (rows x k) distance matrix and the int64 copy)
 BATCH = 32768
-
-_BLAS = None
-
-
-def single_thread_blas() -> Any:
-    """Context manager pinning BLAS to one thread (Dask already runs one task per core).
-
-    Multi-threaded BLAS inside parallel Dask tasks oversubscribes the cores, and for
-    the skinny ``(n x 64) @ (64 x k)`` products one thread is faster anyway.
-    """
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS = ThreadpoolController()
-    return _BLAS.limit(limits=1, user_api="blas")
-
 
 #: relative margin under which the float32 GEMM decision is re-checked in float64
 _TIE_MARGIN = 2.0**-12
