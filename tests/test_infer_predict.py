@@ -53,7 +53,7 @@ def whole_image(path: str, field: xr.DataArray, halo: int) -> dict[str, np.ndarr
     feats = feats[crop][0]
     probs[:, nodata] = np.nan
     feats[:, nodata] = np.nan
-    return {"probabilities": probs, "embedding": feats, "nodata": nodata}
+    return {"probabilities": probs, "features": feats, "nodata": nodata}
 
 
 FIELD_CASES = [
@@ -81,7 +81,7 @@ def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, t
         )
     out = ds.compute(scheduler="threads")
     np.testing.assert_array_equal(out["probabilities"].values, ref["probabilities"])
-    np.testing.assert_array_equal(out["embedding"].values, ref["embedding"])
+    np.testing.assert_array_equal(out["features"].values, ref["features"])
     cls = out["classes"].values
     assert cls.dtype == np.uint8
     assert (cls[ref["nodata"]] == 255).all()
@@ -98,7 +98,9 @@ def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, t
 def test_threads_and_worker_processes_agree(conv_model: str, dask_client: object) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=(29, 37), seed=2)
     ref = whole_image(conv_model, field, DEPTH)
-    probs = predict(field, conv_model, tile=32, overlap=DEPTH, output="probabilities")
+    probs = predict(field, conv_model, tile=32, overlap=DEPTH, output="probabilities")[
+        "probabilities"
+    ]
     on_workers = probs.compute()  # the dask_client fixture: 2 worker processes
     threaded = probs.compute(scheduler="threads")
     np.testing.assert_array_equal(on_workers.values, ref["probabilities"])
@@ -109,7 +111,9 @@ def test_too_small_overlap_is_reported_and_really_seams(conv_model: str, tmp_pat
     field = make_field(70, 90, bands=BANDS, chunks=16, seed=1)
     # detected by the perturbation probe (no sidecar)
     with pytest.warns(SeamWarning, match="receptive radius of 3"):
-        probs = predict(field, conv_model, tile=24, overlap=1, output="probabilities")
+        probs = predict(field, conv_model, tile=24, overlap=1, output="probabilities")[
+            "probabilities"
+        ]
     ref = whole_image(conv_model, field, DEPTH)["probabilities"]
     assert not np.array_equal(probs.values, ref, equal_nan=True)
     # declared in the sidecar
@@ -127,9 +131,9 @@ def test_no_compute_until_asked(conv_model: str) -> None:
 
 def test_features_are_an_embedding_field(conv_model: str) -> None:
     field = make_field(40, 50, bands=BANDS, chunks=16)
-    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
-    check_embedding(feats, bands=[f"F{i:03d}" for i in range(16)])
-    assert feats.name == "embedding"
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")["features"]
+    assert feats.name == "features"
+    check_embedding(feats.rename("embedding"), bands=[f"F{i:03d}" for i in range(16)])
     values = feats.values
     assert np.isnan(values[:, 2:5, 3:7]).all()  # make_field's nodata patch
     assert not np.isnan(values[:, 10:, 10:]).any()
@@ -138,7 +142,7 @@ def test_features_are_an_embedding_field(conv_model: str) -> None:
 def test_features_cluster_with_kmeans(conv_model: str) -> None:
     cluster = pytest.importorskip("geoembed.cluster")
     field = make_field(40, 50, bands=BANDS, chunks=16)
-    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")["features"]
     labels = cluster.KMeans(n_clusters=3, random_state=0).fit(feats).predict(feats)
     vals = np.asarray(labels.values)
     assert vals.shape == (40, 50)
@@ -159,7 +163,9 @@ def test_sidecar_bands_normalisation_and_class_names(tmp_path) -> None:
         classes=["water", "land"],
         colors=["#0000ff", "#00ff00"],
     )
-    out = predict(field, path, tile=32, overlap=2, output="probabilities")  # auto sidecar
+    out = predict(field, path, tile=32, overlap=2, output="probabilities")[
+        "probabilities"
+    ]  # auto sidecar
     assert list(out["class"].values) == ["water", "land"]
     x = field.sel(band=wanted).values
     x = (x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
@@ -175,7 +181,7 @@ def test_strided_model_grid(tmp_path) -> None:
     path = strided_fcn(tmp_path / "s.onnx", bands=BANDS, stride=4, n_classes=3)
     for bottom_up in (False, True):
         field = make_field(70, 90, bands=BANDS, chunks=(20, 28), bottom_up=bottom_up, seed=6)
-        out = predict(field, path, tile=32, overlap=4, output="probabilities")
+        out = predict(field, path, tile=32, overlap=4, output="probabilities")["probabilities"]
         assert out.shape == (3, 18, 23)  # ceil(70/4), ceil(90/4)
         t, to = field.rio.transform(), out.rio.transform()
         assert (to.a, to.e, to.c, to.f) == (4 * t.a, 4 * t.e, t.c, t.f)
@@ -217,7 +223,9 @@ def test_nodata_block_stays_nodata(conv_model: str) -> None:
 def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend: str) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=35, seed=1)
     ref = whole_image(conv_model, field, 8)["probabilities"]
-    out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")
+    out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")[
+        "probabilities"
+    ]
     # weighted averages of identical tile values: equal up to rounding
     np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-6)
 
@@ -225,8 +233,8 @@ def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend:
 def test_uint8_probabilities(conv_model: str) -> None:
     field = make_field(40, 50, bands=BANDS, chunks=16)
     kw = dict(tile=24, overlap=DEPTH, output="probabilities")
-    p32 = predict(field, conv_model, **kw).values
-    p8 = predict(field, conv_model, probabilities_dtype="uint8", **kw)
+    p32 = predict(field, conv_model, **kw)["probabilities"].values
+    p8 = predict(field, conv_model, probabilities_dtype="uint8", **kw)["probabilities"]
     assert p8.dtype == np.uint8 and p8.rio.nodata == 255
     vals = p8.values
     assert (vals[:, 2:5, 3:7] == 255).all()
