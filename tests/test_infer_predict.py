@@ -95,16 +95,26 @@ def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, t
     assert ds["classes"].rio.transform() == field.rio.transform()
 
 
-def test_threads_and_worker_processes_agree(conv_model: str, dask_client: object) -> None:
+@pytest.mark.parametrize("blend", ["none", "cosine"])
+def test_threads_and_worker_processes_agree(
+    conv_model: str, dask_client: object, blend: str
+) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=(29, 37), seed=2)
     ref = whole_image(conv_model, field, DEPTH)
-    probs = predict(field, conv_model, tile=32, overlap=DEPTH, output="probabilities")[
-        "probabilities"
-    ]
-    on_workers = probs.compute()  # the dask_client fixture: 2 worker processes
-    threaded = probs.compute(scheduler="threads")
-    np.testing.assert_array_equal(on_workers.values, ref["probabilities"])
-    np.testing.assert_array_equal(threaded.values, ref["probabilities"])
+    ds = predict(
+        field,
+        conv_model,
+        tile=32,
+        overlap=DEPTH if blend == "none" else 2 * DEPTH,
+        blend=blend,
+        output=["classes", "probabilities", "features"],
+    )
+    on_workers = ds.compute()  # the dask_client fixture: 2 single-threaded worker processes
+    threaded = ds.compute(scheduler="threads")
+    for var in ("classes", "confidence", "probabilities", "features"):
+        assert on_workers[var].values.tobytes() == threaded[var].values.tobytes(), var
+    if blend == "none":
+        np.testing.assert_array_equal(on_workers["probabilities"].values, ref["probabilities"])
 
 
 def test_too_small_overlap_is_reported_and_really_seams(conv_model: str, tmp_path) -> None:
@@ -241,3 +251,69 @@ def test_uint8_probabilities(conv_model: str) -> None:
     ok = ~np.isnan(p32)
     np.testing.assert_array_equal(vals[ok], np.rint(p32[ok] * 254).astype(np.uint8))
     np.testing.assert_allclose(vals[ok] * p8.attrs["probability_scale"], p32[ok], atol=0.5 / 254)
+
+
+def _advice(record: pytest.WarningsRecorder) -> str:
+    (w,) = [w for w in record if issubclass(w.category, SeamWarning)]
+    return str(w.message)
+
+
+def test_seam_advice_for_a_dynamic_model_is_accepted(conv_model: str) -> None:
+    import re
+
+    field = make_field(70, 90, bands=BANDS, chunks=32, seed=1)
+    with pytest.warns(SeamWarning) as record:
+        predict(field, conv_model, tile=16, overlap=1)
+    found = re.search(
+        r"overlap=(\d+), tile=(\d+) \(CLI: --overlap \d+ --tile \d+\)", _advice(record)
+    )
+    assert found is not None, _advice(record)
+    overlap, tile = int(found[1]), int(found[2])
+    assert overlap >= DEPTH and tile > 2 * overlap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = predict(field, conv_model, tile=tile, overlap=overlap, output="probabilities")
+    ref = whole_image(conv_model, field, DEPTH)["probabilities"]
+    np.testing.assert_array_equal(probs["probabilities"].values, ref)
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_seam_advice_for_a_fixed_size_model_is_accepted(tmp_path, overlap: int) -> None:
+    import re
+
+    # receptive radius 9 cannot fit twice in a 16-pixel tile: blending is the way
+    path = conv_stack(tmp_path / "fixed.onnx", bands=BANDS, depth=9, fixed_size=16, seed=2)
+    field = make_field(40, 50, bands=BANDS, chunks=16, seed=1)
+    with pytest.warns(SeamWarning) as record:
+        predict(field, path, overlap=overlap)
+    advice = _advice(record)
+    assert "tile=" not in advice.replace("tile=16", "")
+    found = re.search(r"(?:overlap=(\d+), )?blend='cosine', step=(\d+) \(CLI: ", advice)
+    assert found is not None, advice
+    kw = dict(blend="cosine", step=int(found[2]), overlap=int(found[1] or overlap))
+    assert (found[1] is None) == (overlap > 0)
+    assert f"--blend cosine --step {kw['step']}" in advice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = predict(field, path, **kw).compute(scheduler="threads")
+    assert (ds["classes"].values[10:, 10:] != 255).all()
+
+
+def test_two_models_in_one_graph_keep_their_own_results(conv_model: str, tmp_path) -> None:
+    import dask
+
+    other = conv_stack(tmp_path / "other.onnx", bands=BANDS, depth=DEPTH, features=True, seed=4)
+    field = make_field(70, 90, bands=BANDS, chunks=32, seed=2)
+    kw = dict(tile=24, overlap=DEPTH, output=["classes", "probabilities", "features"])
+    a, b = predict(field, conv_model, **kw), predict(field, other, **kw)
+    names = {v.data.name for v in a.data_vars.values()}
+    assert names.isdisjoint(v.data.name for v in b.data_vars.values())
+    together = dask.compute(a, b, scheduler="threads")
+    solo = [a.compute(scheduler="sync"), b.compute(scheduler="sync")]
+    for joint, alone in zip(together, solo):
+        for var in alone.data_vars:
+            assert joint[var].values.tobytes() == alone[var].values.tobytes()
+    assert not np.array_equal(solo[0]["probabilities"].values, solo[1]["probabilities"].values)
+    # same inputs, same names: the graph is deterministic
+    again = predict(field, conv_model, **kw)
+    assert {v.data.name for v in again.data_vars.values()} == names
