@@ -317,3 +317,21 @@ def test_two_models_in_one_graph_keep_their_own_results(conv_model: str, tmp_pat
     # same inputs, same names: the graph is deterministic
     again = predict(field, conv_model, **kw)
     assert {v.data.name for v in again.data_vars.values()} == names
+
+
+@pytest.mark.parametrize("blend", ["none", "linear", "cosine"])
+def test_chunking_never_changes_a_byte_even_with_tile_seams(tmp_path, blend: str) -> None:
+    # receptive radius 6 > overlap 2: tile edges differ from a whole-image run, but the
+    # tiles are the same whatever the blocks, so every chunking gives the same bytes
+    path = conv_stack(tmp_path / "deep.onnx", bands=BANDS, depth=6, features=True, seed=8)
+    kw = dict(tile=20, overlap=2, blend=blend, check_overlap=False, batch_size=3)
+    kw["output"] = ["classes", "probabilities", "features"]
+    runs = []
+    for chunks in (None, 16, (23, 41), (70, 13)):
+        field = make_field(70, 90, bands=BANDS, chunks=chunks, seed=5)
+        runs.append(predict(field, path, **kw).compute(scheduler="threads"))
+    for run in runs[1:]:
+        for var in runs[0].data_vars:
+            assert run[var].values.tobytes() == runs[0][var].values.tobytes(), var
+    ref = whole_image(path, make_field(70, 90, bands=BANDS, chunks=None, seed=5), 2)
+    assert not np.array_equal(runs[0]["probabilities"].values, ref["probabilities"])

@@ -164,6 +164,7 @@ def test_any_split_into_regions_gives_the_same_bytes(
     ey = sorted({0, ny, *(c for c in cuts if c < ny)})
     ex = sorted({0, nx, *(c for c in cuts[::-1] if c < nx)})
     split = _stitch(x, tile_position, 1, ey, ex, **kw)
+    assert not np.isnan(one).any()  # every pixel gets a positive total weight
     assert split.tobytes() == one.tobytes()
     if blend == "none":
         # box3 is translation-exact with radius 1 <= halo: equals the padded whole image
