@@ -591,9 +591,8 @@ def _seam_advice(
                 f"Use overlap={r}, tile={t} (CLI: --overlap {r} --tile {t}), or "
                 f"blend='cosine' (--blend cosine)."
             )
-    h = overlap
-    if h == 0:
-        h = min(r, (tile - stride) // 2 // stride * stride)
+    # a blend needs an overlap to ramp across: at least min(radius, tile / 4)
+    h = max(overlap, min(r, tile // 4 // stride * stride))
     if h == 0:
         return "No halo fits this model's tile: expect seams at tile edges."
     s = tile - 2 * h
