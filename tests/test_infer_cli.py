@@ -117,3 +117,52 @@ def test_infer_needs_an_output(source, model) -> None:
     res = _run(["infer", str(source), "--model", str(model)])
     assert res.exit_code != 0
     assert "at least one output" in res.output
+
+
+OUTPUT_FLAGS = {"classes": ("-o", "c.tif"), "probabilities": ("--probabilities", "p.tif")}
+OUTPUT_FLAGS["features"] = ("--features", "f.zarr")
+
+
+@pytest.mark.parametrize(
+    "wanted",
+    [
+        ("classes",),
+        ("probabilities",),
+        ("features",),
+        ("classes", "probabilities"),
+        ("classes", "features"),
+        ("probabilities", "features"),
+        ("classes", "probabilities", "features"),
+    ],
+    ids="+".join,
+)
+def test_every_combination_of_outputs(source, model, tmp_path, wanted) -> None:
+    import rasterio
+
+    from geoembed.io import open_embeddings
+
+    args = ["infer", str(source), "--model", str(model), "--tile", "32", "--overlap", "4"]
+    for kind in wanted:
+        flag, name = OUTPUT_FLAGS[kind]
+        args += [flag, str(tmp_path / name)]
+    res = _run([*args, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert set(summary["outputs"]) == set(wanted)
+    assert summary["shape"] == {"y": 60, "x": 70}
+    written = {p.name for p in tmp_path.iterdir()} - {source.name, "m.onnx", "m.json"}
+    assert written == {OUTPUT_FLAGS[k][1] for k in wanted}
+    if "classes" in wanted:
+        with rasterio.open(tmp_path / "c.tif") as ds:
+            assert ds.read(1)[2:5, 3:7].tolist() == [[255] * 4] * 3
+    if "probabilities" in wanted:
+        with rasterio.open(tmp_path / "p.tif") as ds:
+            probs = ds.read()
+        assert probs.shape == (3, 60, 70)
+        if "classes" in wanted:
+            with rasterio.open(tmp_path / "c.tif") as ds:
+                cls = ds.read(1)
+            np.testing.assert_array_equal(cls[10:, 10:], probs[:, 10:, 10:].argmax(axis=0))
+    if "features" in wanted:
+        feats = open_embeddings(tmp_path / "f.zarr")
+        assert feats.sizes == {"band": 16, "y": 60, "x": 70}

@@ -53,7 +53,7 @@ def whole_image(path: str, field: xr.DataArray, halo: int) -> dict[str, np.ndarr
     feats = feats[crop][0]
     probs[:, nodata] = np.nan
     feats[:, nodata] = np.nan
-    return {"probabilities": probs, "embedding": feats, "nodata": nodata}
+    return {"probabilities": probs, "features": feats, "nodata": nodata}
 
 
 FIELD_CASES = [
@@ -81,7 +81,7 @@ def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, t
         )
     out = ds.compute(scheduler="threads")
     np.testing.assert_array_equal(out["probabilities"].values, ref["probabilities"])
-    np.testing.assert_array_equal(out["embedding"].values, ref["embedding"])
+    np.testing.assert_array_equal(out["features"].values, ref["features"])
     cls = out["classes"].values
     assert cls.dtype == np.uint8
     assert (cls[ref["nodata"]] == 255).all()
@@ -95,21 +95,35 @@ def test_chunked_equals_whole_image_bit_for_bit(conv_model: str, kwargs: dict, t
     assert ds["classes"].rio.transform() == field.rio.transform()
 
 
-def test_threads_and_worker_processes_agree(conv_model: str, dask_client: object) -> None:
+@pytest.mark.parametrize("blend", ["none", "cosine"])
+def test_threads_and_worker_processes_agree(
+    conv_model: str, dask_client: object, blend: str
+) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=(29, 37), seed=2)
     ref = whole_image(conv_model, field, DEPTH)
-    probs = predict(field, conv_model, tile=32, overlap=DEPTH, output="probabilities")
-    on_workers = probs.compute()  # the dask_client fixture: 2 worker processes
-    threaded = probs.compute(scheduler="threads")
-    np.testing.assert_array_equal(on_workers.values, ref["probabilities"])
-    np.testing.assert_array_equal(threaded.values, ref["probabilities"])
+    ds = predict(
+        field,
+        conv_model,
+        tile=32,
+        overlap=DEPTH if blend == "none" else 2 * DEPTH,
+        blend=blend,
+        output=["classes", "probabilities", "features"],
+    )
+    on_workers = ds.compute()  # the dask_client fixture: 2 single-threaded worker processes
+    threaded = ds.compute(scheduler="threads")
+    for var in ("classes", "confidence", "probabilities", "features"):
+        assert on_workers[var].values.tobytes() == threaded[var].values.tobytes(), var
+    if blend == "none":
+        np.testing.assert_array_equal(on_workers["probabilities"].values, ref["probabilities"])
 
 
 def test_too_small_overlap_is_reported_and_really_seams(conv_model: str, tmp_path) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=16, seed=1)
     # detected by the perturbation probe (no sidecar)
     with pytest.warns(SeamWarning, match="receptive radius of 3"):
-        probs = predict(field, conv_model, tile=24, overlap=1, output="probabilities")
+        probs = predict(field, conv_model, tile=24, overlap=1, output="probabilities")[
+            "probabilities"
+        ]
     ref = whole_image(conv_model, field, DEPTH)["probabilities"]
     assert not np.array_equal(probs.values, ref, equal_nan=True)
     # declared in the sidecar
@@ -127,9 +141,9 @@ def test_no_compute_until_asked(conv_model: str) -> None:
 
 def test_features_are_an_embedding_field(conv_model: str) -> None:
     field = make_field(40, 50, bands=BANDS, chunks=16)
-    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
-    check_embedding(feats, bands=[f"F{i:03d}" for i in range(16)])
-    assert feats.name == "embedding"
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")["features"]
+    assert feats.name == "features"
+    check_embedding(feats.rename("embedding"), bands=[f"F{i:03d}" for i in range(16)])
     values = feats.values
     assert np.isnan(values[:, 2:5, 3:7]).all()  # make_field's nodata patch
     assert not np.isnan(values[:, 10:, 10:]).any()
@@ -138,7 +152,7 @@ def test_features_are_an_embedding_field(conv_model: str) -> None:
 def test_features_cluster_with_kmeans(conv_model: str) -> None:
     cluster = pytest.importorskip("geoembed.cluster")
     field = make_field(40, 50, bands=BANDS, chunks=16)
-    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")
+    feats = predict(field, conv_model, tile=24, overlap=DEPTH, output="features")["features"]
     labels = cluster.KMeans(n_clusters=3, random_state=0).fit(feats).predict(feats)
     vals = np.asarray(labels.values)
     assert vals.shape == (40, 50)
@@ -159,7 +173,9 @@ def test_sidecar_bands_normalisation_and_class_names(tmp_path) -> None:
         classes=["water", "land"],
         colors=["#0000ff", "#00ff00"],
     )
-    out = predict(field, path, tile=32, overlap=2, output="probabilities")  # auto sidecar
+    out = predict(field, path, tile=32, overlap=2, output="probabilities")[
+        "probabilities"
+    ]  # auto sidecar
     assert list(out["class"].values) == ["water", "land"]
     x = field.sel(band=wanted).values
     x = (x - np.array(mean, np.float32)[:, None, None]) / np.array(std, np.float32)[:, None, None]
@@ -175,7 +191,7 @@ def test_strided_model_grid(tmp_path) -> None:
     path = strided_fcn(tmp_path / "s.onnx", bands=BANDS, stride=4, n_classes=3)
     for bottom_up in (False, True):
         field = make_field(70, 90, bands=BANDS, chunks=(20, 28), bottom_up=bottom_up, seed=6)
-        out = predict(field, path, tile=32, overlap=4, output="probabilities")
+        out = predict(field, path, tile=32, overlap=4, output="probabilities")["probabilities"]
         assert out.shape == (3, 18, 23)  # ceil(70/4), ceil(90/4)
         t, to = field.rio.transform(), out.rio.transform()
         assert (to.a, to.e, to.c, to.f) == (4 * t.a, 4 * t.e, t.c, t.f)
@@ -217,7 +233,9 @@ def test_nodata_block_stays_nodata(conv_model: str) -> None:
 def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend: str) -> None:
     field = make_field(70, 90, bands=BANDS, chunks=35, seed=1)
     ref = whole_image(conv_model, field, 8)["probabilities"]
-    out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")
+    out = predict(field, conv_model, tile=40, overlap=8, blend=blend, output="probabilities")[
+        "probabilities"
+    ]
     # weighted averages of identical tile values: equal up to rounding
     np.testing.assert_allclose(out.values, ref, rtol=1e-5, atol=1e-6)
 
@@ -225,11 +243,95 @@ def test_blending_is_exact_for_a_translation_exact_model(conv_model: str, blend:
 def test_uint8_probabilities(conv_model: str) -> None:
     field = make_field(40, 50, bands=BANDS, chunks=16)
     kw = dict(tile=24, overlap=DEPTH, output="probabilities")
-    p32 = predict(field, conv_model, **kw).values
-    p8 = predict(field, conv_model, probabilities_dtype="uint8", **kw)
+    p32 = predict(field, conv_model, **kw)["probabilities"].values
+    p8 = predict(field, conv_model, probabilities_dtype="uint8", **kw)["probabilities"]
     assert p8.dtype == np.uint8 and p8.rio.nodata == 255
     vals = p8.values
     assert (vals[:, 2:5, 3:7] == 255).all()
     ok = ~np.isnan(p32)
     np.testing.assert_array_equal(vals[ok], np.rint(p32[ok] * 254).astype(np.uint8))
     np.testing.assert_allclose(vals[ok] * p8.attrs["probability_scale"], p32[ok], atol=0.5 / 254)
+
+
+def _advice(record: pytest.WarningsRecorder) -> str:
+    (w,) = [w for w in record if issubclass(w.category, SeamWarning)]
+    return str(w.message)
+
+
+def test_seam_advice_for_a_dynamic_model_is_accepted(conv_model: str) -> None:
+    import re
+
+    field = make_field(70, 90, bands=BANDS, chunks=32, seed=1)
+    with pytest.warns(SeamWarning) as record:
+        predict(field, conv_model, tile=16, overlap=1)
+    found = re.search(
+        r"overlap=(\d+), tile=(\d+) \(CLI: --overlap \d+ --tile \d+\)", _advice(record)
+    )
+    assert found is not None, _advice(record)
+    overlap, tile = int(found[1]), int(found[2])
+    assert overlap >= DEPTH and tile > 2 * overlap
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probs = predict(field, conv_model, tile=tile, overlap=overlap, output="probabilities")
+    ref = whole_image(conv_model, field, DEPTH)["probabilities"]
+    np.testing.assert_array_equal(probs["probabilities"].values, ref)
+
+
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_seam_advice_for_a_fixed_size_model_is_accepted(tmp_path, overlap: int) -> None:
+    import re
+
+    # receptive radius 9 cannot fit twice in a 16-pixel tile: blending is the way
+    path = conv_stack(tmp_path / "fixed.onnx", bands=BANDS, depth=9, fixed_size=16, seed=2)
+    field = make_field(40, 50, bands=BANDS, chunks=16, seed=1)
+    with pytest.warns(SeamWarning) as record:
+        predict(field, path, overlap=overlap)
+    advice = _advice(record)
+    assert "tile=" not in advice.replace("tile=16", "")
+    found = re.search(r"(?:overlap=(\d+), )?blend='cosine', step=(\d+) \(CLI: ", advice)
+    assert found is not None, advice
+    kw = dict(blend="cosine", step=int(found[2]), overlap=int(found[1] or overlap))
+    assert kw["overlap"] >= overlap and kw["step"] >= 16 // 2  # a useful overlap and step
+    assert f"--blend cosine --step {kw['step']}" in advice
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = predict(field, path, **kw).compute(scheduler="threads")
+    assert (ds["classes"].values[10:, 10:] != 255).all()
+
+
+def test_two_models_in_one_graph_keep_their_own_results(conv_model: str, tmp_path) -> None:
+    import dask
+
+    other = conv_stack(tmp_path / "other.onnx", bands=BANDS, depth=DEPTH, features=True, seed=4)
+    field = make_field(70, 90, bands=BANDS, chunks=32, seed=2)
+    kw = dict(tile=24, overlap=DEPTH, output=["classes", "probabilities", "features"])
+    a, b = predict(field, conv_model, **kw), predict(field, other, **kw)
+    names = {v.data.name for v in a.data_vars.values()}
+    assert names.isdisjoint(v.data.name for v in b.data_vars.values())
+    together = dask.compute(a, b, scheduler="threads")
+    solo = [a.compute(scheduler="sync"), b.compute(scheduler="sync")]
+    for joint, alone in zip(together, solo):
+        for var in alone.data_vars:
+            assert joint[var].values.tobytes() == alone[var].values.tobytes()
+    assert not np.array_equal(solo[0]["probabilities"].values, solo[1]["probabilities"].values)
+    # same inputs, same names: the graph is deterministic
+    again = predict(field, conv_model, **kw)
+    assert {v.data.name for v in again.data_vars.values()} == names
+
+
+@pytest.mark.parametrize("blend", ["none", "linear", "cosine"])
+def test_chunking_never_changes_a_byte_even_with_tile_seams(tmp_path, blend: str) -> None:
+    # receptive radius 6 > overlap 2: tile edges differ from a whole-image run, but the
+    # tiles are the same whatever the blocks, so every chunking gives the same bytes
+    path = conv_stack(tmp_path / "deep.onnx", bands=BANDS, depth=6, features=True, seed=8)
+    kw = dict(tile=20, overlap=2, blend=blend, check_overlap=False, batch_size=3)
+    kw["output"] = ["classes", "probabilities", "features"]
+    runs = []
+    for chunks in (None, 16, (23, 41), (70, 13)):
+        field = make_field(70, 90, bands=BANDS, chunks=chunks, seed=5)
+        runs.append(predict(field, path, **kw).compute(scheduler="threads"))
+    for run in runs[1:]:
+        for var in runs[0].data_vars:
+            assert run[var].values.tobytes() == runs[0][var].values.tobytes(), var
+    ref = whole_image(path, make_field(70, 90, bands=BANDS, chunks=None, seed=5), 2)
+    assert not np.array_equal(runs[0]["probabilities"].values, ref["probabilities"])

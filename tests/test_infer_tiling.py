@@ -1,4 +1,4 @@
-"""Tile placement, blending weights and stitching, with a NumPy stand-in for the model."""
+"""The global tile grid, blending weights and stitching, with a NumPy stand-in for the model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geoembed.infer.tiling import edge_weights, run_tiles, tile_starts
+from geoembed.infer.tiling import (
+    PAD_MODES,
+    AxisTiling,
+    block_edges,
+    edge_weights,
+    run_region,
+    source_index,
+    tile_starts,
+)
 
 
 def box3(batch: np.ndarray) -> np.ndarray:
@@ -16,6 +24,12 @@ def box3(batch: np.ndarray) -> np.ndarray:
     ty, tx = batch.shape[-2:]
     out = sum(p[:, :, i : i + ty, j : j + tx] for i in range(3) for j in range(3))
     return np.concatenate([out, batch], axis=1).astype(np.float32)
+
+
+def tile_position(batch: np.ndarray) -> np.ndarray:
+    """A model that is NOT translation-exact: adds the row index within the tile."""
+    rows = np.arange(batch.shape[2], dtype=np.float32)[:, None]
+    return (batch[:, :1] + rows).astype(np.float32)
 
 
 @given(size=st.integers(1, 200), interior=st.integers(1, 64))
@@ -43,31 +57,123 @@ def test_blend_ramps_of_neighbours_sum_to_one(mode: str) -> None:
     assert w[: h // 2].max() == 0.0 and w[t // 2] == 1.0
 
 
-@settings(deadline=None, max_examples=30)
+def test_cosine_weights_are_a_tukey_window() -> None:
+    from scipy.signal.windows import tukey
+
+    # tile 256 stepping 204 (overlap 52) with a 51-pixel halo: Tukey(alpha=0.4)
+    np.testing.assert_allclose(edge_weights(256, 52, 51, "cosine"), tukey(256, 0.4), atol=1e-12)
+
+
+@given(size=st.integers(1, 40), lo=st.integers(-100, 0), width=st.integers(1, 200))
+def test_source_index_pads_like_numpy(size: int, lo: int, width: int) -> None:
+    x = np.arange(size)
+    for mode, np_mode in PAD_MODES.items():
+        padded = np.pad(x, (-lo, max(0, lo + width - size)), mode=np_mode)
+        idx = np.arange(lo, lo + width)
+        np.testing.assert_array_equal(x[source_index(idx, size, mode)], padded[:width])
+
+
+@settings(deadline=None)
 @given(
-    by=st.integers(1, 60),
-    bx=st.integers(1, 60),
+    size=st.integers(1, 300),
+    tile=st.integers(5, 64),
+    halo=st.integers(0, 8),
+    blend=st.sampled_from(["none", "cosine"]),
+    lo=st.integers(0, 299),
+    width=st.integers(1, 300),
+)
+def test_axis_grid_covers_every_pixel_and_finds_its_tiles(
+    size: int, tile: int, halo: int, blend: str, lo: int, width: int
+) -> None:
+    if tile - 2 * halo < 1 or (blend != "none" and halo == 0):
+        return
+    ax = AxisTiling(size=size, tile=tile, halo=halo, blend=blend)
+    starts = ax.starts
+    span_lo, span_hi = ax.spans
+    assert (np.diff(span_lo) >= 0).all() and (np.diff(span_hi) >= 0).all()
+    written = np.zeros(size, int)
+    for a, b in zip(span_lo, span_hi):
+        written[a:b] += 1
+    assert (written >= 1).all()
+    if blend == "none":
+        assert (written == 1).all()  # each pixel from exactly one tile interior
+        assert (span_lo - starts >= halo).all() and (starts + tile - span_hi >= halo).all()
+    lo = min(lo, size - 1)
+    hi = min(size, lo + width)
+    brute = [k for k in range(len(starts)) if span_lo[k] < hi and span_hi[k] > lo]
+    assert list(ax.tiles_for(lo, hi)) == brute
+
+
+@given(size=st.integers(1, 2000), chunk=st.integers(1, 700), period=st.integers(1, 300))
+def test_block_edges(size: int, chunk: int, period: int) -> None:
+    edges = block_edges(size, chunk, period, offset=period // 3)
+    assert edges[0] == 0 and edges[-1] == size
+    assert (np.diff(edges) > 0).all()
+
+
+def _regions(edges_y: list[int], edges_x: list[int]) -> list[tuple[tuple[int, int], ...]]:
+    return [
+        ((edges_y[i], edges_y[i + 1]), (edges_x[j], edges_x[j + 1]))
+        for i in range(len(edges_y) - 1)
+        for j in range(len(edges_x) - 1)
+    ]
+
+
+def _stitch(x: np.ndarray, run, n_out: int, ey, ex, **kw) -> np.ndarray:
+    """Run region by region, each from its window only, and stitch."""
+    ny, nx = x.shape[1:]
+    padding = kw.get("padding", "reflect")
+    ty = AxisTiling(size=ny, **{k: kw[k] for k in ("tile", "halo", "blend", "step")})
+    tx = AxisTiling(size=nx, **{k: kw[k] for k in ("tile", "halo", "blend", "step")})
+    out = np.full((n_out, ny, nx), np.nan, np.float32)
+    for (y0, y1), (x0, x1) in _regions(ey, ex):
+        (wy0, wy1), (wx0, wx1) = ty.window(y0, y1, padding), tx.window(x0, x1, padding)
+        window = x[:, wy0:wy1, wx0:wx1].copy()
+        out[:, y0:y1, x0:x1] = run_region(
+            window,
+            (wy0, wx0),
+            run,
+            ty=ty,
+            tx=tx,
+            region=((y0, y1), (x0, x1)),
+            n_out=n_out,
+            batch_size=kw.get("batch_size", 3),
+            padding=padding,
+        )
+    return out
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    ny=st.integers(1, 70),
+    nx=st.integers(1, 70),
     tile=st.integers(6, 30),
     halo=st.integers(1, 2),
-    batch=st.integers(1, 5),
     blend=st.sampled_from(["none", "linear", "cosine"]),
+    padding=st.sampled_from(["reflect", "nearest"]),
+    cuts=st.lists(st.integers(1, 69), max_size=4),
+    batch=st.integers(1, 5),
 )
-def test_run_tiles_equals_whole_block(
-    by: int, bx: int, tile: int, halo: int, batch: int, blend: str
+def test_any_split_into_regions_gives_the_same_bytes(
+    ny: int, nx: int, tile: int, halo: int, blend: str, padding: str, cuts: list, batch: int
 ) -> None:
-    rng = np.random.default_rng(by * 100 + bx)
-    x = rng.normal(size=(2, by + 2 * halo, bx + 2 * halo)).astype(np.float32)
-    whole = box3(x[None])[0][:, halo : halo + by, halo : halo + bx]
-    got = run_tiles(
-        x, box3, n_out=4, tile=tile, halo=halo, batch_size=batch, blend=blend, padding="reflect"
-    )
+    rng = np.random.default_rng(ny * 100 + nx)
+    x = rng.normal(size=(2, ny, nx)).astype(np.float32)
+    kw = dict(tile=tile, halo=halo, blend=blend, step=None, padding=padding, batch_size=batch)
+    one = _stitch(x, tile_position, 1, [0, ny], [0, nx], **kw)
+    ey = sorted({0, ny, *(c for c in cuts if c < ny)})
+    ex = sorted({0, nx, *(c for c in cuts[::-1] if c < nx)})
+    split = _stitch(x, tile_position, 1, ey, ex, **kw)
+    assert not np.isnan(one).any()  # every pixel gets a positive total weight
+    assert split.tobytes() == one.tobytes()
     if blend == "none":
-        np.testing.assert_array_equal(got, whole)
-    elif halo >= 2:  # blending uses pixels from h/2 on: exact when radius 1 <= h/2
-        np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5)
+        # box3 is translation-exact with radius 1 <= halo: equals the padded whole image
+        whole = box3(np.pad(x, ((0, 0), (halo, halo), (halo, halo)), PAD_MODES[padding])[None])
+        got = _stitch(x, box3, 4, ey, ex, **kw)
+        np.testing.assert_array_equal(got, whole[0][:, halo : halo + ny, halo : halo + nx])
 
 
-def test_run_tiles_strided_and_fixed_batch() -> None:
+def test_strided_model_and_fixed_batch() -> None:
     s = 4
 
     def pool(batch: np.ndarray) -> np.ndarray:
@@ -81,40 +187,25 @@ def test_run_tiles_strided_and_fixed_batch() -> None:
         return pool(batch)
 
     x = np.arange(3 * 48 * 40, dtype=np.float32).reshape(3, 48, 40)
-    got = run_tiles(x, fixed, n_out=3, tile=16, halo=4, stride=s, batch_size=8, fixed_batch=2)
-    whole = pool(x[None])[0][:, 1:-1, 1:-1]
-    np.testing.assert_array_equal(got, whole)
+    ty, tx = (AxisTiling(size=n, tile=16, halo=4, stride=s) for n in (48, 40))
+    got = run_region(
+        x,
+        (0, 0),
+        fixed,
+        ty=ty,
+        tx=tx,
+        region=((8, 40), (4, 36)),
+        n_out=3,
+        batch_size=8,
+        fixed_batch=2,
+    )
+    np.testing.assert_array_equal(got, pool(x[None])[0][:, 2:10, 1:9])
     assert set(calls) == {2}
 
 
-def test_cosine_weights_are_a_tukey_window() -> None:
-    from scipy.signal.windows import tukey
-
-    # tile 256 stepping 204 (overlap 52) with a 51-pixel halo: Tukey(alpha=0.4)
-    np.testing.assert_allclose(edge_weights(256, 52, 51, "cosine"), tukey(256, 0.4), atol=1e-12)
-
-
-@settings(deadline=None, max_examples=25)
-@given(
-    by=st.integers(3, 50),
-    bx=st.integers(3, 50),
-    tile=st.integers(8, 40),
-    halo=st.integers(1, 3),
-    blend=st.sampled_from(["none", "cosine"]),
-    mode=st.sampled_from(["reflect", "nearest"]),
-)
-def test_missing_halo_is_padded_like_the_whole_block(
-    by: int, bx: int, tile: int, halo: int, blend: str, mode: str
-) -> None:
-    from geoembed.infer.tiling import PAD_MODES
-
-    rng = np.random.default_rng(by * 7 + bx)
-    x = rng.normal(size=(2, by, bx)).astype(np.float32)
-    kw = dict(n_out=4, tile=tile, halo=halo, blend=blend, padding=mode)
-    padded = np.pad(x, ((0, 0), (halo, halo), (halo, halo)), mode=PAD_MODES[mode])
-    full = run_tiles(padded, box3, **kw)
-    virtual = run_tiles(x, box3, missing=(halo, halo, halo, halo), **kw)
-    if blend == "none":
-        np.testing.assert_array_equal(virtual, full)
-    else:
-        np.testing.assert_allclose(virtual, full, rtol=1e-6, atol=1e-6)
+def test_csmask_tile_placement() -> None:
+    # ukis-csmask pads 51 pixels and cuts a 256-pixel tile every 204 pixels
+    ax = AxisTiling(size=512, tile=256, halo=51, blend="cosine", step=204)
+    assert list(ax.starts) == [-51, 153, 357]
+    assert list(ax.tiles_for(0, 256)) == [0, 1] and list(ax.tiles_for(256, 512)) == [1, 2]
+    assert ax.window(256, 512, "reflect") == (153, 512)

@@ -138,7 +138,9 @@ def infer(
                 )
             )
         if features:
-            jobs.append(write_zarr(res["embedding"], features, overwrite=overwrite, compute=False))
+            # the feature map is written as a canonical embedding field
+            feats = res["features"].rename("embedding")
+            jobs.append(write_zarr(feats, features, overwrite=overwrite, compute=False))
         compute(*jobs, progress=show_progress(ctx, as_json), label="infer")
     elapsed = time.perf_counter() - start
     written = {

@@ -2,10 +2,12 @@
 
 :func:`predict` checks the model against the field on the client (band names/count,
 input rank, dtype, fixed vs dynamic tile size, output stride; one probe run of a blank
-tile), then builds one lazy Dask task per block: the block is read with a halo
-(:mod:`geoembed.infer.tiling`) and cut into tiles that are normalised, NaN-filled and run
-``batch_size`` at a time through a per-process cached session
-(:mod:`geoembed.infer.session`), then stitched from tile interiors.
+tile), then builds one lazy Dask task per output block. The tiles lie on one global grid
+that does not depend on the Dask blocks (:mod:`geoembed.infer.tiling`); a block reads
+the field around it as far as its tiles reach (slices of the neighbouring input blocks),
+cuts the tiles, normalises and NaN-fills them, runs them ``batch_size`` at a time
+through a per-process cached session (:mod:`geoembed.infer.session`) and stitches (or
+blends) them. Any chunking gives the same bytes as one block.
 
 Nodata: an output pixel is nodata when every input pixel under it is nodata (a pixel is
 nodata when any of its bands is NaN, or when its bands hold both +inf and -inf): class
@@ -13,9 +15,15 @@ nodata when any of its bands is NaN, or when its bands hold both +inf and -inf):
 inputs are replaced by the sidecar's ``nodata_fill`` (default 0, i.e. the band mean after
 normalisation) before the model runs, tile batch by tile batch.
 
-Seams: when the model's receptive radius (sidecar ``receptive_radius``, else estimated
-with a perturbation probe) exceeds ``overlap``, a :class:`SeamWarning` says that chunked
-output may differ from a whole-image run; raise ``overlap`` or use ``blend=``.
+Seams: block edges never make seams. Tile edges do when the model's receptive radius
+(sidecar ``receptive_radius``, else estimated with a perturbation probe) exceeds
+``overlap`` with ``blend="none"``: a :class:`SeamWarning` then suggests settings the model
+accepts (a larger overlap and tile for dynamic models, cosine blending with a concrete
+step for fixed-size ones).
+
+Task keys: every Dask name is a token of the field's graph, the plan (model digest,
+tiling, normalisation...) and the block layout, so several models or fields can share
+one graph (one ``dask.compute``) without collisions.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import operator
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +41,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from geoembed.errors import (
     BandMismatchError,
@@ -43,7 +53,7 @@ from geoembed.errors import (
 )
 from geoembed.infer.session import get_session, resolve_providers
 from geoembed.infer.spec import ModelSpec, load_model_spec
-from geoembed.infer.tiling import PAD_MODES, run_tiles
+from geoembed.infer.tiling import PAD_MODES, AxisTiling, block_edges, run_region
 from geoembed.schema import (
     CLASS_NODATA,
     check_embedding,
@@ -161,40 +171,42 @@ def _runner(plan: InferencePlan) -> Any:
     return run
 
 
-def _block(x: np.ndarray, plan: InferencePlan, block_info: Any = None) -> np.ndarray:
-    """Infer one block read with its halo -> ``(n_out, by/s, bx/s)``.
+def _block(
+    pieces: list[list[np.ndarray]],
+    plan: InferencePlan,
+    ty: AxisTiling,
+    tx: AxisTiling,
+    origin: tuple[int, int],
+    region: tuple[tuple[int, int], tuple[int, int]],
+) -> np.ndarray:
+    """Infer one output block -> ``(n_out, (y1 - y0)/s, (x1 - x0)/s)``.
 
-    The halo is absent on the sides where the block touches the field's edge (Dask
-    overlap with ``boundary="none"``); those sides are padded tile by tile.
+    ``pieces`` are the parts of the input blocks that make up the block's window (every
+    field pixel its tiles read), row by row; ``origin`` is the window's first field pixel
+    and ``region`` the field pixels the block produces.
     """
-    h, s = plan.overlap, plan.stride
-    top = bottom = left = right = 0
-    if h and block_info is not None:
-        (_, iy, ix), (_, ny, nx) = block_info[0]["chunk-location"], block_info[0]["num-chunks"]
-        top, bottom = (h if iy == 0 else 0), (h if iy == ny - 1 else 0)
-        left, right = (h if ix == 0 else 0), (h if ix == nx - 1 else 0)
-    by, bx = x.shape[1] + top + bottom - 2 * h, x.shape[2] + left + right - 2 * h
-    y0, x0 = h - top, h - left
+    x = pieces[0][0] if len(pieces) == 1 and len(pieces[0]) == 1 else np.block(pieces)
+    (y0, y1), (x0, x1) = region
+    s = plan.stride
+    own = x[:, y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]]
     # a pixel is nodata when any band is NaN: NaN propagates through the band sum
-    total = np.add.reduce(x[:, y0 : y0 + by, x0 : x0 + bx], axis=0, dtype=np.float32)
-    valid = ~np.isnan(total)
+    valid = ~np.isnan(np.add.reduce(own, axis=0, dtype=np.float32))
+    by, bx = valid.shape
     if s > 1:
         valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
     if not valid.any():
         return np.full((plan.n_out, by // s, bx // s), np.nan, dtype=np.float32)
-    res = run_tiles(
+    res = run_region(
         x,
+        origin,
         _runner(plan),
+        ty=ty,
+        tx=tx,
+        region=region,
         n_out=plan.n_out,
-        tile=plan.tile,
-        halo=h,
-        stride=s,
         batch_size=plan.batch_size,
         fixed_batch=plan.fixed_batch,
-        blend=plan.blend,
         padding=plan.padding,
-        step=plan.step,
-        missing=(top, bottom, left, right),
     )
     if not valid.all():
         res[:, ~valid] = np.nan
@@ -481,6 +493,10 @@ def plan_inference(
                 "use a smaller overlap."
             )
 
+    # dynamic models: no point in tiles much larger than the field plus its halo
+    if fh is None and step is None:
+        tile = min(tile, _tile_cap(field, h, stride))
+
     radius = spec.receptive_radius
     # blended runs accept inexact (averaged) tile edges: no seam check
     check_overlap = check_overlap and blend == "none"
@@ -489,22 +505,25 @@ def plan_inference(
         log.info("estimated receptive radius of %s: >= %d px", spec.path.name, radius)
     if check_overlap and radius is not None and radius > h and stride < tile:
         declared = "declares" if spec.receptive_radius is not None else "appears to have"
+        advice = _seam_advice(
+            session,
+            spec,
+            field,
+            tile=tile,
+            overlap=h,
+            stride=stride,
+            radius=radius,
+            n_bands=n_bands,
+            names=names,
+        )
         warnings.warn(
             f"the model {spec.path.name} {declared} a receptive radius of {radius} px "
-            f"{'(at least) ' if spec.receptive_radius is None else ''}but overlap={h}: chunked "
-            "output may differ from a whole-image run near tile edges (seams). Use "
-            f"overlap>={_round_up(radius, stride)} (with a tile larger than twice that) or "
-            "blend='cosine'.",
+            f"{'(at least) ' if spec.receptive_radius is None else ''}but overlap={h}: output "
+            "near tile edges differs from a run of the model on the whole image (tile "
+            f"seams; block edges never add seams). {advice}",
             SeamWarning,
             stacklevel=3,
         )
-
-    # dynamic models: no point in tiles much larger than a block plus its halo
-    if fh is None and step is None:
-        chunks = field.chunks[1:] if field.chunks is not None else (field.shape[1:],)
-        biggest = max(max(c) for c in chunks) if field.chunks is not None else max(field.shape[1:])
-        m = stride * 32 // math.gcd(stride, 32)
-        tile = min(tile, max(_round_up(biggest + 2 * h, m), _round_up(2 * h + stride, m)))
 
     plan = InferencePlan(
         path=str(spec.path),
@@ -529,26 +548,60 @@ def plan_inference(
         blend=blend,
         padding=padding,
         receptive_radius=radius,
-        step=step if blend != "none" else None,
+        step=(step or tile - 2 * h) if blend != "none" else None,
     )
     return plan, spec, field
 
 
-def _block_chunks(chunks: tuple[int, ...], size: int, halo: int, stride: int) -> tuple[int, ...]:
-    """Chunks of a padded axis: multiples of ``stride`` (last may be too), none below ``halo``."""
-    ok = all(c % stride == 0 for c in chunks[:-1]) and min(chunks) >= max(halo, 1)
-    if ok and sum(chunks) == size:
-        return chunks
-    base = chunks[:-1] if len(chunks) > 1 else chunks
-    c = max(_round_up(max(base), stride), _round_up(max(halo, 1), stride))
-    out = [c] * (size // c)
-    rest = size - sum(out)
-    if rest:
-        if rest < halo and out:
-            out[-1] += rest
-        else:
-            out.append(rest)
-    return tuple(out)
+def _tile_cap(field: xr.DataArray, halo: int, stride: int) -> int:
+    """Largest useful tile of a dynamic model: the field plus its halo (multiple of 32)."""
+    m = stride * 32 // math.gcd(stride, 32)
+    return max(_round_up(max(field.shape[1:]) + 2 * halo, m), _round_up(2 * halo + stride, m))
+
+
+def _seam_advice(
+    session: Any,
+    spec: ModelSpec,
+    field: xr.DataArray,
+    *,
+    tile: int,
+    overlap: int,
+    stride: int,
+    radius: int,
+    n_bands: int,
+    names: list[str],
+) -> str:
+    """Return settings that the model accepts and that avoid tile seams, as a sentence.
+
+    Dynamic models: an ``overlap``/``tile`` pair covering the radius, checked by running
+    the model once on such a tile. Fixed-size models (or when no such tile runs): cosine
+    blending with a concrete ``step`` that :func:`plan_inference` accepts.
+    """
+    r = _round_up(radius, stride)
+    if spec.fixed_size[0] is None:
+        m = stride * 32 // math.gcd(stride, 32)
+        first = _round_up(max(tile, 4 * r, 2 * r + stride), m)
+        for t in range(first, first + 4 * m, m):
+            t = min(t, _tile_cap(field, r, stride))
+            try:
+                _probe(session, spec, t, n_bands, names)
+            except ModelError:
+                continue
+            return (
+                f"Use overlap={r}, tile={t} (CLI: --overlap {r} --tile {t}), or "
+                f"blend='cosine' (--blend cosine)."
+            )
+    # a blend needs an overlap to ramp across: at least min(radius, tile / 4)
+    h = max(overlap, min(r, tile // 4 // stride * stride))
+    if h == 0:
+        return "No halo fits this model's tile: expect seams at tile edges."
+    s = tile - 2 * h
+    extra = f"overlap={h}, " if h != overlap else ""
+    cli = f"--overlap {h} " if h != overlap else ""
+    return (
+        f"The model takes {tile} x {tile} tiles only: blend them with {extra}blend='cosine', "
+        f"step={s} (CLI: {cli}--blend cosine --step {s})."
+    )
 
 
 def _grid_coords(field: xr.DataArray, stride: int, ny: int, nx: int) -> tuple[Any, Any, Affine]:
@@ -605,8 +658,8 @@ def predict(
     check_overlap: bool = True,
     step: int | None = None,
     probabilities_dtype: str = "float32",
-) -> xr.DataArray | xr.Dataset:
-    """Run an ONNX CNN over a field, tile by tile with a halo, lazily.
+) -> xr.Dataset:
+    """Run an ONNX CNN over a field, tile by tile on one global tile grid, lazily.
 
     Parameters
     ----------
@@ -618,22 +671,22 @@ def predict(
         Sidecar JSON (default: ``<model stem>.json`` next to the model if it is one).
     tile : int, optional
         Tile size in pixels: the model's fixed input size, else the sidecar's ``tile``,
-        else 256. For dynamic models it is capped at a block plus its halo.
+        else 256. For dynamic models it is capped at the field plus its halo (never
+        at a block: the tiling must not depend on the chunks).
     overlap : int, optional
-        Halo ``h`` on each side of a tile and block (input pixels, multiple of the stride).
+        Halo ``h`` on each side of a tile (input pixels, multiple of the stride).
         Default: the sidecar's ``overlap``, else its ``receptive_radius``, else 32; 0 for
-        patch classifiers. Output equals a whole-image run when ``h`` covers the model's
-        receptive radius.
+        patch classifiers. Output equals a run of the model on the whole image when ``h``
+        covers the model's receptive radius.
     batch_size : int, default 8
         Tiles per ONNX Runtime call (a fixed model batch size wins).
     output : {"classes", "probabilities", "features"} or a sequence of them
-        ``"classes"``: Dataset with ``classes`` ``(y, x)`` (argmax, ``class_dtype`` with
-        nodata 255 for uint8) and ``confidence`` ``(y, x)`` float32 (the winning
-        probability). ``"probabilities"``: ``(class, y, x)`` float32 DataArray.
-        ``"features"``: ``(band, y, x)`` float32 DataArray named ``embedding`` with
-        bands ``F000``.. -- itself a canonical embedding field. Several: one Dataset with
-        variables ``classes``, ``confidence``, ``probabilities``, ``embedding`` computed
-        from one model run per block.
+        Which variables the Dataset holds, all computed from one model run per block:
+        ``"classes"``: ``classes`` ``(y, x)`` (argmax, ``class_dtype`` with nodata 255
+        for uint8) and ``confidence`` ``(y, x)`` float32 (the winning probability).
+        ``"probabilities"``: ``probabilities`` ``(class, y, x)``. ``"features"``:
+        ``features`` ``(band, y, x)`` float32 with bands ``F000``.. -- a canonical
+        embedding field once renamed (``ds["features"].rename("embedding")``).
     bands : sequence of str, optional
         Field bands to feed, in model order (default: the sidecar's ``bands``, else all).
     blend : {"none", "linear", "cosine"}
@@ -648,7 +701,8 @@ def predict(
         Graph output holding features (default: the sidecar's ``features_output``).
     check_overlap : bool, default True
         With ``blend="none"``: estimate the receptive radius when the sidecar does not
-        declare it and warn (:class:`SeamWarning`) if ``overlap`` is smaller.
+        declare it and warn (:class:`SeamWarning`) if ``overlap`` is smaller; the
+        warning suggests settings the model accepts.
     step : int, optional
         Tile spacing of blended runs (default ``tile - 2 * overlap``), with
         ``tile - 3 * overlap < step <= tile``. E.g. ``tile=256, overlap=51, step=204,
@@ -659,9 +713,11 @@ def predict(
 
     Returns
     -------
-    xarray.DataArray or xarray.Dataset
-        Lazy outputs on the field's grid; for a model with output stride ``s`` on a grid
-        ``s`` times coarser (transform scaled by ``s``, same origin, ``ceil(H/s)`` rows).
+    xarray.Dataset
+        Always a Dataset, whatever ``output`` is: lazy variables on the field's grid;
+        for a model with output stride ``s`` on a grid ``s`` times coarser (transform
+        scaled by ``s``, same origin, ``ceil(H/s)`` rows). The tiles lie on one global
+        grid, so the values (to the byte) do not depend on the field's chunks.
 
     Raises
     ------
@@ -692,8 +748,33 @@ def predict(
     return _assemble(field, stacked, plan, spec, outputs, probabilities_dtype)
 
 
+def _axis_tilings(plan: InferencePlan, ny: int, nx: int) -> tuple[AxisTiling, AxisTiling]:
+    kw = dict(
+        tile=plan.tile, halo=plan.overlap, stride=plan.stride, blend=plan.blend, step=plan.step
+    )
+    return AxisTiling(size=ny, **kw), AxisTiling(size=nx, **kw)  # type: ignore[arg-type]
+
+
+def _edges(plan: InferencePlan, size: int, chunk: int) -> list[int]:
+    """Output block edges along an axis: near ``chunk``, aligned to the tile grid."""
+    t, h, s = plan.tile, plan.overlap, plan.stride
+    if plan.blend == "none":
+        return block_edges(size, chunk, t - 2 * h)
+    step = plan.step or t - 2 * h
+    # an edge through a tile's centre is straddled by that tile only
+    offset = ((t // 2 - h) % step) // s * s
+    return block_edges(size, chunk, step, offset)
+
+
 def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
-    h, s = plan.overlap, plan.stride
+    """Build the lazy ``(n_out, y/s, x/s)`` model output: one task per output block.
+
+    Output blocks follow the global tile grid (:func:`_edges`), not the field's chunks;
+    each reads exactly the field pixels its tiles need (its window) as slices of the
+    input blocks, so memory stays bounded by the chunk size and no block ever sees a
+    different tiling than a whole-image run.
+    """
+    s = plan.stride
     data = field.data
     if not isinstance(data, dsa.Array):
         data = dsa.from_array(data, chunks=(-1, 512, 512))
@@ -702,21 +783,44 @@ def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
     py, px = _round_up(ny, s) - ny, _round_up(nx, s) - nx
     if py or px:
         data = dsa.pad(data, ((0, 0), (0, py), (0, px)), mode=PAD_MODES[plan.padding])
-    cy = _block_chunks(tuple(data.chunks[1]), ny + py, h, s)
-    cx = _block_chunks(tuple(data.chunks[2]), nx + px, h, s)
-    data = data.rechunk({0: -1, 1: cy, 2: cx})
-    if h:
-        # no padding copy of the field: edge blocks are padded tile by tile in _block
-        data = dsa.overlap.overlap(data, depth={0: 0, 1: h, 2: h}, boundary="none")
-    return dsa.map_blocks(
-        _block,
-        data,
-        plan=plan,
-        dtype=np.float32,
-        chunks=((plan.n_out,), tuple(c // s for c in cy), tuple(c // s for c in cx)),
-        meta=np.empty((0, 0, 0), dtype=np.float32),
-        name="geoembed-infer-" + tokenize(data.name, plan),
-    )
+    data = data.rechunk({0: -1})
+    ny, nx = ny + py, nx + px
+    ty, tx = _axis_tilings(plan, ny, nx)
+    ey = _edges(plan, ny, max(data.chunks[1]))
+    ex = _edges(plan, nx, max(data.chunks[2]))
+    cy = np.cumsum((0, *data.chunks[1]))
+    cx = np.cumsum((0, *data.chunks[2]))
+
+    def pieces(lo: int, hi: int, bounds: np.ndarray) -> list[tuple[int, slice]]:
+        return [
+            (k, slice(max(lo, bounds[k]) - bounds[k], min(hi, bounds[k + 1]) - bounds[k]))
+            for k in range(len(bounds) - 1)
+            if bounds[k] < hi and bounds[k + 1] > lo
+        ]
+
+    # every name derives from the field's graph, the plan (model digest included) and
+    # the block layout: two models or two fields never share a key
+    token = tokenize(data.name, plan, ty, tx, ey, ex)
+    name, part = f"geoembed-infer-{token}", f"geoembed-infer-window-{token}"
+    dsk: dict[Any, Any] = {}
+    for i in range(len(ey) - 1):
+        ry = (ey[i], ey[i + 1])
+        wy = ty.window(*ry, plan.padding)
+        for j in range(len(ex) - 1):
+            rx = (ex[j], ex[j + 1])
+            wx = tx.window(*rx, plan.padding)
+            rows = []
+            for a, sy in pieces(*wy, cy):
+                row = []
+                for b, sx in pieces(*wx, cx):
+                    key = (part, i, j, a, b)
+                    dsk[key] = (operator.getitem, (data.name, 0, a, b), (slice(None), sy, sx))
+                    row.append(key)
+                rows.append(row)
+            dsk[(name, 0, i, j)] = (_block, rows, plan, ty, tx, (wy[0], wx[0]), (ry, rx))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    chunks = ((plan.n_out,), tuple(np.diff(ey) // s), tuple(np.diff(ex) // s))
+    return dsa.Array(graph, name, chunks, meta=np.empty((0, 0, 0), dtype=np.float32))
 
 
 def _assemble(
@@ -726,7 +830,7 @@ def _assemble(
     spec: ModelSpec,
     outputs: tuple[str, ...],
     probabilities_dtype: str = "float32",
-) -> xr.DataArray | xr.Dataset:
+) -> xr.Dataset:
     s = plan.stride
     k = plan.n_classes
     names = list(spec.classes) if spec.classes else [f"class_{i}" for i in range(k)]
@@ -738,6 +842,8 @@ def _assemble(
         "output_stride": s,
         "blend": plan.blend,
     }
+    if plan.step is not None:
+        attrs["step"] = plan.step
     result: dict[str, xr.DataArray] = {}
     if "classes" in outputs:
         dtype = class_dtype(k)
@@ -750,6 +856,7 @@ def _assemble(
             dtype=np.float32,
             chunks=((2,), *stacked.chunks[1:]),
             meta=np.empty((0, 0, 0), dtype=np.float32),
+            name="geoembed-classes-" + tokenize(stacked.name, k, nodata),
         )
         cls_attrs = dict(attrs, class_names=names)
         if spec.colors:
@@ -763,7 +870,12 @@ def _assemble(
     if "probabilities" in outputs:
         probs, p_nodata, p_attrs = stacked[:k], np.nan, attrs
         if probabilities_dtype == "uint8":
-            probs = dsa.map_blocks(_probs_to_uint8, probs, dtype=np.uint8)
+            probs = dsa.map_blocks(
+                _probs_to_uint8,
+                probs,
+                dtype=np.uint8,
+                name="geoembed-probabilities-uint8-" + tokenize(probs.name),
+            )
             p_nodata, p_attrs = 255, dict(attrs, probability_scale=1 / 254)
         result["probabilities"] = _wrap(
             field,
@@ -775,17 +887,12 @@ def _assemble(
             attrs=p_attrs,
         )
     if "features" in outputs:
-        feats = _wrap(
+        result["features"] = _wrap(
             field,
             stacked[k:],
-            name="embedding",
+            name="features",
             stride=s,
             leading=("band", feature_band_names(plan.n_features)),
             attrs=attrs,
         )
-        result["embedding"] = feats
-    if len(outputs) == 1:
-        if outputs[0] == "classes":
-            return xr.Dataset(result)
-        return next(iter(result.values()))
     return xr.Dataset(result)

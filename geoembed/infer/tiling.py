@@ -1,43 +1,55 @@
-"""Halo and tile logic for seam-free CNN inference.
+"""One global tile grid for seam-free, chunk-invariant CNN inference.
 
 Geometry (all sizes in input pixels; ``s`` is the model's output stride)
 ------------------------------------------------------------------------
-* The field is padded at its bottom/right edge to a multiple of ``s`` and every block
-  (Dask chunk, a multiple of ``s`` pixels) is read with a halo of ``h`` pixels on each
-  side (``dask.array.overlap`` with neighbouring blocks). Outside the field the halo is
-  filled with ``padding``, tile by tile (no padded copy of the block or field is made):
-  ``"reflect"`` mirrors the edge *including* the edge pixel (NumPy's ``"symmetric"``,
-  Dask's ``"reflect"``), ``"nearest"`` repeats the edge pixel.
-* Inside a block, tiles of ``T x T`` pixels step by the *interior* ``I = T - 2h``; the last
-  tile of a row/column is shifted back to end at the block's edge (tiles overlap more
-  there, never less). A tile contributes only its interior ``[h, T - h)``, so every output
-  pixel is computed with at least ``h`` pixels of real context on every side: when ``h``
-  covers the model's receptive radius the result equals a whole-image run bit for bit,
-  whatever the chunking. Blocks smaller than a tile are padded (``padding``) beyond their
-  halo; that padding lies outside every used pixel's receptive field.
+* The field (padded at its bottom/right edge to a multiple of ``s``) has ``n`` rows. Tiles
+  of ``T x T`` pixels lie on ONE grid per axis (:class:`AxisTiling`) that depends only
+  on ``n``, ``T``, the halo ``h``, the blend mode and the step -- never on the Dask
+  blocks. A block computes every tile that writes into it, reading the field around it
+  (the "window"); blocks that share a tile compute it twice and get the same numbers,
+  so block edges cannot make seams, and any chunking gives the same bytes.
+* Outside the field, rows and columns are filled with ``padding`` as if the whole field
+  had been padded: ``"reflect"`` mirrors the edge *including* the edge pixel (NumPy's
+  ``"symmetric"``, repeated for very wide pads), ``"nearest"`` repeats the edge pixel
+  (:func:`source_index`).
+* ``blend="none"``: tile interiors ``I = T - 2h`` start at ``0, I, 2I, ...`` with the last
+  one moved back to end at the field's edge (``n - I``). Each output pixel comes from
+  exactly one tile (the one whose interior starts last at or before it), so every output
+  pixel is computed with at least ``h`` pixels of context on every side: when ``h``
+  covers the model's receptive radius the result equals a whole-image run bit for bit.
 * ``blend="linear"`` / ``"cosine"``: for models that are not translation-exact (U-Nets
-  with pooling). Tiles start at ``0, step, 2 step, ...`` in the halo-extended block
-  (default ``step = T - 2h``; the last tile may run past the halo into ``padding``) and
-  are averaged with weights that ramp across the overlap ``o = T - step`` of two
-  neighbours: 0 in the outer ``m = max(0, (o - h) / 2)`` pixels of a tile, rising
-  (linearly, or as ``sin^2``) to 1 at ``o - m`` from the edge, 1 inside. The ramps of two
-  neighbours sum to one. With the default step the outer ``h/2`` of a tile is never
-  used, so a translation-exact model with receptive radius <= ``h/2`` still gives the
-  whole-image result (up to float rounding). With ``step = T - o`` and ``h = o``, the
-  weights are a Tukey (tapered cosine) window, the scheme ukis-csmask uses. Blending
-  happens within a block; block borders stay at tile-interior borders as with ``"none"``.
-* A strided model maps a ``T x T`` tile to ``T/s x T/s`` outputs; ``T`` and ``h`` are
-  multiples of ``s`` so tile interiors fall on whole output pixels. A patch classifier
-  (``s == T``, e.g. 120 x 120 -> 1 x 1 x 43) runs with ``h = 0``.
+  with pooling). Tiles start at ``-h, -h + step, -h + 2 step, ...`` while they start
+  inside the field (default ``step = T - 2h``) and are averaged with weights that ramp
+  across the overlap ``o = T - step`` of two neighbours: 0 in the outer
+  ``m = max(0, (o - h) / 2)`` pixels of a tile, rising (linearly, or as ``sin^2``) to 1 at
+  ``o - m`` from the edge, 1 inside (:func:`edge_weights`). The weighted sum runs over
+  every tile whose footprint holds the pixel, in global tile order, in float64, and is
+  divided by the sum of the weights. With ``T = 256, h = 51, step = 204`` the weights are
+  ukis-csmask's Tukey(0.4) window and its tile placement (51 pixels of reflect padding,
+  then a tile every 204 pixels).
+* A strided model maps a ``T x T`` tile to ``T/s x T/s`` outputs; ``T``, ``h`` and
+  ``step`` are multiples of ``s`` so tiles fall on whole output pixels. A patch
+  classifier (``s == T``, e.g. 120 x 120 -> 1 x 1 x 43) runs with ``h = 0``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["PAD_MODES", "blend_starts", "edge_weights", "run_tiles", "tile_starts"]
+__all__ = [
+    "PAD_MODES",
+    "AxisTiling",
+    "blend_starts",
+    "block_edges",
+    "edge_weights",
+    "run_region",
+    "source_index",
+    "tile_starts",
+]
 
 #: user-facing padding name -> numpy.pad mode (Dask's "reflect" is NumPy's "symmetric")
 PAD_MODES = {"reflect": "symmetric", "nearest": "edge"}
@@ -46,12 +58,12 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 def tile_starts(size: int, interior: int) -> list[int]:
-    """Start offsets (in block-interior coordinates) of the tiles along one axis.
+    """Interior starts of unblended tiles along one axis.
 
     Parameters
     ----------
     size : int
-        Interior length of the block.
+        Length of the axis.
     interior : int
         Interior length of a tile (``T - 2h``).
 
@@ -65,6 +77,11 @@ def tile_starts(size: int, interior: int) -> list[int]:
     starts = list(range(0, size - interior, interior))
     starts.append(size - interior)
     return starts
+
+
+def blend_starts(size: int, halo: int, step: int) -> list[int]:
+    """Return blended tile starts ``-h, -h + step, ...`` while they start inside ``size``."""
+    return [-halo + k * step for k in range(math.ceil((size + halo) / step))]
 
 
 def edge_weights(n: int, overlap: float, halo: float, mode: str) -> np.ndarray:
@@ -97,12 +114,101 @@ def edge_weights(n: int, overlap: float, halo: float, mode: str) -> np.ndarray:
     return t if mode == "linear" else np.sin(0.5 * np.pi * t) ** 2
 
 
-def blend_starts(extent: int, tile: int, step: int) -> list[int]:
-    """Tile starts ``0, step, ...`` until a tile reaches ``extent`` (halo-extended length)."""
-    starts = [0]
-    while starts[-1] + tile < extent:
-        starts.append(starts[-1] + step)
-    return starts
+def source_index(idx: np.ndarray, size: int, padding: str) -> np.ndarray:
+    """Field row (or column) that a possibly out-of-field index reads under ``padding``.
+
+    ``"reflect"`` equals ``numpy.pad(..., mode="symmetric")`` for any pad width (the
+    mirror image repeats with period ``2 * size``); ``"nearest"`` clips to the edge.
+    """
+    if padding == "nearest":
+        return np.clip(idx, 0, size - 1)
+    m = np.mod(idx, 2 * size)
+    return np.where(m < size, m, 2 * size - 1 - m)
+
+
+@dataclasses.dataclass(frozen=True)
+class AxisTiling:
+    """The global tile grid along one axis of the (stride-padded) field.
+
+    Attributes
+    ----------
+    size : int
+        Axis length ``n`` in input pixels (a multiple of ``stride``).
+    tile, halo, stride : int
+        ``T``, ``h`` and ``s``.
+    blend : {"none", "linear", "cosine"}
+        Tile combination (see the module docstring).
+    step : int, optional
+        Spacing of blended tiles (default ``T - 2h``).
+    """
+
+    size: int
+    tile: int
+    halo: int
+    stride: int = 1
+    blend: str = "none"
+    step: int | None = None
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Tile starts (input pixels; negative or past the end where padding is read)."""
+        h = self.halo
+        if self.blend == "none":
+            return np.asarray(tile_starts(self.size, self.tile - 2 * h), dtype=np.int64) - h
+        step = self.step or self.tile - 2 * h
+        return np.asarray(blend_starts(self.size, h, step), dtype=np.int64)
+
+    @property
+    def spans(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)``: the field pixels each tile writes to (both non-decreasing)."""
+        starts = self.starts
+        if self.blend == "none":
+            lo = starts + self.halo
+            hi = np.append(lo[1:], self.size)
+            return lo, hi
+        return np.maximum(starts, 0), np.minimum(starts + self.tile, self.size)
+
+    def tiles_for(self, lo: int, hi: int) -> range:
+        """Return the indices of the tiles that write into field pixels ``[lo, hi)``."""
+        span_lo, span_hi = self.spans
+        k0 = int(np.searchsorted(span_hi, lo, side="right"))
+        k1 = int(np.searchsorted(span_lo, hi, side="left"))
+        return range(k0, k1)
+
+    def window(self, lo: int, hi: int, padding: str) -> tuple[int, int]:
+        """Field pixels ``[a, b)`` that the tiles writing into ``[lo, hi)`` read."""
+        ks = self.tiles_for(lo, hi)
+        starts = self.starts
+        idx = source_index(np.arange(starts[ks[0]], starts[ks[-1]] + self.tile), self.size, padding)
+        return int(idx.min()), int(idx.max()) + 1
+
+
+def block_edges(size: int, chunk: int, period: int, offset: int = 0) -> list[int]:
+    """Block edges along an axis, aligned to the tile grid to avoid recomputing tiles.
+
+    Parameters
+    ----------
+    size : int
+        Axis length.
+    chunk : int
+        Wanted block length (rounded to a multiple of ``period``, at least one period).
+    period : int
+        Tile spacing (interior ``I`` or blend ``step``).
+    offset : int
+        Where inside a period an edge costs least (0 for interiors; a tile centre for
+        blended tiles, so that only one tile straddles the edge).
+
+    Returns
+    -------
+    list of int
+        ``[0, e1, ..., size]``; the first block also takes the ``offset``, the last one
+        absorbs a remainder shorter than half a block.
+    """
+    c = max(period, round(chunk / period) * period)
+    edges = [0, *range(offset + c, size, c), size]
+    if len(edges) > 2 and edges[-1] - edges[-2] < c / 2:
+        del edges[-2]
+    return edges
 
 
 def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
@@ -110,128 +216,112 @@ def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int
         yield items[i : i + size]
 
 
-def run_tiles(
+def _gather(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``x[:, rows][:, :, cols]``, by slicing where the indices are a plain range."""
+
+    def as_slice(idx: np.ndarray) -> slice | None:
+        if idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 2 or (np.diff(idx) == 1).all()):
+            return slice(int(idx[0]), int(idx[-1]) + 1)
+        return None
+
+    sr, sc = as_slice(rows), as_slice(cols)
+    if sr is not None and sc is not None:
+        return x[:, sr, sc]
+    part = x[:, sr] if sr is not None else x.take(rows, axis=1)
+    return part[:, :, sc] if sc is not None else part.take(cols, axis=2)
+
+
+def run_region(
     x: np.ndarray,
+    origin: tuple[int, int],
     run: Runner,
     *,
+    ty: AxisTiling,
+    tx: AxisTiling,
+    region: tuple[tuple[int, int], tuple[int, int]],
     n_out: int,
-    tile: int,
-    halo: int,
-    stride: int = 1,
     batch_size: int = 8,
     fixed_batch: int | None = None,
-    blend: str = "none",
     padding: str = "reflect",
-    step: int | None = None,
-    missing: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> np.ndarray:
-    """Run a model over the tiles of one halo-extended block.
+    """Run a model over the global tiles that write into one region of the field.
 
     Parameters
     ----------
     x : numpy.ndarray
-        ``(band, by + 2h, bx + 2h)`` float block with its halo; ``by`` and ``bx`` are
-        multiples of ``stride``. Not modified.
+        ``(band, wy, wx)`` float field pixels starting at field pixel ``origin``; must
+        hold ``ty.window(...)`` x ``tx.window(...)`` of the region. Not modified.
+    origin : (int, int)
+        Field row and column of ``x[:, 0, 0]``.
     run : callable
         ``run(batch)`` with ``batch`` ``(n, band, T, T)`` (a fresh array it may modify)
         returns ``(n, n_out, T/s, T/s)``.
+    ty, tx : AxisTiling
+        The global grids along y and x (same tile, halo, stride, blend).
+    region : ((y0, y1), (x0, x1))
+        Field pixels to produce (multiples of the stride).
     n_out : int
         Output channels of ``run``.
-    tile, halo, stride : int
-        ``T``, ``h`` and ``s`` (see the module docstring).
     batch_size : int
         Tiles per ``run`` call.
     fixed_batch : int, optional
         The model's fixed batch size: short batches are padded by repeating a tile.
-    blend : {"none", "linear", "cosine"}
-        How overlapping tiles are combined.
     padding : {"reflect", "nearest"}
-        Fill beyond the halo for blocks smaller than a tile.
-    step : int, optional
-        Tile spacing for blended runs (default ``T - 2h``); a multiple of ``stride``.
-    missing : (top, bottom, left, right)
-        Halo rows/columns absent from ``x`` because the block touches the field's edge;
-        they are filled with ``padding`` tile by tile, as if ``x`` had been padded (no
-        copy of the block is made).
+        Fill beyond the field's edges.
 
     Returns
     -------
     numpy.ndarray
-        ``(n_out, by/s, bx/s)`` float32.
+        ``(n_out, (y1 - y0) / s, (x1 - x0) / s)`` float32, identical for any split of the
+        field into regions.
     """
-    t, h, s = tile, halo, stride
-    top, bottom, left, right = missing
-    by, bx = x.shape[1] + top + bottom - 2 * h, x.shape[2] + left + right - 2 * h
-    interior = t - 2 * h
-    step = step or interior
-    if blend == "none":
-        ys, xs = tile_starts(by, interior), tile_starts(bx, interior)
-    else:
-        ys, xs = blend_starts(by + 2 * h, t, step), blend_starts(bx + 2 * h, t, step)
-    virtual = _Virtual(x, top, left, PAD_MODES[padding])
-    oy, ox, to, ho = by // s, bx // s, t // s, h // s
-    positions = [(a, b) for a in ys for b in xs]
+    (y0, y1), (x0, x1) = region
+    t, s = ty.tile, ty.stride
+    to = t // s
+    oy, ox = (y1 - y0) // s, (x1 - x0) // s
+    starts_y, starts_x = ty.starts, tx.starts
+    ks_y, ks_x = ty.tiles_for(y0, y1), tx.tiles_for(x0, x1)
+    rows = {k: source_index(np.arange(t) + starts_y[k], ty.size, padding) - origin[0] for k in ks_y}
+    cols = {k: source_index(np.arange(t) + starts_x[k], tx.size, padding) - origin[1] for k in ks_x}
+    positions = [(a, b) for a in ks_y for b in ks_x]
     per_call = fixed_batch or batch_size
 
-    if blend == "none":
-        out = np.empty((n_out, oy, ox), dtype=np.float32)
+    def batches() -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
         for group in _batches(positions, per_call):
-            res = _run_batch(virtual, group, t, run, fixed_batch)
-            for k, (a, b) in enumerate(group):
-                a0, b0 = a // s, b // s
-                ny, nx = min(to - 2 * ho, oy - a0), min(to - 2 * ho, ox - b0)
-                out[:, a0 : a0 + ny, b0 : b0 + nx] = res[k, :, ho : ho + ny, ho : ho + nx]
+            m = fixed_batch or len(group)
+            batch = np.empty((m, x.shape[0], t, t), dtype=x.dtype)
+            for i, (a, b) in enumerate(group):
+                batch[i] = _gather(x, rows[a], cols[b])
+            batch[len(group) :] = batch[0]
+            yield group, run(batch)[: len(group)]
+
+    if ty.blend == "none":
+        out = np.empty((n_out, oy, ox), dtype=np.float32)
+        lo_y, hi_y = ty.spans
+        lo_x, hi_x = tx.spans
+        for group, res in batches():
+            for i, (a, b) in enumerate(group):
+                ra, rb = max(lo_y[a], y0), min(hi_y[a], y1)
+                ca, cb = max(lo_x[b], x0), min(hi_x[b], x1)
+                ta, tb = (ra - starts_y[a]) // s, (ca - starts_x[b]) // s
+                out[:, (ra - y0) // s : (rb - y0) // s, (ca - x0) // s : (cb - x0) // s] = res[
+                    i, :, ta : ta + (rb - ra) // s, tb : tb + (cb - ca) // s
+                ]
         return out
 
+    step = ty.step or t - 2 * ty.halo
+    w1 = edge_weights(to, (t - step) // s, ty.halo // s, ty.blend)
+    w2 = np.outer(w1, w1)
     acc = np.zeros((n_out, oy, ox), dtype=np.float64)
     wsum = np.zeros((oy, ox), dtype=np.float64)
-    w1 = edge_weights(to, (t - step) // s, ho, blend)
-    w2 = np.outer(w1, w1)
-    for group in _batches(positions, per_call):
-        res = _run_batch(virtual, group, t, run, fixed_batch)
-        for k, (a, b) in enumerate(group):
-            # tile output covers output rows a/s - ho .. a/s - ho + to of the block
-            r0, c0 = a // s - ho, b // s - ho
+    for group, res in batches():
+        for i, (a, b) in enumerate(group):
+            # tile output rows r0 .. r0 + to, in output pixels of the region
+            r0, c0 = (starts_y[a] - y0) // s, (starts_x[b] - x0) // s
             ry0, rx0 = max(0, -r0), max(0, -c0)
             ry1, rx1 = min(to, oy - r0), min(to, ox - c0)
             w = w2[ry0:ry1, rx0:rx1]
             sl = (slice(r0 + ry0, r0 + ry1), slice(c0 + rx0, c0 + rx1))
-            acc[(slice(None), *sl)] += res[k, :, ry0:ry1, rx0:rx1] * w
+            acc[(slice(None), *sl)] += res[i, :, ry0:ry1, rx0:rx1] * w
             wsum[sl] += w
     return (acc / wsum).astype(np.float32)
-
-
-class _Virtual:
-    """A block seen as if padded by ``top``/``left`` rows/columns (and without bound after).
-
-    ``tile(a, b, t)`` returns the ``t x t`` window at virtual offset ``(a, b)``; the parts
-    outside the data are filled with NumPy's pad ``mode`` from the data inside the window,
-    which equals padding the whole block when the window holds at least as many data
-    rows/columns as it pads (always true for the halo: ``h < T / 2``).
-    """
-
-    def __init__(self, x: np.ndarray, top: int, left: int, mode: str) -> None:
-        self.x, self.top, self.left, self.mode = x, top, left, mode
-
-    def window(self, a: int, b: int, t: int) -> np.ndarray:
-        ny, nx = self.x.shape[1:]
-        r0, c0 = a - self.top, b - self.left
-        r1, c1 = r0 + t, c0 + t
-        part = self.x[:, max(r0, 0) : min(r1, ny), max(c0, 0) : min(c1, nx)]
-        pads = ((0, 0), (max(0, -r0), max(0, r1 - ny)), (max(0, -c0), max(0, c1 - nx)))
-        if any(p for pair in pads for p in pair):
-            part = np.pad(part, pads, mode=self.mode)  # type: ignore[call-overload]
-        return part
-
-
-def _run_batch(
-    x: _Virtual, group: list[tuple[int, int]], t: int, run: Runner, fixed: int | None
-) -> np.ndarray:
-    n = len(group)
-    m = fixed or n
-    batch = np.empty((m, x.x.shape[0], t, t), dtype=x.x.dtype)
-    for k, (a, b) in enumerate(group):
-        batch[k] = x.window(a, b, t)
-    for k in range(n, m):
-        batch[k] = batch[0]
-    return run(batch)[:n]

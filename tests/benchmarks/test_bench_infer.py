@@ -131,7 +131,7 @@ def lazy_field(h: int, w: int) -> xr.DataArray:
 
 
 def raw_onnxruntime(model: str, img: np.ndarray, tile: int, halo: int) -> tuple[np.ndarray, int]:
-    """The same tiles as geoembed (per-block layout), one session, batches of 8."""
+    """The same tiles as geoembed (its global grid), one session, batches of 8."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
@@ -139,13 +139,8 @@ def raw_onnxruntime(model: str, img: np.ndarray, tile: int, halo: int) -> tuple[
     _, h, w = img.shape
     padded = np.pad(img, ((0, 0), (halo, halo), (halo, halo)), mode="symmetric")
     interior = tile - 2 * halo
-    jobs = []
-    for y0 in range(0, h, BLOCK):
-        for x0 in range(0, w, BLOCK):
-            by, bx = min(BLOCK, h - y0), min(BLOCK, w - x0)
-            for a in tile_starts(by, interior):
-                for b in tile_starts(bx, interior):
-                    jobs.append((y0 + a, x0 + b, min(interior, by - a), min(interior, bx - b)))
+    ys, xs = tile_starts(h, interior), tile_starts(w, interior)
+    jobs = [(a, b, min(interior, h - a), min(interior, w - b)) for a in ys for b in xs]
     probs = np.empty((10, h, w), dtype=np.float32)
     for i in range(0, len(jobs), BATCH):
         group = jobs[i : i + BATCH]
@@ -160,13 +155,12 @@ def raw_onnxruntime(model: str, img: np.ndarray, tile: int, halo: int) -> tuple[
 
 
 def _n_tiles(h: int, w: int, tile: int, halo: int) -> int:
-    """Tiles geoembed runs for an ``h x w`` field in ``BLOCK`` blocks."""
-    blocks_y = [min(BLOCK, h - y) for y in range(0, h, BLOCK)]
-    blocks_x = [min(BLOCK, w - x) for x in range(0, w, BLOCK)]
+    """Tiles geoembed runs for an ``h x w`` field: one global grid, none shared by blocks.
+
+    ``BLOCK`` is a multiple of every interior used here, so blocks align with tiles.
+    """
     per = tile - 2 * halo
-    ny = sum(len(tile_starts(b, per)) for b in blocks_y)
-    nx = sum(len(tile_starts(b, per)) for b in blocks_x)
-    return ny * nx
+    return len(tile_starts(h, per)) * len(tile_starts(w, per))
 
 
 def _timed(fn: Any) -> tuple[float, float]:
@@ -194,7 +188,9 @@ def test_bench_infer_vs_raw_and_overlap(model: str) -> None:
     kw: dict[str, Any] = dict(batch_size=BATCH, threads=1, check_overlap=False)
     with dask.config.set(scheduler="synchronous"):
         ref, n_tiles = raw_onnxruntime(model, img, TILE, HALO)
-        probs = predict(field, model, tile=TILE, overlap=HALO, output="probabilities", **kw)
+        probs = predict(field, model, tile=TILE, overlap=HALO, output="probabilities", **kw)[
+            "probabilities"
+        ]
         assert np.array_equal(probs.values, ref), "geoembed and the raw loop run the same tiles"
         no_halo = predict(field, model, tile=TILE, overlap=0, **kw)["classes"]
         halo = predict(field, model, tile=TILE, overlap=HALO, **kw)["classes"]
