@@ -4,6 +4,24 @@ Layouts:
 
 * one array with a band dimension (what :func:`geoembed.export.write_zarr` writes);
 * one 2-D (or time, y, x) variable per band, e.g. ``A00``..``A63`` (what Xee exports).
+
+Integrity: a corrupt input chunk is an error, never data.
+
+* A chunk that fails to decode (truncated, overwritten, or bit-flipped in a store whose
+  codecs carry a checksum, as :func:`geoembed.export.write_zarr` writes them) raises
+  :class:`~geoembed.errors.CorruptInputError` naming the store, the array and the chunk
+  key, in the Dask task that reads it.
+* Stores written by geoembed record each chunk's CRC-32 (group attribute
+  ``geoembed:chunks``); decoded values that do not match (e.g. chunks swapped between
+  positions) raise the same error.
+* A missing chunk is an error too, found on the client before any task runs (the
+  store's keys are listed once). Zarr reads an absent chunk as the fill value, which
+  for an embedding field looks like nodata, and zarr-python 3 (so xarray's ``to_zarr``)
+  leaves out chunks that are entirely fill value by default
+  (``write_empty_chunks=False``). geoembed's writer stores every chunk; a foreign store
+  whose chunks were left out on purpose says so with the group (or array) attribute
+  ``geoembed:sparse = true``, and its absent chunks are then read as the fill value.
+  (Or open it with xarray and pass the Dataset to ``open_embeddings``.)
 """
 
 from __future__ import annotations
@@ -20,6 +38,7 @@ import xarray as xr
 from geoembed.errors import CorruptInputError, MissingInputError, SchemaError, require
 from geoembed.io._chunks import spatial_chunks
 from geoembed.io._finalize import band_dim_of, finalize, find_crs, nodata_of, select_year
+from geoembed.io._zarr_checked import check_complete, checked_dask_array
 from geoembed.schema import _X_ALIASES, _Y_ALIASES, _find_dim
 
 __all__ = ["is_zarr", "open_zarr"]
@@ -123,6 +142,29 @@ def _storage_block(var: xr.DataArray, ydim: str, xdim: str) -> tuple[int, int]:
     return var.sizes[ydim], var.sizes[xdim]
 
 
+def _checked(
+    meta: xr.Dataset, source: str, names: list[str], dask_chunks: dict[str, int]
+) -> xr.Dataset:
+    """``meta`` with the arrays ``names`` backed by integrity-checked Dask reads."""
+    import zarr
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+            group = zarr.open_group(source, mode="r")
+    except Exception as exc:  # xarray opened it, so this is a damaged or odd store
+        raise CorruptInputError(
+            f"{source} cannot be opened as a Zarr group ({type(exc).__name__}: {exc})."
+        ) from exc
+    check_complete(source, group, names)
+    ds = meta.copy()
+    for name in names:
+        var = meta[name]
+        data = checked_dask_array(source, group, name, dask_chunks, tuple(map(str, var.dims)))
+        ds[name] = var.copy(data=data)
+    return ds
+
+
 def open_zarr(
     source: str | os.PathLike[str],
     *,
@@ -181,7 +223,7 @@ def open_zarr(
     dask_chunks: dict[str, int] = {ydim: cy, xdim: cx}
     if band_dim:
         dask_chunks[band_dim] = -1
-    ds = _open(source, dask_chunks)
+    ds = _checked(meta, source, names, dask_chunks)
     crs = find_crs(ds, source=source)
     ds = select_year(ds[names], year, source=source)
     if len(names) == 1:
