@@ -209,3 +209,20 @@ def test_bit_flip_in_a_checksummed_foreign_store(
     assert f"{path}: chunk {key} (index (0, 1, 2)) of array 'embedding' is corrupt" in message
     assert "cannot be decoded" in message and "\n" not in message
     assert isinstance(err.value, OSError)
+
+
+def test_fsspec_url_store_is_checked_too(field: xr.DataArray, tmp_path: Path) -> None:
+    """The key listing and the checked reads go through fsspec for URLs (memory:// here)."""
+    fsspec = pytest.importorskip("fsspec")
+    url = f"memory://{tmp_path.name}/f.zarr"
+    fs = fsspec.filesystem("memory")
+    try:
+        field.to_dataset().to_zarr(url, zarr_format=3, consolidated=False)
+        with raise_if_dask_computes():
+            out = open_embeddings(url)
+        np.testing.assert_array_equal(out.values, field.values)
+        fs.rm(f"/{tmp_path.name}/f.zarr/embedding/c/0/1/1")
+        with raise_if_dask_computes(), pytest.raises(CorruptInputError, match=r"c/0/1/1.*\(nan\)"):
+            open_embeddings(url)
+    finally:
+        fs.rm(f"/{tmp_path.name}", recursive=True)

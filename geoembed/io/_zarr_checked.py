@@ -7,11 +7,17 @@
   turns a chunk that fails to decode into a :class:`~geoembed.errors.CorruptInputError`
   naming the store, the array, the chunk key and the fix, and compares the decoded
   values with the CRC-32 recorded by :func:`geoembed.export.write_zarr`.
+
+The CRC comparison covers the chunks that lie whole inside one Dask block: all of them
+with the default, storage-aligned chunks of :func:`geoembed.io.open_embeddings`. With
+unaligned ``chunks=`` a swapped chunk may go unnoticed; a chunk that fails to decode
+never does.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import os
 from typing import Any
 
@@ -83,12 +89,13 @@ def check_complete(source: str, group: Any, names: list[str]) -> None:
         prefix = f"{path}/" if path else ""
         missing = [key for key in storage_keys(arr) if prefix + key not in stored]
         if missing:
+            fill = arr.fill_value.item() if hasattr(arr.fill_value, "item") else arr.fill_value
             first = ", ".join(prefix + k for k in missing[:3])
             more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
             raise CorruptInputError(
                 f"{source}: {len(missing)} chunk(s) of array {name!r} are missing ({first}"
                 f"{more}); a missing chunk would read as the fill value "
-                f"({arr.fill_value!r}). {_FIX}. If chunks were left out on purpose (zarr's "
+                f"({fill!r}). {_FIX}. If chunks were left out on purpose (zarr's "
                 f"write_empty_chunks=False), mark the store with the group attribute "
                 f"{SPARSE_ATTR} = true to read them as the fill value."
             )
@@ -145,17 +152,27 @@ class CheckedZarrArray:
                 f"({_one_line(exc)}). {_FIX}, and do not change it while a job reads it."
             ) from None
 
-    def _bounds(self, key: Any) -> list[tuple[int, int]]:
+    def _key_tuple(self, key: Any) -> tuple[Any, ...]:
         key = key if isinstance(key, tuple) else (key,)
-        key = key + (slice(None),) * (self.ndim - len(key))
+        return key + (slice(None),) * (self.ndim - len(key))
+
+    def _bounds(self, key: tuple[Any, ...]) -> list[tuple[int, int]]:
+        """``(start, stop)`` per axis of a selection of unit-step slices and integers.
+
+        Dask hands blocks as slices, and fuses a later integer selection (e.g. one time
+        step) into the read.
+        """
         bounds = []
         for k, size in zip(key, self.shape):
             if isinstance(k, slice):
                 start, stop, step = k.indices(size)
                 if step != 1:
-                    raise IndexError("CheckedZarrArray reads contiguous selections only")
+                    raise IndexError(f"CheckedZarrArray reads unit-step slices, not {k!r}")
             else:
-                start, stop = int(k), int(k) + 1
+                start = operator.index(k) + (size if operator.index(k) < 0 else 0)
+                if not 0 <= start < size:
+                    raise IndexError(f"index {k} is out of bounds for an axis of size {size}")
+                stop = start + 1
             bounds.append((start, stop))
         return bounds
 
@@ -203,8 +220,9 @@ class CheckedZarrArray:
         return self._corrupt(arr, None, f"it could not be read ({_one_line(exc)})")
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        arr = self._open()
+        key = self._key_tuple(key)
         bounds = self._bounds(key)
+        arr = self._open()
         sel = tuple(slice(a, b) for a, b in bounds)
         try:
             block = np.asarray(arr[sel])
@@ -226,12 +244,8 @@ class CheckedZarrArray:
                         "its values do not match the checksum recorded when geoembed wrote "
                         "the store (the chunk was altered or swapped with another)",
                     )
-        # a selection with integer keys drops those axes, as numpy would
-        drop = tuple(
-            i
-            for i, k in enumerate(key if isinstance(key, tuple) else (key,))
-            if not isinstance(k, slice)
-        )
+        # integer keys drop their axes, as in numpy
+        drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice))
         return block.squeeze(axis=drop) if drop else block
 
 

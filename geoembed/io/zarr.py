@@ -35,6 +35,7 @@ from typing import Any
 
 import xarray as xr
 
+from geoembed._zarr_chunks import has_checksum
 from geoembed.errors import CorruptInputError, MissingInputError, SchemaError, require
 from geoembed.io._chunks import spatial_chunks
 from geoembed.io._finalize import band_dim_of, finalize, find_crs, nodata_of, select_year
@@ -157,6 +158,14 @@ def _checked(
             f"{source} cannot be opened as a Zarr group ({type(exc).__name__}: {exc})."
         ) from exc
     check_complete(source, group, names)
+    unchecked = [n for n in names if not has_checksum(group[n])]
+    if unchecked:
+        log.info(
+            "%s: array(s) %s have no checksum codec; a damaged chunk that still decodes "
+            "cannot be detected (geoembed.export.write_zarr writes checksummed chunks).",
+            source,
+            unchecked[:4],
+        )
     ds = meta.copy()
     for name in names:
         var = meta[name]
