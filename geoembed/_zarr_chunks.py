@@ -27,12 +27,14 @@ __all__ = [
     "chunk_crc32",
     "chunk_grid",
     "chunk_indices",
+    "chunk_key",
     "chunk_slices",
     "declared_sparse",
     "flat_index",
     "has_checksum",
     "list_keys",
     "manifest_of",
+    "storage_index",
     "storage_keys",
 ]
 
@@ -73,6 +75,17 @@ def chunk_slices(index: tuple[int, ...], arr: Any) -> tuple[slice, ...]:
 def flat_index(index: tuple[int, ...], grid: tuple[int, ...]) -> int:
     """Position of chunk ``index`` in the C-ordered list of a chunk grid."""
     return int(np.ravel_multi_index(index, grid)) if grid else 0
+
+
+def storage_index(arr: Any, index: tuple[int, ...]) -> tuple[int, ...]:
+    """Index of the stored object (the chunk itself, or its shard) holding chunk ``index``."""
+    shards = arr.shards or arr.chunks
+    return tuple(i * c // s for i, c, s in zip(index, arr.chunks, shards))
+
+
+def chunk_key(arr: Any, index: tuple[int, ...]) -> str:
+    """Storage key (relative to the array) of the object holding chunk ``index``."""
+    return str(arr.metadata.encode_chunk_key(storage_index(arr, index)))
 
 
 def storage_keys(arr: Any) -> dict[str, tuple[int, ...]]:

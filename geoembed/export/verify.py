@@ -145,16 +145,16 @@ def _read_chunks(
         chunk_crc32,
         chunk_grid,
         chunk_indices,
+        chunk_key,
         chunk_slices,
         flat_index,
+        storage_index,
     )
 
     grid = chunk_grid(arr)
-    shards = arr.shards or arr.chunks
 
     def key(idx: tuple[int, ...]) -> str:
-        storage = tuple(i * c // s for i, c, s in zip(idx, arr.chunks, shards))
-        return f"{name}/{arr.metadata.encode_chunk_key(storage)}" if name else str(storage)
+        return f"{name}/{chunk_key(arr, idx)}" if name else chunk_key(arr, idx)
 
     def check(idx: tuple[int, ...]) -> str | None:
         try:
@@ -171,13 +171,10 @@ def _read_chunks(
             )
         return None
 
-    todo = [
-        idx
-        for idx in chunk_indices(arr)
-        if tuple(i * c // s for i, c, s in zip(idx, arr.chunks, shards)) not in skip
-    ]
+    todo = [idx for idx in chunk_indices(arr) if storage_index(arr, idx) not in skip]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return [p for p in pool.map(check, todo) if p is not None]
+        found = [p for p in pool.map(check, todo) if p is not None]
+    return list(dict.fromkeys(found))  # inner chunks of one bad shard: one line
 
 
 def _verify_zarr(path: Path, *, full: bool) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from geoembed._zarr_chunks import (
     SPARSE_ATTR,
     chunk_crc32,
     chunk_grid,
+    chunk_key,
     chunk_slices,
     declared_sparse,
     flat_index,
@@ -192,9 +193,7 @@ class CheckedZarrArray:
         return out
 
     def _key(self, arr: Any, index: tuple[int, ...]) -> str:
-        shards = arr.shards or arr.chunks
-        storage = tuple(i * c // s for i, c, s in zip(index, arr.chunks, shards))
-        key = arr.metadata.encode_chunk_key(storage)
+        key = chunk_key(arr, index)
         return f"{self.path}/{key}" if self.path else key
 
     def _corrupt(self, arr: Any, index: tuple[int, ...] | None, why: str) -> CorruptInputError:
