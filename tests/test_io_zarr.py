@@ -226,3 +226,18 @@ def test_fsspec_url_store_is_checked_too(field: xr.DataArray, tmp_path: Path) ->
             open_embeddings(url)
     finally:
         fs.rm(f"/{tmp_path.name}", recursive=True)
+
+
+def test_corrupt_coordinate_chunk_is_named_at_open(field: xr.DataArray, tmp_path: Path) -> None:
+    """xarray reads coordinates on the client: a damaged one is named before any task."""
+    from geoembed.export import write_zarr
+
+    out = write_zarr(field, tmp_path / "c.zarr")
+    chunk = out / "x" / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    with raise_if_dask_computes(), pytest.raises(CorruptInputError) as err:
+        open_embeddings(out)
+    assert str(err.value).startswith(f"{out}: chunk x/c/0 of array 'x' is corrupt")
+    assert "Re-export or re-download" in str(err.value)

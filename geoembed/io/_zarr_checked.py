@@ -29,6 +29,7 @@ from geoembed._zarr_chunks import (
     SPARSE_ATTR,
     chunk_crc32,
     chunk_grid,
+    chunk_indices,
     chunk_key,
     chunk_slices,
     declared_sparse,
@@ -39,7 +40,13 @@ from geoembed._zarr_chunks import (
 )
 from geoembed.errors import CorruptInputError
 
-__all__ = ["CheckedZarrArray", "check_complete", "checked_dask_array"]
+__all__ = [
+    "CheckedZarrArray",
+    "check_complete",
+    "check_small_arrays",
+    "checked_dask_array",
+    "locate_corruption",
+]
 
 _FIX = "Re-export or re-download the input"
 
@@ -100,6 +107,55 @@ def check_complete(source: str, group: Any, names: list[str]) -> None:
                 f"write_empty_chunks=False), mark the store with the group attribute "
                 f"{SPARSE_ATTR} = true to read them as the fill value."
             )
+
+
+def check_small_arrays(source: str, group: Any, skip: list[str]) -> None:
+    """Decode the coordinate-like (0-D and 1-D) arrays and compare them with the manifest.
+
+    xarray reads these on the client when the store is opened; this names the chunk
+    when one of them is corrupt, and catches altered values that still decode.
+
+    Raises
+    ------
+    CorruptInputError
+        Naming the store, the array, the chunk key and the fix.
+    """
+    for name, arr in group.arrays():
+        if name in skip or arr.ndim > 1:
+            continue
+        grid = chunk_grid(arr)
+        crcs = manifest_of(group.attrs, name)
+        crcs = crcs if crcs is not None and len(crcs) == math.prod(grid) else None
+        path = _array_path(group, arr)
+        for index in chunk_indices(arr):
+            where = f"{source}: chunk {path}/{chunk_key(arr, index)} of array {name!r} is corrupt"
+            try:
+                values = arr[chunk_slices(index, arr)]
+            except MemoryError:
+                raise
+            except Exception as exc:  # any decoding failure
+                raise CorruptInputError(
+                    f"{where}: it cannot be decoded ({_one_line(exc)}). {_FIX}."
+                ) from None
+            if crcs is not None and chunk_crc32(values) != crcs[flat_index(index, grid)]:
+                raise CorruptInputError(
+                    f"{where}: its values do not match the checksum recorded when geoembed "
+                    f"wrote the store. {_FIX}."
+                )
+
+
+def locate_corruption(source: str) -> CorruptInputError | None:
+    """Return the error naming a corrupt coordinate chunk of ``source``, if there is one."""
+    import zarr
+
+    try:
+        group = zarr.open_group(source, mode="r")
+        check_small_arrays(source, group, [])
+    except CorruptInputError as exc:
+        return exc
+    except Exception:  # not a readable group: the caller reports its own error
+        return None
+    return None
 
 
 class CheckedZarrArray:

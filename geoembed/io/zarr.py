@@ -39,7 +39,12 @@ from geoembed._zarr_chunks import has_checksum
 from geoembed.errors import CorruptInputError, MissingInputError, SchemaError, require
 from geoembed.io._chunks import spatial_chunks
 from geoembed.io._finalize import band_dim_of, finalize, find_crs, nodata_of, select_year
-from geoembed.io._zarr_checked import check_complete, checked_dask_array
+from geoembed.io._zarr_checked import (
+    check_complete,
+    check_small_arrays,
+    checked_dask_array,
+    locate_corruption,
+)
 from geoembed.schema import _X_ALIASES, _Y_ALIASES, _find_dim
 
 __all__ = ["is_zarr", "open_zarr"]
@@ -101,7 +106,12 @@ def _open(source: str, chunks: Any) -> xr.Dataset:
             )
     except FileNotFoundError as exc:
         raise MissingInputError(f"{source}: no Zarr store found there ({exc}).") from exc
-    except (ValueError, KeyError, OSError) as exc:
+    except Exception as exc:
+        located = locate_corruption(source)  # a coordinate chunk that does not decode
+        if located is not None:
+            raise located from exc
+        if not isinstance(exc, ValueError | KeyError | OSError):
+            raise
         raise CorruptInputError(
             f"{source} cannot be opened as a Zarr store ({type(exc).__name__}: {exc}). Check "
             "that the write finished (zarr.json or .zgroup present) and that this is the "
@@ -158,6 +168,7 @@ def _checked(
             f"{source} cannot be opened as a Zarr group ({type(exc).__name__}: {exc})."
         ) from exc
     check_complete(source, group, names)
+    check_small_arrays(source, group, names)
     unchecked = [n for n in names if not has_checksum(group[n])]
     if unchecked:
         log.info(
