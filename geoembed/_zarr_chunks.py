@@ -54,7 +54,7 @@ def chunk_crc32(block: np.ndarray) -> int:
         return zlib.crc32("\x00".join(map(str, arr.ravel())).encode())
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    return zlib.crc32(memoryview(np.ascontiguousarray(arr)).cast("B"))
+    return zlib.crc32(np.ascontiguousarray(arr).data)
 
 
 def chunk_grid(arr: Any) -> tuple[int, ...]:
