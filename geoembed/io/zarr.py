@@ -88,7 +88,8 @@ def _check_reachable(source: str) -> None:
         )
 
 
-def _open(source: str, chunks: Any) -> xr.Dataset:
+def _open(source: str) -> xr.Dataset:
+    """Open the store's metadata (arrays stay unread; coordinates are loaded)."""
     try:
         with warnings.catch_warnings():
             # stores without consolidated metadata are fine; say nothing about them
@@ -99,7 +100,7 @@ def _open(source: str, chunks: Any) -> xr.Dataset:
             return xr.open_dataset(
                 source,
                 engine="zarr",
-                chunks=chunks,
+                chunks=None,
                 decode_coords="all",
                 mask_and_scale=False,
                 consolidated=None,
@@ -214,7 +215,7 @@ def open_zarr(
     """
     source = os.fspath(source)
     _check_reachable(source)
-    meta = _open(source, None)
+    meta = _open(source)
     names = _embedding_vars(meta, source)
     if len(names) > 1 and not isinstance(bands, int | None) and set(map(str, bands)) == set(names):
         names = [str(b) for b in bands]
