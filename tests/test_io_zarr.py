@@ -241,3 +241,20 @@ def test_corrupt_coordinate_chunk_is_named_at_open(field: xr.DataArray, tmp_path
         open_embeddings(out)
     assert str(err.value).startswith(f"{out}: chunk x/c/0 of array 'x' is corrupt")
     assert "Re-export or re-download" in str(err.value)
+
+
+def test_chunk_manifest_that_disagrees_with_the_array(field: xr.DataArray, tmp_path: Path) -> None:
+    import zarr
+
+    from geoembed.export import verify, write_zarr
+
+    out = write_zarr(field, tmp_path / "m.zarr")
+    group = zarr.open_group(str(out), mode="r+")
+    manifest = dict(group.attrs["geoembed:chunks"])
+    manifest["embedding"] = {"n_chunks": 11, "crc32": manifest["embedding"]["crc32"][:11]}
+    group.attrs["geoembed:chunks"] = manifest
+    with raise_if_dask_computes(), pytest.raises(CorruptInputError, match="recorded 11 when"):
+        open_embeddings(out)
+    report = verify(out)
+    assert not report["valid"]
+    assert "array 'embedding' has 12 chunks, the manifest records 11" in report["problems"][0]
