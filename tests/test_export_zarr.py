@@ -138,6 +138,10 @@ def test_failed_write_keeps_partial_and_resume_redoes_only_missing(tmp_path: Pat
     back = xr.open_zarr(out, mask_and_scale=False)["class"]
     np.testing.assert_array_equal(back.values, da.values)
     assert verify(out)["valid"]
+    # chunks of both runs are in the manifest: a full check decodes and compares them all
+    full = verify(out, full=True)
+    assert full["valid"] and full["n_corrupt_chunks"] == 0, full["problems"]
+    assert zarr.open_group(str(out)).attrs["geoembed:chunks"]["class"]["n_chunks"] == 12
 
 
 def test_resume_refuses_a_different_output(tmp_path: Path) -> None:
@@ -195,3 +199,40 @@ def test_zarr_v2_store(tmp_path: Path) -> None:
     assert missing_chunks(out) == {}
     (out / "class" / "0.0").unlink()
     assert missing_chunks(out) == {"class": [(0, 0)]}
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_every_array_is_checksummed_and_in_the_manifest(tmp_path: Path, fmt: int) -> None:
+    import zlib
+
+    out = write_zarr(make_field(37, 53, chunks=16), tmp_path / "f.zarr", zarr_format=fmt)
+    group = zarr.open_group(str(out), mode="r")
+    manifest = group.attrs["geoembed:chunks"]
+    assert set(manifest) == {"embedding", "band", "x", "y", "spatial_ref"}
+    for name, arr in group.arrays():
+        if fmt == 3:
+            zstd = [c for c in arr.metadata.codecs if type(c).__name__ == "ZstdCodec"]
+            assert zstd and zstd[0].checksum, (name, arr.metadata.codecs)
+        else:
+            assert arr.metadata.compressor.get_config()["checksum"] is True
+        entry = manifest[name]
+        grid = [-(-s // c) for s, c in zip(arr.shape, arr.chunks)]
+        assert entry["n_chunks"] == int(np.prod(grid))
+        if name != "embedding":
+            continue
+        assert entry["n_chunks"] == 3 * 4
+        for flat, idx in enumerate(np.ndindex(*grid)):
+            sel = tuple(slice(i * c, (i + 1) * c) for i, c in zip(idx, arr.chunks))
+            values = np.ascontiguousarray(arr[sel])
+            assert entry["crc32"][flat] == zlib.crc32(values.tobytes())
+
+
+def test_resume_refuses_a_partial_without_checksums(tmp_path: Path) -> None:
+    da = _class_map()
+    target = tmp_path / "old.zarr"
+    # what an older geoembed left: same layout, chunks without a checksum codec
+    da.to_dataset().to_zarr(tmp_path / "old.zarr.partial", compute=False, consolidated=False)
+    with raise_if_dask_computes(), pytest.raises(OutputError, match="no checksum codec"):
+        write_zarr(da, target, resume=True)
+    out = write_zarr(da, target, overwrite=True)
+    assert verify(out, full=True)["valid"]

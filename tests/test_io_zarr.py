@@ -11,6 +11,7 @@ import xarray as xr
 
 from geoembed.errors import (
     BandMismatchError,
+    CorruptInputError,
     MissingCRSError,
     MissingDependencyError,
     MissingInputError,
@@ -145,3 +146,115 @@ def test_missing_store_and_cloud_without_backend(tmp_path: Path) -> None:
             open_embeddings("gs://bucket/field.zarr")
     else:  # pragma: no cover - only where gcsfs is installed
         pytest.skip("gcsfs is installed")
+
+
+def _nan_chunk_field(field: xr.DataArray) -> xr.DataArray:
+    """The field with its first 16 x 16 storage chunk entirely nodata (fill value)."""
+    data = field.values.copy()
+    data[:, :16, :16] = np.nan
+    return field.copy(data=data).chunk({"y": 16, "x": 16})
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_absent_chunk_is_an_error_unless_the_store_is_sparse(
+    field: xr.DataArray, tmp_path: Path, fmt: int
+) -> None:
+    """xarray/zarr 3 leave out all-fill chunks by default: geoembed refuses that silence."""
+    import zarr
+
+    field = _nan_chunk_field(field)
+    path = _write(field.to_dataset(), tmp_path / "sparse.zarr", fmt)
+    key = "embedding/c/0/0/0" if fmt == 3 else "embedding/0.0.0"
+    assert not (path / key).exists()  # zarr's default write_empty_chunks=False
+    with raise_if_dask_computes(), pytest.raises(CorruptInputError) as err:
+        open_embeddings(path)
+    message = str(err.value)
+    assert f"{path}: 1 chunk(s) of array 'embedding' are missing ({key})" in message
+    assert "geoembed:sparse = true" in message and "Re-export or re-download" in message
+    zarr.open_group(str(path), mode="r+").attrs["geoembed:sparse"] = True
+    if fmt == 2:
+        zarr.consolidate_metadata(str(path))
+    out = open_embeddings(path)
+    np.testing.assert_array_equal(out.values, field.values)  # absent = NaN nodata
+    assert np.isnan(out.values[:, :16, :16]).all()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bit_flip_in_a_checksummed_foreign_store(
+    field: xr.DataArray, tmp_path: Path, fmt: int
+) -> None:
+    import numcodecs
+    from zarr.codecs import ZstdCodec
+
+    codec = numcodecs.Zstd(checksum=True) if fmt == 2 else ZstdCodec(checksum=True)
+    path = tmp_path / "flip.zarr"
+    field.to_dataset().to_zarr(
+        path,
+        mode="w",
+        zarr_format=fmt,
+        consolidated=fmt == 2,
+        encoding={"embedding": {"compressors": [codec]}},
+    )
+    key = "embedding/c/0/1/2" if fmt == 3 else "embedding/0.1.2"
+    raw = bytearray((path / key).read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (path / key).write_bytes(bytes(raw))
+    with raise_if_dask_computes():
+        out = open_embeddings(path)  # lazy: the damage is found when the chunk is read
+    # other chunks read fine
+    np.testing.assert_array_equal(out[:, :16, :16].values, field[:, :16, :16].values)
+    with pytest.raises(CorruptInputError) as err:
+        out.compute()
+    message = str(err.value)
+    assert f"{path}: chunk {key} (index (0, 1, 2)) of array 'embedding' is corrupt" in message
+    assert "cannot be decoded" in message and "\n" not in message
+    assert isinstance(err.value, OSError)
+
+
+def test_fsspec_url_store_is_checked_too(field: xr.DataArray, tmp_path: Path) -> None:
+    """The key listing and the checked reads go through fsspec for URLs (memory:// here)."""
+    fsspec = pytest.importorskip("fsspec")
+    url = f"memory://{tmp_path.name}/f.zarr"
+    fs = fsspec.filesystem("memory")
+    try:
+        field.to_dataset().to_zarr(url, zarr_format=3, consolidated=False)
+        with raise_if_dask_computes():
+            out = open_embeddings(url)
+        np.testing.assert_array_equal(out.values, field.values)
+        fs.rm(f"/{tmp_path.name}/f.zarr/embedding/c/0/1/1")
+        with raise_if_dask_computes(), pytest.raises(CorruptInputError, match=r"c/0/1/1.*\(nan\)"):
+            open_embeddings(url)
+    finally:
+        fs.rm(f"/{tmp_path.name}", recursive=True)
+
+
+def test_corrupt_coordinate_chunk_is_named_at_open(field: xr.DataArray, tmp_path: Path) -> None:
+    """xarray reads coordinates on the client: a damaged one is named before any task."""
+    from geoembed.export import write_zarr
+
+    out = write_zarr(field, tmp_path / "c.zarr")
+    chunk = out / "x" / "c" / "0"
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    chunk.write_bytes(bytes(raw))
+    with raise_if_dask_computes(), pytest.raises(CorruptInputError) as err:
+        open_embeddings(out)
+    assert str(err.value).startswith(f"{out}: chunk x/c/0 of array 'x' is corrupt")
+    assert "Re-export or re-download" in str(err.value)
+
+
+def test_chunk_manifest_that_disagrees_with_the_array(field: xr.DataArray, tmp_path: Path) -> None:
+    import zarr
+
+    from geoembed.export import verify, write_zarr
+
+    out = write_zarr(field, tmp_path / "m.zarr")
+    group = zarr.open_group(str(out), mode="r+")
+    manifest = dict(group.attrs["geoembed:chunks"])
+    manifest["embedding"] = {"n_chunks": 11, "crc32": manifest["embedding"]["crc32"][:11]}
+    group.attrs["geoembed:chunks"] = manifest
+    with raise_if_dask_computes(), pytest.raises(CorruptInputError, match="recorded 11 when"):
+        open_embeddings(out)
+    report = verify(out)
+    assert not report["valid"]
+    assert "array 'embedding' has 12 chunks, the manifest records 11" in report["problems"][0]

@@ -43,6 +43,8 @@ def test_valid_cog_json(tmp_path: Path, class_map) -> None:
     assert report["class_names"] == {"0": "a", "1": "b"}
     full = verify(out, full=True)
     assert full["valid"] and full["blocks_read"] > 1
+    # every block of each overview level is decoded too: 3 x 2, 2 x 1, 1 x 1 tiles of 64
+    assert full["overview_blocks_read"] == 6 + 2 + 1
 
 
 def test_valid_cog_text(tmp_path: Path, class_map) -> None:
@@ -100,3 +102,28 @@ def test_missing_output(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         verify(tmp_path / "none.tif")
     assert _invoke(str(tmp_path / "none.tif")).exit_code == 2
+
+
+def test_zarr_declared_sparse_may_lack_chunks(tmp_path: Path, class_map) -> None:
+    import zarr
+
+    out = write_zarr(class_map, tmp_path / "s.zarr")
+    (out / "class" / "c" / "0" / "0").unlink()
+    assert _invoke("--full", str(out)).exit_code == 1
+    zarr.open_group(str(out), mode="r+").attrs["geoembed:sparse"] = True
+    result = _invoke("--full", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["sparse"] and report["n_missing_chunks"] == 1
+    assert report["n_corrupt_chunks"] == 0
+
+
+def test_zarr_full_reports_a_truncated_chunk_in_one_line(tmp_path: Path, class_map) -> None:
+    out = write_zarr(class_map, tmp_path / "t.zarr")
+    chunk = out / "class" / "c" / "1" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:5])
+    result = CliRunner().invoke(main, ["verify", "--full", str(out)])
+    assert result.exit_code == 1
+    problems = [ln for ln in result.output.splitlines() if "problem:" in ln]
+    assert len(problems) == 1, result.output
+    assert problems[0].startswith("  problem: array 'class': chunk class/c/1/0 is corrupt")

@@ -11,12 +11,18 @@ from geoembed.cli._options import echo_json, json_option
 
 @click.command()
 @click.argument("output", type=click.Path(exists=True, dir_okay=True, file_okay=True))
-@click.option("--full", is_flag=True, help="COG: decode every block (slower; finds corrupt tiles).")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Decode all the data (slower): every block and overview level of a COG, every "
+    "chunk of a Zarr store checked against its checksums. Finds corrupt, truncated and "
+    "swapped chunks and tiles; without it only metadata and the list of chunks are read.",
+)
 @json_option
 def verify(output: str, full: bool, as_json: bool) -> None:
     """Check that OUTPUT (a COG or a Zarr store) is complete and valid.
 
-    Exits with status 1 when it is not.
+    Exits with status 1 when it is not, printing one line per problem.
     """
     from geoembed.export import verify as run_verify
 
@@ -40,7 +46,10 @@ def verify(output: str, full: bool, as_json: bool) -> None:
                 click.echo(
                     f"  {name}: {info['dtype']} {tuple(info['shape'])}, {info['n_chunks']} chunks"
                 )
-            click.echo(f"  CRS {report.get('crs')}; missing chunks: {report['n_missing_chunks']}")
+            line = f"  CRS {report.get('crs')}; missing chunks: {report['n_missing_chunks']}"
+            if "n_corrupt_chunks" in report:
+                line += f"; corrupt chunks: {report['n_corrupt_chunks']}"
+            click.echo(line)
         for problem in report["problems"]:
             click.echo(f"  problem: {problem}", err=True)
     if not report["valid"]:

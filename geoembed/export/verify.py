@@ -29,6 +29,51 @@ def _nodata(value: Any) -> Any:
     return int(value) if value.is_integer() else value
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def _read_blocks(src: Any, what: str) -> tuple[int, list[str]]:
+    """Decode every block of every band of an open raster; one line per bad block."""
+    import numpy as np
+    import rasterio
+
+    n_read, bad = 0, []
+    for (row, col), window in src.block_windows(1):
+        for b in range(1, src.count + 1):
+            try:
+                src.read(b, window=window, out_dtype=np.dtype(src.dtypes[0]))
+                n_read += 1
+            except rasterio.errors.RasterioError as exc:
+                bad.append(
+                    f"{what}: block ({row}, {col}) of band {b} cannot be read ({_one_line(exc)})"
+                )
+    return n_read, bad
+
+
+def _read_overviews(path: Path, factors: list[int], size: tuple[int, int]) -> tuple[int, list[str]]:
+    """Decode every block of each overview level (GDAL's ``OVERVIEW_LEVEL`` open option)."""
+    import rasterio
+
+    n_read, bad = 0, []
+    for level, factor in enumerate(factors):
+        what = f"overview level {level} (1/{factor})"
+        try:
+            with rasterio.open(path, OVERVIEW_LEVEL=level) as ovr:
+                want = (-(-size[0] // factor), -(-size[1] // factor))
+                if abs(ovr.height - want[0]) > 1 or abs(ovr.width - want[1]) > 1:
+                    bad.append(
+                        f"{what} is {ovr.height} x {ovr.width} pixels, expected about "
+                        f"{want[0]} x {want[1]}"
+                    )
+                n, problems = _read_blocks(ovr, what)
+        except rasterio.errors.RasterioError as exc:
+            n, problems = 0, [f"{what} cannot be opened ({_one_line(exc)})"]
+        n_read += n
+        bad.extend(problems)
+    return n_read, bad
+
+
 def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
     import numpy as np
     import rasterio
@@ -67,27 +112,84 @@ def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
             report["class_names"] = {int(k): v for k, v in json.loads(raw).items()} if raw else None
             if src.crs is None:
                 problems.append("no CRS")
-            blocks = list(src.block_windows(1)) if full else []
-            if not full:
+            if full:
+                n_read, bad = _read_blocks(src, "full resolution")
+                problems.extend(bad)
+            else:
                 h, w = src.block_shapes[0]
                 r0, c0 = ((src.height - 1) // h) * h, ((src.width - 1) // w) * w
-                blocks = [(None, rasterio.windows.Window(c0, r0, src.width - c0, src.height - r0))]
-            for _, window in blocks:
+                window = rasterio.windows.Window(c0, r0, src.width - c0, src.height - r0)
                 for b in range(1, src.count + 1):
                     src.read(b, window=window, out_dtype=np.dtype(src.dtypes[0]))
-            report["blocks_read"] = len(blocks) * src.count
+                n_read = src.count
+            report["blocks_read"] = n_read
+            factors, size = src.overviews(1), (src.height, src.width)
+        if full:
+            n_read, bad = _read_overviews(path, factors, size)
+            report["overview_blocks_read"] = n_read
+            problems.extend(bad)
     except rasterio.errors.RasterioError as exc:
-        problems.append(f"cannot be read: {exc}")
+        problems.append(f"cannot be read: {_one_line(exc)}")
     report["problems"] = problems
     report["valid"] = not problems
     return report
 
 
-def _verify_zarr(path: Path) -> dict[str, Any]:
+def _read_chunks(
+    arr: Any, name: str, crcs: list[int] | None, skip: set[tuple[int, ...]]
+) -> list[str]:
+    """Decode every chunk of one array; one line per chunk that is corrupt."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoembed._zarr_chunks import (
+        chunk_crc32,
+        chunk_grid,
+        chunk_indices,
+        chunk_key,
+        chunk_slices,
+        flat_index,
+        storage_index,
+    )
+
+    grid = chunk_grid(arr)
+
+    def key(idx: tuple[int, ...]) -> str:
+        return f"{name}/{chunk_key(arr, idx)}" if name else chunk_key(arr, idx)
+
+    def check(idx: tuple[int, ...]) -> str | None:
+        try:
+            values = arr[chunk_slices(idx, arr)]
+        except MemoryError:
+            raise
+        except Exception as exc:  # any decoding failure is a corrupt chunk
+            why = " ".join(str(exc).split())[:200]
+            return f"chunk {key(idx)} is corrupt or truncated ({type(exc).__name__}: {why})"
+        if crcs is not None and chunk_crc32(values) != crcs[flat_index(idx, grid)]:
+            return (
+                f"chunk {key(idx)} does not match the checksum recorded at write "
+                "(altered, or swapped with another chunk)"
+            )
+        return None
+
+    todo = [idx for idx in chunk_indices(arr) if storage_index(arr, idx) not in skip]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = [p for p in pool.map(check, todo) if p is not None]
+    return list(dict.fromkeys(found))  # inner chunks of one bad shard: one line
+
+
+def _verify_zarr(path: Path, *, full: bool) -> dict[str, Any]:
     import xarray as xr
     import zarr
 
-    from geoembed.export.zarr import _expected_keys, missing_chunks
+    from geoembed._zarr_chunks import (
+        CHUNKS_ATTR,
+        chunk_grid,
+        declared_sparse,
+        has_checksum,
+        manifest_of,
+        storage_keys,
+    )
+    from geoembed.export.zarr import missing_chunks
 
     report: dict[str, Any] = {"path": str(path), "format": "Zarr"}
     problems: list[str] = []
@@ -97,23 +199,55 @@ def _verify_zarr(path: Path) -> dict[str, Any]:
         return {**report, "valid": False, "problems": [f"cannot be opened as Zarr: {exc}"]}
     report["zarr_format"] = node.metadata.zarr_format
     arrays = [("", node)] if isinstance(node, zarr.Array) else list(node.arrays())
+    group_attrs = node.attrs if isinstance(node, zarr.Group) else {}
     report["arrays"] = {
         name: {
             "shape": list(arr.shape),
             "dtype": str(arr.dtype),
             "chunks": list(arr.chunks),
-            "n_chunks": len(_expected_keys(arr)),
+            "n_chunks": math.prod(chunk_grid(arr)),
+            "checksum_codec": has_checksum(arr),
+            "checksums_recorded": manifest_of(group_attrs, name) is not None,
         }
         for name, arr in arrays
     }
     missing = missing_chunks(path)
+    sparse = declared_sparse(group_attrs)
+    report["sparse"] = sparse
     report["missing_chunks"] = {k: [list(i) for i in v[:20]] for k, v in missing.items()}
     report["n_missing_chunks"] = sum(len(v) for v in missing.values())
+    arrays_by_name = dict(arrays)
     for name, idx in missing.items():
+        if sparse or declared_sparse({}, arrays_by_name[name].attrs):
+            continue
+        keys = {v: k for k, v in storage_keys(arrays_by_name[name]).items()}
+        first = ", ".join(f"{name}/{keys[i]}" for i in idx[:3])
         problems.append(
             f"array {name!r}: {len(idx)} of {report['arrays'][name]['n_chunks']} chunks missing "
-            "(they would read back as the fill value)"
+            f"({first}{' ...' if len(idx) > 3 else ''}); they would read back as the fill value"
         )
+    if CHUNKS_ATTR in group_attrs:
+        for name, _ in arrays:
+            crcs = manifest_of(group_attrs, name)
+            n = report["arrays"][name]["n_chunks"]
+            if crcs is None:
+                problems.append(f"array {name!r} is not in the chunk manifest ({CHUNKS_ATTR})")
+            elif len(crcs) != n:
+                problems.append(
+                    f"array {name!r} has {n} chunks, the manifest records {len(crcs)} "
+                    "(changed after it was written)"
+                )
+    if full:
+        corrupt: dict[str, list[str]] = {}
+        for name, arr in arrays:
+            crcs = manifest_of(group_attrs, name)
+            crcs = crcs if crcs is not None and len(crcs) == math.prod(chunk_grid(arr)) else None
+            found = _read_chunks(arr, name, crcs, set(missing.get(name, [])))
+            if found:
+                corrupt[name] = found
+                problems.extend(f"array {name!r}: {line}" for line in found)
+        report["corrupt_chunks"] = corrupt
+        report["n_corrupt_chunks"] = sum(len(v) for v in corrupt.values())
     if isinstance(node, zarr.Group):
         report["written_by_geoembed"] = "geoembed_version" in node.attrs
         crs = None
@@ -123,7 +257,7 @@ def _verify_zarr(path: Path) -> dict[str, Any]:
                 crs = crs or ds[name].rio.crs
             report["variables"] = [str(v) for v in ds.data_vars]
         except Exception as exc:  # report, do not crash, on odd stores
-            problems.append(f"cannot be opened with xarray: {exc}")
+            problems.append(f"cannot be opened with xarray: {' '.join(str(exc).split())[:200]}")
         report["crs"] = _crs_name(crs)
         spatial = any(
             len(arr.shape) >= 2 for name, arr in arrays if name not in ("x", "y", "spatial_ref")
@@ -143,8 +277,13 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     path : str or path-like
         A GeoTIFF/COG file or a Zarr store (directory).
     full : bool, default False
-        COG only: decode every block (finds truncated or corrupt tiles); by default only
-        the last full-resolution block is read, which catches a truncated file.
+        Decode all the data. COG: every block of the full-resolution image and of each
+        overview level (finds truncated or corrupt tiles); by default only the last
+        full-resolution block is read, which catches a truncated file. Zarr: every chunk
+        of every array (codec checksums verify each one) compared with the per-chunk
+        CRC-32 that :func:`~geoembed.export.write_zarr` records (finds corrupt, truncated
+        and swapped chunks); by default only metadata and the store's key listing are
+        read, which finds missing chunks.
 
     Returns
     -------
@@ -152,9 +291,12 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
         Always ``path``, ``format`` (``"GeoTIFF"`` or ``"Zarr"``), ``valid`` (bool) and
         ``problems`` (list of str). A COG adds ``is_cog``, ``cog_errors``,
         ``cog_warnings``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
-        ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``;
-        a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks), ``missing_chunks``,
-        ``n_missing_chunks``, ``crs``, ``variables``.
+        ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``,
+        ``blocks_read`` (and ``overview_blocks_read`` with ``full``);
+        a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks, checksum_codec,
+        checksums_recorded), ``missing_chunks``, ``n_missing_chunks``, ``sparse``,
+        ``crs``, ``variables`` and, with ``full``, ``corrupt_chunks`` and
+        ``n_corrupt_chunks``. Each problem is one line.
 
     Raises
     ------
@@ -165,5 +307,5 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     if not p.exists():
         raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")
     if p.is_dir():
-        return _verify_zarr(p)
+        return _verify_zarr(p, full=full)
     return _verify_cog(p, full=full)

@@ -8,7 +8,14 @@ fill value without any error. So :func:`write_zarr`
   all fill value is stored too and "missing" always means "not written");
 * writes whole, aligned chunks only, one Dask task per chunk: a task that Dask runs
   twice rewrites the same bytes;
-* with ``resume=True`` re-does only the chunks missing from an interrupted ``.partial``.
+* with ``resume=True`` re-does only the chunks missing from an interrupted ``.partial``;
+* compresses every chunk with Zstd *with its content checksum* (both Zarr formats), so a
+  truncated, overwritten or bit-flipped chunk fails to decode instead of reading back
+  wrong values;
+* records in the group attribute ``geoembed:chunks`` each array's chunk count and the
+  CRC-32 of each chunk's decoded values (C order of the chunk grid), which
+  :func:`geoembed.io.open_embeddings` and ``geoembed verify --full`` check: this also
+  catches chunks swapped between positions, which decode without error.
 
 The CRS is kept in rioxarray's ``spatial_ref`` variable (``grid_mapping``); read it back
 with ``xr.open_zarr(path, decode_coords="all")`` or :func:`geoembed.io.open_embeddings`.
@@ -17,7 +24,6 @@ with ``xr.open_zarr(path, decode_coords="all")`` or :func:`geoembed.io.open_embe
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -31,6 +37,17 @@ import numpy as np
 import xarray as xr
 
 from geoembed._version import __version__
+from geoembed._zarr_chunks import (
+    CHUNKS_ATTR,
+    chunk_crc32,
+    chunk_grid,
+    chunk_indices,
+    chunk_slices,
+    flat_index,
+    has_checksum,
+    list_keys,
+    storage_keys,
+)
 from geoembed.errors import DTypeError, OutputError, OutputValidationError, SchemaError
 from geoembed.export.atomic import check_output_path, is_remote, remove_path, replace_path
 
@@ -71,8 +88,25 @@ def _regular_chunks(var: xr.Variable) -> tuple[int, ...]:
     )
 
 
-def _prepare_dataset(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
-    """Dask-back every data variable with regular chunks; strip value-changing encodings."""
+def _checksum_compressor(zarr_format: int) -> Any:
+    """Zstd with its content checksum: every chunk is verified when decoded."""
+    if zarr_format == 2:
+        import numcodecs
+
+        return numcodecs.Zstd(level=0, checksum=True)
+    from zarr.codecs import ZstdCodec
+
+    return ZstdCodec(level=0, checksum=True)
+
+
+def _prepare_dataset(
+    ds: xr.Dataset, zarr_format: int = 3
+) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """Dask-back every data variable with regular chunks; strip value-changing encodings.
+
+    Every variable (coordinates too) is compressed with a checksummed codec.
+    """
+    compressors = [_checksum_compressor(zarr_format)]
     crs_var = "spatial_ref" if "spatial_ref" in ds.variables else None
     out = ds.copy()
     encoding: dict[str, dict[str, Any]] = {}
@@ -98,37 +132,23 @@ def _prepare_dataset(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, An
             if "grid_mapping" not in var.attrs:
                 enc["grid_mapping"] = crs_var
         enc["chunks"] = chunks
+        enc["compressors"] = compressors
         out[name] = var.copy(data=data)
         out[name].encoding = {}
         encoding[str(name)] = enc
     for name in out.coords:
         keep = {k: v for k, v in out[name].encoding.items() if k in _KEEP_ENCODING}
         out[name].encoding = keep
-    out.attrs = {**out.attrs, "geoembed_version": __version__, "geoembed_write_empty_chunks": 1}
+        encoding[str(name)] = {"compressors": compressors}
+    # a manifest copied from an input store would describe other chunks
+    attrs = {k: v for k, v in out.attrs.items() if k != CHUNKS_ATTR}
+    out.attrs = {**attrs, "geoembed_version": __version__, "geoembed_write_empty_chunks": 1}
     return out, encoding
 
 
-def _list_keys(arr: Any) -> set[str]:
-    from zarr.core.sync import sync
-
-    prefix = arr.store_path.path
-    prefix = f"{prefix}/" if prefix else ""
-
-    async def collect() -> list[str]:
-        return [k async for k in arr.store_path.store.list_prefix(prefix)]
-
-    return {k[len(prefix) :] for k in sync(collect())}
-
-
-def _expected_keys(arr: Any) -> dict[str, tuple[int, ...]]:
-    grid_chunks = arr.shards or arr.chunks
-    ranges = [range(math.ceil(s / c)) if s else range(0) for s, c in zip(arr.shape, grid_chunks)]
-    return {arr.metadata.encode_chunk_key(idx): idx for idx in itertools.product(*ranges)}
-
-
 def _array_missing(arr: Any) -> list[tuple[int, ...]]:
-    stored = _list_keys(arr)
-    return [idx for key, idx in _expected_keys(arr).items() if key not in stored]
+    stored = list_keys(arr)
+    return [idx for key, idx in storage_keys(arr).items() if key not in stored]
 
 
 def missing_chunks(path: str | os.PathLike[str]) -> dict[str, list[tuple[int, ...]]]:
@@ -167,12 +187,20 @@ def _open_for_write(store: str, name: str) -> Any:
     return arr.with_config({"write_empty_chunks": True})
 
 
-def _write_chunk(block: np.ndarray, store: str, name: str, index: tuple[int, ...]) -> int:
-    """Write one whole, aligned chunk (idempotent: the same block gives the same bytes)."""
+def _write_chunk(
+    block: np.ndarray, store: str, name: str, index: tuple[int, ...]
+) -> tuple[str, tuple[int, ...], int]:
+    """Write one whole, aligned chunk (idempotent: the same block gives the same bytes).
+
+    Returns
+    -------
+    (str, tuple of int, int)
+        Array name, chunk index and CRC-32 of the chunk's values, for the manifest.
+    """
     arr = _open_for_write(store, name)
-    sel = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(index, arr.chunks, arr.shape))
-    arr[sel] = block
-    return 1
+    values = np.asarray(block, dtype=arr.dtype)
+    arr[chunk_slices(index, arr)] = values
+    return name, tuple(int(i) for i in index), chunk_crc32(values)
 
 
 def _chunk_tasks(
@@ -210,11 +238,33 @@ def _compatible(ds: xr.Dataset, encoding: dict[str, dict[str, Any]], partial: Pa
         if tuple(arr.chunks) != tuple(encoding[str(name)]["chunks"]):
             want = encoding[str(name)]["chunks"]
             return f"array {name!r} has chunks {arr.chunks}, the output {want}"
+        if not has_checksum(arr):
+            return f"array {name!r} has no checksum codec (written by an older geoembed)"
     return None
 
 
-def _finalize_zarr(done: Sequence[int], plan: _ZarrPlan) -> str:
-    """Check every chunk is present, consolidate metadata, rename ``.partial`` into place."""
+def _record_manifest(group: Any, done: Sequence[tuple[str, tuple[int, ...], int]]) -> None:
+    """Store each array's chunk count and per-chunk CRC-32 in ``geoembed:chunks``.
+
+    CRCs come from the write tasks; chunks written by an earlier run (resume) and the
+    eagerly written coordinates are read back once to get theirs.
+    """
+    known = {(name, idx): crc for name, idx, crc in done}
+    manifest: dict[str, dict[str, Any]] = {}
+    for name, arr in group.arrays():
+        grid = chunk_grid(arr)
+        crcs = [0] * int(np.prod(grid))
+        for idx in chunk_indices(arr):
+            crc = known.get((name, idx))
+            if crc is None:
+                crc = chunk_crc32(arr[chunk_slices(idx, arr)])
+            crcs[flat_index(idx, grid)] = crc
+        manifest[name] = {"n_chunks": len(crcs), "crc32": crcs}
+    group.attrs.update({CHUNKS_ATTR: manifest})
+
+
+def _finalize_zarr(done: Sequence[tuple[str, tuple[int, ...], int]], plan: _ZarrPlan) -> str:
+    """Check every chunk is present, record the chunk manifest, consolidate, rename."""
     import zarr
 
     partial = Path(plan.partial)
@@ -225,6 +275,9 @@ def _finalize_zarr(done: Sequence[int], plan: _ZarrPlan) -> str:
             f"Writing {plan.target!r}: {n} chunks are missing from {plan.partial!r} "
             f"(arrays {sorted(missing)}). Run write_zarr(..., resume=True) to write them."
         )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
+        _record_manifest(zarr.open_group(str(partial), mode="r+"), done)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
@@ -280,7 +333,7 @@ def write_zarr(
         When chunks are missing after the write (the ``.partial`` store is kept so that
         ``resume=True`` can finish it).
     """
-    ds, encoding = _prepare_dataset(_as_dataset(obj))
+    ds, encoding = _prepare_dataset(_as_dataset(obj), zarr_format)
     if is_remote(path):
         raise OutputError(
             f"Cannot write {str(path)!r}: write_zarr writes local paths (it renames the "

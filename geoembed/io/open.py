@@ -70,7 +70,13 @@ def open_embeddings(
     ------
     MissingInputError, CorruptInputError, MissingCRSError, QuantizationError,
     BandMismatchError, DimensionError, MissingDependencyError
-        Always before any task runs, naming the input and the fix.
+        Always before any task runs, naming the input and the fix (a Zarr store with
+        missing chunks is a ``CorruptInputError`` here, unless it declares itself sparse:
+        see :mod:`geoembed.io.zarr`).
+    CorruptInputError
+        Later, in the Dask task that reads it, for a Zarr chunk that fails to decode or
+        does not match the checksum geoembed recorded when writing it; the message names
+        the store, the array and the chunk key.
 
     Examples
     --------

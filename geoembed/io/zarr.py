@@ -4,6 +4,24 @@ Layouts:
 
 * one array with a band dimension (what :func:`geoembed.export.write_zarr` writes);
 * one 2-D (or time, y, x) variable per band, e.g. ``A00``..``A63`` (what Xee exports).
+
+Integrity: a corrupt input chunk is an error, never data.
+
+* A chunk that fails to decode (truncated, overwritten, or bit-flipped in a store whose
+  codecs carry a checksum, as :func:`geoembed.export.write_zarr` writes them) raises
+  :class:`~geoembed.errors.CorruptInputError` naming the store, the array and the chunk
+  key, in the Dask task that reads it.
+* Stores written by geoembed record each chunk's CRC-32 (group attribute
+  ``geoembed:chunks``); decoded values that do not match (e.g. chunks swapped between
+  positions) raise the same error.
+* A missing chunk is an error too, found on the client before any task runs (the
+  store's keys are listed once). Zarr reads an absent chunk as the fill value, which
+  for an embedding field looks like nodata, and zarr-python 3 (so xarray's ``to_zarr``)
+  leaves out chunks that are entirely fill value by default
+  (``write_empty_chunks=False``). geoembed's writer stores every chunk; a foreign store
+  whose chunks were left out on purpose says so with the group (or array) attribute
+  ``geoembed:sparse = true``, and its absent chunks are then read as the fill value.
+  (Or open it with xarray and pass the Dataset to ``open_embeddings``.)
 """
 
 from __future__ import annotations
@@ -17,9 +35,16 @@ from typing import Any
 
 import xarray as xr
 
+from geoembed._zarr_chunks import has_checksum
 from geoembed.errors import CorruptInputError, MissingInputError, SchemaError, require
 from geoembed.io._chunks import spatial_chunks
 from geoembed.io._finalize import band_dim_of, finalize, find_crs, nodata_of, select_year
+from geoembed.io._zarr_checked import (
+    check_complete,
+    check_small_arrays,
+    checked_dask_array,
+    locate_corruption,
+)
 from geoembed.schema import _X_ALIASES, _Y_ALIASES, _find_dim
 
 __all__ = ["is_zarr", "open_zarr"]
@@ -63,7 +88,8 @@ def _check_reachable(source: str) -> None:
         )
 
 
-def _open(source: str, chunks: Any) -> xr.Dataset:
+def _open(source: str) -> xr.Dataset:
+    """Open the store's metadata (arrays stay unread; coordinates are loaded)."""
     try:
         with warnings.catch_warnings():
             # stores without consolidated metadata are fine; say nothing about them
@@ -74,14 +100,19 @@ def _open(source: str, chunks: Any) -> xr.Dataset:
             return xr.open_dataset(
                 source,
                 engine="zarr",
-                chunks=chunks,
+                chunks=None,
                 decode_coords="all",
                 mask_and_scale=False,
                 consolidated=None,
             )
     except FileNotFoundError as exc:
         raise MissingInputError(f"{source}: no Zarr store found there ({exc}).") from exc
-    except (ValueError, KeyError, OSError) as exc:
+    except Exception as exc:
+        located = locate_corruption(source)  # a coordinate chunk that does not decode
+        if located is not None:
+            raise located from exc
+        if not isinstance(exc, ValueError | KeyError | OSError):
+            raise
         raise CorruptInputError(
             f"{source} cannot be opened as a Zarr store ({type(exc).__name__}: {exc}). Check "
             "that the write finished (zarr.json or .zgroup present) and that this is the "
@@ -123,6 +154,38 @@ def _storage_block(var: xr.DataArray, ydim: str, xdim: str) -> tuple[int, int]:
     return var.sizes[ydim], var.sizes[xdim]
 
 
+def _checked(
+    meta: xr.Dataset, source: str, names: list[str], dask_chunks: dict[str, int]
+) -> xr.Dataset:
+    """``meta`` with the arrays ``names`` backed by integrity-checked Dask reads."""
+    import zarr
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
+            group = zarr.open_group(source, mode="r")
+    except Exception as exc:  # xarray opened it, so this is a damaged or odd store
+        raise CorruptInputError(
+            f"{source} cannot be opened as a Zarr group ({type(exc).__name__}: {exc})."
+        ) from exc
+    check_complete(source, group, names)
+    check_small_arrays(source, group, names)
+    unchecked = [n for n in names if not has_checksum(group[n])]
+    if unchecked:
+        log.info(
+            "%s: array(s) %s have no checksum codec; a damaged chunk that still decodes "
+            "cannot be detected (geoembed.export.write_zarr writes checksummed chunks).",
+            source,
+            unchecked[:4],
+        )
+    ds = meta.copy()
+    for name in names:
+        var = meta[name]
+        data = checked_dask_array(source, group, name, dask_chunks, tuple(map(str, var.dims)))
+        ds[name] = var.copy(data=data)
+    return ds
+
+
 def open_zarr(
     source: str | os.PathLike[str],
     *,
@@ -152,7 +215,7 @@ def open_zarr(
     """
     source = os.fspath(source)
     _check_reachable(source)
-    meta = _open(source, None)
+    meta = _open(source)
     names = _embedding_vars(meta, source)
     if len(names) > 1 and not isinstance(bands, int | None) and set(map(str, bands)) == set(names):
         names = [str(b) for b in bands]
@@ -181,7 +244,7 @@ def open_zarr(
     dask_chunks: dict[str, int] = {ydim: cy, xdim: cx}
     if band_dim:
         dask_chunks[band_dim] = -1
-    ds = _open(source, dask_chunks)
+    ds = _checked(meta, source, names, dask_chunks)
     crs = find_crs(ds, source=source)
     ds = select_year(ds[names], year, source=source)
     if len(names) == 1:
