@@ -1,7 +1,9 @@
 """Supervised classification of embedding fields.
 
-* :class:`KNNClassifier`: exact kNN (cosine or euclidean, uniform or distance weights) on
-  BLAS, identical to scikit-learn's brute-force ``KNeighborsClassifier``, with stable
+* :class:`KNNClassifier`: exact kNN (cosine or euclidean, uniform or distance weights):
+  float32 BLAS picks candidates, an order-fixed float64 re-score decides, so results are
+  the same bytes on every CPU; predictions and neighbours equal scikit-learn's
+  brute-force ``KNeighborsClassifier``, distances within a few float32 ulp; stable
   tie-breaking; :func:`classify_knn` / :func:`predict_field` apply it over a lazy field.
 * :class:`ApproximateKNNClassifier`: explicit faiss IVF/HNSW mode that reports recall@k.
 * :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.

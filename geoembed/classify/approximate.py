@@ -169,7 +169,7 @@ class ApproximateKNNClassifier(KNNClassifier):
             ind[missing] = i2
         return dist, ind
 
-    def _search(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, Q: np.ndarray, distances: bool = True) -> tuple[np.ndarray, np.ndarray]:
         return self._raw_search(Q, self.k)
 
     def _measure_recall(self) -> float:

@@ -233,11 +233,18 @@ class _Index:
             step = 2.0**-23 * (qn + self.xmax) ** 2
         return 2.0 * err + step + 1e-30
 
-    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact ``k`` nearest neighbours of each row of ``Q`` (distance, index)."""
+    def search(
+        self, Q: np.ndarray, k: int, *, distances: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        """Exact ``k`` nearest neighbours of each row of ``Q`` (distance, index).
+
+        With ``distances=False`` only the neighbour *set* is exact (what uniform votes
+        need): rows whose candidates are unambiguous skip the float64 re-score, their
+        neighbours come unordered, and no distances are returned.
+        """
         Q = np.ascontiguousarray(Q, dtype=np.float32)
         nq = len(Q)
-        dist = np.empty((nq, k), np.float32 if self.metric == "cosine" else np.float64)
+        dist = np.empty((nq, k), np.float32) if distances else None
         ind = np.empty((nq, k), np.int64)
         m = min(k + 1, self.n)
         step = self.query_rows
@@ -247,22 +254,27 @@ class _Index:
                 Qx = _normalize(Qx)
             qsq = row_dots(Qx, Qx)
             vals, cand = self.top(Qx, m)
-            rows = np.arange(len(Qx))
-            key = self._keys(Qx, qsq, rows, cand)
-            o = np.lexsort((cand, key), axis=-1)[:, :k]
-            d = np.take_along_axis(key, o, axis=1)
-            i = np.take_along_axis(cand, o, axis=1)
+            wide = np.empty(0, np.int64)
             if m < self.n:
                 # a training vector outside the candidates could still belong in the top k
                 thresh = vals[:, k - 1] - self._margin(np.sqrt(qsq))
                 wide = np.flatnonzero(vals[:, m - 1] >= thresh)
-                if len(wide):
-                    d[wide], i[wide] = self._wide(Qx, qsq, wide, thresh[wide], k)
-            if self.metric == "euclidean":
-                dist[q0 : q0 + len(Qx)] = np.sqrt(d)  # float32 root, like scikit-learn
-            else:
+            if distances or m == self.n:
+                rows = np.arange(len(Qx))
+                key = self._keys(Qx, qsq, rows, cand)
+                o = np.lexsort((cand, key), axis=-1)[:, :k]
+                d = np.take_along_axis(key, o, axis=1)
+                i = np.take_along_axis(cand, o, axis=1)
+            else:  # the first k candidates are exactly the top-k set
+                d = np.empty((len(Qx), k), np.float32)
+                i = cand[:, :k]
+            if len(wide):
+                d[wide], i[wide] = self._wide(Qx, qsq, wide, thresh[wide], k)
+            if dist is not None:
                 dist[q0 : q0 + len(Qx)] = d
             ind[q0 : q0 + len(Qx)] = i
+        if dist is not None and self.metric == "euclidean":
+            return np.sqrt(dist).astype(np.float64), ind  # float32 root, like scikit-learn
         return dist, ind
 
     def _wide(
@@ -499,8 +511,10 @@ class KNNClassifier:
             )
         return np.ascontiguousarray(Q, dtype=np.float32)
 
-    def _search(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(Q, self.k)
+    def _search(
+        self, Q: np.ndarray, distances: bool = True
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        return self.index.search(Q, self.k, distances=distances)
 
     def kneighbors(self, Q: Any) -> tuple[np.ndarray, np.ndarray]:
         """Distances and training-row indices of the ``k`` nearest neighbours.
@@ -509,13 +523,14 @@ class KNNClassifier:
         ascending; equal distances keep the canonical training order.
         """
         dist, ind = self._search(self._check_queries(Q))
+        assert dist is not None
         return dist, self.rows_[ind]
 
     def _votes(
         self, Q: np.ndarray, need_counts: bool = True
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Count the votes: totals ``(q, C)`` (None if not needed), class ids, winning share."""
-        dist, ind = self._search(Q)
+        dist, ind = self._search(Q, distances=self.weights == "distance")
         lab = self.y_[ind]
         q, k = lab.shape
         r = np.arange(q)
@@ -538,6 +553,7 @@ class KNNClassifier:
             counts = np.bincount(flat, minlength=q * C).astype(np.float64).reshape(q, C)
             pred = counts.argmax(axis=1)
             return counts, pred, counts[r, pred] / k
+        assert dist is not None
         with np.errstate(divide="ignore"):
             w = 1.0 / dist
         inf_mask = np.isinf(w)
