@@ -19,6 +19,7 @@ it (:func:`geoembed.export.outputs.is_geoembed_output`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import socket
@@ -33,6 +34,7 @@ __all__ = [
     "TEMP_MARKER",
     "atomic_directory",
     "check_output_path",
+    "disk_full_error",
     "is_remote",
     "remove_path",
     "replace_path",
@@ -122,6 +124,40 @@ def _host() -> str:
     """Return this machine's name, made safe for a file name."""
     name = socket.gethostname() or "localhost"
     return "".join(c if c.isalnum() or c in "._" else "_" for c in name)
+
+
+#: free space below which a failed write is blamed on a full disk
+_FULL_BYTES = 1 << 20
+
+
+def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> OSError | None:
+    """Return an ``ENOSPC`` error when a write to ``path`` failed because the disk is full.
+
+    GDAL reports a full disk on stderr and then fails later with an unrelated message (a
+    truncated directory when the file is read back), so the free space is checked while
+    the failed write still holds its space.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file or directory on the filesystem written to.
+    exc : BaseException
+        The error the write raised.
+
+    Returns
+    -------
+    OSError or None
+        ``OSError(ENOSPC, ...)`` to raise from ``exc``, or None when the disk is not full.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return None  # already says so
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None
+    if free >= _FULL_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"No space left on device writing {str(path)!r} ({exc})")
 
 
 def temp_sibling(target: Path, tag: str) -> Path:

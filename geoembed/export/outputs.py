@@ -293,8 +293,7 @@ def _is_disk_full(exc: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        text = str(e).lower()
-        if "no space left on device" in text or "free disk space available" in text:
+        if "no space left on device" in str(e).lower():
             return True
         stack.extend([e.__cause__, e.__context__])
     return False

@@ -135,13 +135,54 @@ def _verify_zarr(path: Path) -> dict[str, Any]:
     return report
 
 
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _stale(directory: Path) -> list[dict[str, Any]]:
+    from geoembed.export.outputs import stale_temporaries
+
+    return [
+        {"path": str(t.path), "kind": t.tag, "host": t.host, "pid": t.pid}
+        for t in stale_temporaries(directory)
+    ]
+
+
+def _verify_directory(path: Path) -> dict[str, Any]:
+    """Report which outputs in a folder are geoembed's, and leftovers of killed runs."""
+    from geoembed.export.atomic import TEMP_MARKER
+    from geoembed.export.outputs import is_geoembed_output
+
+    stale = _stale(path)
+    outputs = [
+        e.name
+        for e in sorted(path.iterdir())
+        if TEMP_MARKER not in e.name and not e.name.startswith(".") and is_geoembed_output(e)
+    ]
+    problems = [
+        f"temporary left by a killed geoembed run (process {t['pid']} on {t['host']}): "
+        f"{t['path']}; the next geoembed command writing to this directory removes it "
+        "(or delete it yourself)"
+        for t in stale
+    ]
+    return {
+        "path": str(path),
+        "format": "directory",
+        "geoembed_outputs": outputs,
+        "stale_temporaries": stale,
+        "problems": problems,
+        "valid": not problems,
+    }
+
+
 def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any]:
     """Report whether a finished output is complete and valid.
 
     Parameters
     ----------
     path : str or path-like
-        A GeoTIFF/COG file or a Zarr store (directory).
+        A GeoTIFF/COG file, a Zarr store, or a directory of outputs (checked for
+        temporaries left by killed geoembed runs).
     full : bool, default False
         COG only: decode every block (finds truncated or corrupt tiles); by default only
         the last full-resolution block is read, which catches a truncated file.
@@ -149,8 +190,11 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     Returns
     -------
     dict
-        Always ``path``, ``format`` (``"GeoTIFF"`` or ``"Zarr"``), ``valid`` (bool) and
-        ``problems`` (list of str). A COG adds ``is_cog``, ``cog_errors``,
+        Always ``path``, ``format`` (``"GeoTIFF"``, ``"Zarr"`` or ``"directory"``),
+        ``valid`` (bool), ``problems`` (list of str) and ``stale_temporaries`` (leftovers
+        of killed geoembed runs next to the output, or in the directory; each a dict with
+        ``path``, ``kind``, ``host``, ``pid``). A directory adds ``geoembed_outputs``;
+        its stale temporaries are problems. A COG adds ``is_cog``, ``cog_errors``,
         ``cog_warnings``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
         ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``;
         a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks), ``missing_chunks``,
@@ -164,6 +208,8 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     p = Path(path).expanduser()
     if not p.exists():
         raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")
-    if p.is_dir():
-        return _verify_zarr(p)
-    return _verify_cog(p, full=full)
+    if p.is_dir() and not _is_zarr(p):
+        return _verify_directory(p)
+    report = _verify_zarr(p) if p.is_dir() else _verify_cog(p, full=full)
+    report["stale_temporaries"] = _stale(p.absolute().parent)
+    return report
