@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import os
@@ -69,6 +70,7 @@ _MAX_JSON_BYTES = 64 << 20
 #: output sets discarded in this process; swept again once the Dask workers are gone
 _DISCARDED: list[OutputSet] = []
 _DISCARDED_LOCK = threading.Lock()
+_SWEEP_AT_EXIT = False
 
 
 def write_marker(directory: Path, what: str) -> None:
@@ -456,9 +458,14 @@ class OutputSet:
     def discard(self) -> None:
         """Remove every temporary of this set (staged outputs and the writers' parts)."""
         if not self.committed:
+            global _SWEEP_AT_EXIT
             with _DISCARDED_LOCK:
                 if self not in _DISCARDED:
                     _DISCARDED.append(self)
+                if not _SWEEP_AT_EXIT:
+                    # after the thread pools of Dask's local schedulers are joined
+                    atexit.register(sweep_discarded)
+                    _SWEEP_AT_EXIT = True
         for out in self._outputs.values():
             for path in self._temporaries(out):
                 remove_path(path)
@@ -520,7 +527,8 @@ def sweep_discarded() -> None:
     """Remove again the temporaries of discarded output sets of this process.
 
     Dask tasks of a failed or interrupted job can still be writing when the error reaches
-    the caller; the CLI calls this once its Dask workers are gone.
+    the caller; the CLI calls this once its Dask workers are gone, and it runs again at
+    interpreter exit, after the thread pools of Dask's local schedulers are joined.
     """
     with _DISCARDED_LOCK:
         sets = list(_DISCARDED)
