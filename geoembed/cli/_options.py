@@ -15,7 +15,12 @@ __all__ = ["echo_json", "job_client", "json_option", "overwrite_option", "show_p
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout."
 )
-overwrite_option = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace existing outputs that geoembed wrote (never other files or folders, "
+    "never an input).",
+)
 
 
 def echo_json(payload: dict[str, Any]) -> None:
