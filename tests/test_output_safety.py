@@ -473,3 +473,30 @@ def test_sigkill_leaves_temporaries_that_verify_reports_and_next_run_removes(
     assert res.returncode == 0, res.stderr
     assert _temporaries(tmp_path) == []
     assert verify(tmp_path)["valid"]
+
+
+def test_interrupt_during_commit_is_delivered_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a.json", "b.json"):
+        _marked_json(tmp_path / name, 1)
+    outputs = OutputSet(overwrite=True)
+    outputs.add("first", tmp_path / "a.json")
+    outputs.add("second", tmp_path / "b.json")
+    real_replace = os.replace
+
+    def interrupted_replace(src: object, dst: object) -> None:
+        real_replace(src, dst)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between two renames
+
+    with pytest.raises(KeyboardInterrupt):
+        with outputs:
+            _marked_json(outputs.stage("first"), 2)
+            _marked_json(outputs.stage("second"), 2)
+            monkeypatch.setattr(os, "replace", interrupted_replace)
+            outputs.commit()
+    monkeypatch.undo()
+    assert outputs.committed  # the commit finished before the interrupt was delivered
+    assert json.loads((tmp_path / "a.json").read_text())["value"] == 2
+    assert json.loads((tmp_path / "b.json").read_text())["value"] == 2
+    assert _temporaries(tmp_path) == []
