@@ -201,6 +201,7 @@ def cluster_to_cog(
         written = rioxarray.open_rasterio(
             outputs.stage("cluster map"), chunks={"x": 1024, "y": 1024}, mask_and_scale=False
         )
+        assert isinstance(written, xr.DataArray)  # one single-band GeoTIFF
         table = cluster_stats(
             written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names
         )
