@@ -312,6 +312,12 @@ def test_stale_temporaries_of_dead_processes_only(tmp_path: Path) -> None:
     assert (tmp_path / "model" / "model.json").is_file()
     assert mine.is_dir() and other_host.is_dir() and not stale.exists()
     assert verify(tmp_path)["valid"]
+    # a temporary of an older geoembed (no owner in its name) is reported, never removed
+    legacy = tmp_path / f".map.tif{TEMP_MARKER}cog-0123456789ab"
+    legacy.mkdir()
+    report = verify(tmp_path)
+    assert report["unowned_temporaries"] == [str(legacy)] and not report["valid"]
+    assert remove_stale_temporaries(tmp_path) == [] and legacy.is_dir()
 
 
 def test_full_disk_is_one_clear_error_and_leaves_nothing(small: Path, tmp_path: Path) -> None:

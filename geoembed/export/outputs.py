@@ -57,6 +57,7 @@ __all__ = [
     "require_geoembed_output",
     "stale_temporaries",
     "sweep_discarded",
+    "unowned_temporaries",
     "write_marker",
 ]
 
@@ -245,6 +246,18 @@ def stale_temporaries(directory: str | os.PathLike[str]) -> list[StaleTemporary]
             first = owners[0]
             found.append(StaleTemporary(entry, first["tag"], first["host"], int(first["pid"])))
     return found
+
+
+def unowned_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Temporaries in ``directory`` that name no owner (made by an earlier geoembed).
+
+    They cannot be told from the work of a running process, so they are only reported
+    (by ``geoembed verify DIR``), never removed automatically.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return [e for e in sorted(d.iterdir()) if TEMP_MARKER in e.name and not _TEMP_RE.search(e.name)]
 
 
 def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:

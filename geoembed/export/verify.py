@@ -151,7 +151,7 @@ def _stale(directory: Path) -> list[dict[str, Any]]:
 def _verify_directory(path: Path) -> dict[str, Any]:
     """Report which outputs in a folder are geoembed's, and leftovers of killed runs."""
     from geoembed.export.atomic import TEMP_MARKER
-    from geoembed.export.outputs import is_geoembed_output
+    from geoembed.export.outputs import is_geoembed_output, unowned_temporaries
 
     stale = _stale(path)
     outputs = [
@@ -159,17 +159,24 @@ def _verify_directory(path: Path) -> dict[str, Any]:
         for e in sorted(path.iterdir())
         if TEMP_MARKER not in e.name and not e.name.startswith(".") and is_geoembed_output(e)
     ]
+    unowned = [str(p) for p in unowned_temporaries(path)]
     problems = [
         f"temporary left by a killed geoembed run (process {t['pid']} on {t['host']}): "
         f"{t['path']}; the next geoembed command writing to this directory removes it "
         "(or delete it yourself)"
         for t in stale
     ]
+    problems += [
+        f"temporary of an older geoembed that names no process: {p}; delete it when no "
+        "geoembed command is writing to this directory"
+        for p in unowned
+    ]
     return {
         "path": str(path),
         "format": "directory",
         "geoembed_outputs": outputs,
         "stale_temporaries": stale,
+        "unowned_temporaries": unowned,
         "problems": problems,
         "valid": not problems,
     }
@@ -194,7 +201,8 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
         ``valid`` (bool), ``problems`` (list of str) and ``stale_temporaries`` (leftovers
         of killed geoembed runs next to the output, or in the directory; each a dict with
         ``path``, ``kind``, ``host``, ``pid``). A directory adds ``geoembed_outputs``;
-        its stale temporaries are problems. A COG adds ``is_cog``, ``cog_errors``,
+        its stale temporaries are problems, and so are ``unowned_temporaries`` (left by a
+        geoembed that did not record their process). A COG adds ``is_cog``, ``cog_errors``,
         ``cog_warnings``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
         ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``;
         a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks), ``missing_chunks``,
