@@ -125,7 +125,9 @@ def classify_job(
     save_model : path, optional
         Directory to save the fitted kNN model to (arrays + JSON, no pickle).
     overwrite : bool
-        Replace existing outputs.
+        Replace existing outputs that geoembed wrote (never other files or folders, never
+        an input). All outputs are built under temporary names and appear together once
+        complete (:class:`geoembed.export.outputs.OutputSet`), or not at all.
     progress : bool
         Progress bars on stderr.
     seed : int
