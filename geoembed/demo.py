@@ -19,12 +19,50 @@ __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
 
+#: smallest demo scene (pixels per side)
+_MIN_SIZE = 32
+
 
 def _step(summary: dict[str, Any], name: str, t0: float) -> float:
     now = time.perf_counter()
     summary["seconds"][name] = round(now - t0, 2)
     log.info("demo: %s done in %.1f s", name, now - t0)
     return now
+
+
+def _check_options(*, size: int, chunks: int, k: int, points_per_class: int) -> None:
+    """Reject bad settings before anything is written."""
+    from geoembed.errors import LabelError, SchemaError
+
+    if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SIZE:
+        raise SchemaError(f"size={size!r}: the demo scene needs at least {_MIN_SIZE} pixels.")
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise SchemaError(f"chunks={chunks!r}: the chunk size must be a positive integer.")
+    if isinstance(points_per_class, bool) or not isinstance(points_per_class, int):
+        raise LabelError(f"points_per_class={points_per_class!r} must be an integer.")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= points_per_class:
+        raise LabelError(
+            f"k={k!r}: the number of neighbours must be an integer from 1 to "
+            f"{points_per_class} (the labelled points per class); e.g. -k 5."
+        )
+
+
+def _demo_folder(out: Path) -> Path:
+    """Create the demo folder, or reuse one the demo made; never take over another folder."""
+    from geoembed.errors import OutputError
+    from geoembed.export.outputs import MARKER_FILE, is_geoembed_output, write_marker
+
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"The demo output folder {str(out)!r} is a file; choose a folder.")
+    if out.is_dir() and any(out.iterdir()) and not is_geoembed_output(out):
+        raise OutputError(
+            f"The demo output folder {str(out)!r} already holds files that geoembed did not "
+            "write; the demo replaces its own files only. Choose a new folder (--out)."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER_FILE).exists():
+        write_marker(out, "demo output folder")
+    return out
 
 
 def run_demo(
@@ -42,7 +80,9 @@ def run_demo(
     Parameters
     ----------
     out : path
-        Output folder (created; the demo's own files in it are replaced).
+        Output folder: created (and marked as geoembed's), or one an earlier demo made,
+        whose files are replaced. A non-empty folder that geoembed did not create is
+        refused.
     size : int
         The scene is ``size`` x ``size`` pixels (10 m).
     seed : int
@@ -60,6 +100,11 @@ def run_demo(
     -------
     dict
         JSON-serialisable summary: output paths, accuracies, timings.
+
+    Raises
+    ------
+    SchemaError, LabelError, OutputError
+        Bad settings or output folder, before anything is written.
     """
     from geoembed.assess import accuracy_from_confusion
     from geoembed.classify import classify_knn
@@ -71,8 +116,8 @@ def run_demo(
     from geoembed.labels import training_from_geometries
     from geoembed.viz import quicklook_png
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_options(size=size, chunks=chunks, k=k, points_per_class=points_per_class)
+    out = _demo_folder(Path(out))
     paths = {
         "field": out / "field.zarr",
         "truth": out / "truth.tif",

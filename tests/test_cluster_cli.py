@@ -92,9 +92,16 @@ def test_cluster_refuses_existing_output_before_work(small_zarr, tmp_path):
     assert result.exit_code == 2
     assert "already exists" in result.output and "--overwrite" in result.output
     assert out.read_bytes() == b"keep me"
+    # --overwrite replaces only what geoembed wrote: a foreign file is kept
     result = CliRunner().invoke(main, [*args, "--overwrite", "--mode", "sample"])
+    assert result.exit_code == 2 and "Refusing to replace" in result.output
+    assert out.read_bytes() == b"keep me"
+    out.unlink()
+    assert CliRunner().invoke(main, [*args, "--mode", "sample"]).exit_code == 0
+    result = CliRunner().invoke(main, [*args, "-k", "4", "--overwrite", "--mode", "sample"])
     assert result.exit_code == 0, result.output
     assert cog_validate(str(out))[0]
+    assert len(read_class_names(out)) == 4
 
 
 def test_cluster_bad_names_and_too_many_clusters(small_zarr, tmp_path):

@@ -2,6 +2,7 @@ import pytest
 
 from geoembed.errors import OutputError
 from geoembed.export.atomic import TEMP_MARKER, atomic_directory
+from geoembed.export.outputs import MARKER_FILE
 
 
 def test_atomic_directory_replaces_only_on_success(tmp_path):
@@ -18,7 +19,8 @@ def test_atomic_directory_replaces_only_on_success(tmp_path):
 
     with atomic_directory(target, overwrite=True) as tmp:
         (tmp / "b.txt").write_text("second")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    # the old content is gone; the directory carries geoembed's ownership marker
+    assert sorted(p.name for p in target.iterdir()) == [MARKER_FILE, "b.txt"]
 
 
 def test_atomic_directory_refuses_existing_target(tmp_path):

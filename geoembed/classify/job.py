@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from geoembed.errors import GeoembedError, LabelError, OutputError
+from geoembed.errors import GeoembedError, LabelError
 
 __all__ = ["classify_job", "default_cv"]
 
@@ -60,24 +60,13 @@ def default_cv(training: Any) -> str:
     return "random:5"
 
 
-def _check_outputs(paths: dict[str, str | None], overwrite: bool) -> dict[str, Path]:
-    from geoembed.export.atomic import check_output_path
-
-    checked: dict[str, Path] = {}
-    for what, path in paths.items():
-        if path is None:
-            continue
-        target = check_output_path(path, overwrite=overwrite, what=what)
-        if target in checked.values():
-            raise OutputError(f"two outputs share the path {str(path)!r}; give each its own.")
-        checked[what] = target
-    return checked
-
-
 def _write_json(payload: dict[str, Any], target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, target)
+    """Write a JSON report marked as geoembed's (so that --overwrite may replace it)."""
+    from geoembed._version import __version__
+
+    target.write_text(
+        json.dumps({"geoembed_version": __version__, **payload}, indent=2, default=str)
+    )
 
 
 def classify_job(
@@ -136,7 +125,9 @@ def classify_job(
     save_model : path, optional
         Directory to save the fitted kNN model to (arrays + JSON, no pickle).
     overwrite : bool
-        Replace existing outputs.
+        Replace existing outputs that geoembed wrote (never other files or folders, never
+        an input). All outputs are built under temporary names and appear together once
+        complete (:class:`geoembed.export.outputs.OutputSet`), or not at all.
     progress : bool
         Progress bars on stderr.
     seed : int
@@ -167,16 +158,14 @@ def classify_job(
         raise LabelError("--label-column is required with --labels / --training.")
     if model is not None and (cv not in (None, "none") or save_model is not None):
         raise LabelError("--cv and --save-model need training labels, not --model.")
-    outputs = _check_outputs(
-        {
-            "class map": output,
-            "confidence raster": confidence,
-            "probability raster": probabilities,
-            "report": report,
-            "model directory": save_model,
-        },
-        overwrite,
-    )
+    from geoembed.export.outputs import OutputSet
+
+    outputs = OutputSet(overwrite=overwrite, inputs=[source, labels, training, class_table, model])
+    outputs.add("class map", output)
+    outputs.add("confidence raster", confidence)
+    outputs.add("probability raster", probabilities)
+    outputs.add("report", report)
+    outputs.add("model directory", save_model, directory=True)
 
     from geoembed.io import open_embeddings
 
@@ -256,39 +245,35 @@ def classify_job(
             cv_report["pooled"]["overall_accuracy"],
         )
 
-    if "model directory" in outputs:
-        write_model(fitted, outputs["model directory"], overwrite=overwrite)
-        summary["saved_model"] = str(outputs["model directory"])
-
     from geoembed.export import write_cog
     from geoembed.runtime import compute
 
-    jobs = [
-        write_cog(
-            class_map,
-            outputs["class map"],
-            class_names=class_names,
-            colors=colors,
-            overwrite=overwrite,
-            compute=False,
-        )
-    ]
-    if conf is not None and confidence is not None:
-        jobs.append(
-            write_cog(conf, outputs["confidence raster"], overwrite=overwrite, compute=False)
-        )
-    if proba is not None and probabilities is not None:
-        jobs.append(
-            write_cog(proba, outputs["probability raster"], overwrite=overwrite, compute=False)
-        )
-    written = compute(*jobs, progress=progress, label="classifying")
-    summary["outputs"] = {"class_map": str(written[0])}
-    if confidence is not None:
-        summary["outputs"]["confidence"] = str(outputs["confidence raster"])
-    if probabilities is not None:
-        summary["outputs"]["probabilities"] = str(outputs["probability raster"])
-    summary["class_names"] = class_names
-    if "report" in outputs:
-        _write_json(summary, outputs["report"])
-        summary["outputs"]["report"] = str(outputs["report"])
+    with outputs:  # all outputs appear together at commit(), or none does
+        if "model directory" in outputs:
+            write_model(fitted, outputs.stage("model directory"))
+            summary["saved_model"] = str(outputs.target("model directory"))
+        jobs = [
+            write_cog(
+                class_map,
+                outputs.stage("class map"),
+                class_names=class_names,
+                colors=colors,
+                compute=False,
+            )
+        ]
+        if conf is not None and confidence is not None:
+            jobs.append(write_cog(conf, outputs.stage("confidence raster"), compute=False))
+        if proba is not None and probabilities is not None:
+            jobs.append(write_cog(proba, outputs.stage("probability raster"), compute=False))
+        compute(*jobs, progress=progress, label="classifying")
+        summary["outputs"] = {"class_map": str(outputs.target("class map"))}
+        if confidence is not None:
+            summary["outputs"]["confidence"] = str(outputs.target("confidence raster"))
+        if probabilities is not None:
+            summary["outputs"]["probabilities"] = str(outputs.target("probability raster"))
+        summary["class_names"] = class_names
+        if "report" in outputs:
+            summary["outputs"]["report"] = str(outputs.target("report"))
+            _write_json(summary, outputs.stage("report"))
+        outputs.commit()
     return summary

@@ -55,7 +55,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
     path : path-like
         Directory to create.
     overwrite : bool, default False
-        Replace an existing directory.
+        Replace an existing model directory that geoembed wrote (never another folder).
 
     Returns
     -------
@@ -71,11 +71,15 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
         )
     model._check_fitted()
     target = Path(path)
-    if target.exists() and not overwrite:
-        raise OutputError(f"{target} already exists; pass overwrite=True (--overwrite).")
-    if target.exists() and not target.is_dir():
-        raise OutputError(f"{target} exists and is not a model directory.")
     from geoembed.export.atomic import atomic_directory
+    from geoembed.export.outputs import require_geoembed_output
+
+    if target.exists() or target.is_symlink():
+        if not overwrite:
+            raise OutputError(f"{target} already exists; pass overwrite=True (--overwrite).")
+        require_geoembed_output(target, what="model directory")
+        if not target.is_dir():
+            raise OutputError(f"{target} exists and is not a model directory.")
 
     with atomic_directory(target, overwrite=overwrite, what="model directory") as tmp:
         arrays: dict[str, np.ndarray] = {"X": model.X_, "y": model.y_, "rows": model.rows_}

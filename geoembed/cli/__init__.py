@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 import click
@@ -58,6 +61,18 @@ class LazyGroup(click.Group):
             sys.exit(2)
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: leave through the normal exit path, so that temporaries are removed.
+
+    Raises ``SystemExit(128 + signum)`` in the main thread; every ``finally`` and
+    ``except BaseException`` cleanup (output sets, the Dask cluster) runs on the way
+    out. A second SIGTERM during that cleanup is ignored (SIGKILL still works).
+    """
+    signal.signal(signum, signal.SIG_IGN)
+    click.echo("geoembed: terminated; removing temporary files", err=True)
+    raise SystemExit(128 + signum)
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoembed")
 @click.option(
@@ -80,5 +95,8 @@ def main(
     logging.basicConfig(
         level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
     )
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
     ctx.ensure_object(dict)
     ctx.obj.update(scheduler=scheduler, workers=workers, quiet=quiet, verbose=verbose)

@@ -131,6 +131,7 @@ def cluster(
             names=names,
             overwrite=overwrite,
             progress=show_progress(ctx, as_json),
+            inputs=list(source),
         )
     if as_json:
         echo_json(summary)

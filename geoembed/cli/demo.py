@@ -14,12 +14,31 @@ from geoembed.cli._options import echo_json, job_client, json_option, show_progr
     default="demo-output",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Output folder.",
+    help="Output folder (created; a non-empty folder is reused only if an earlier demo made it).",
 )
-@click.option("--size", default=1024, show_default=True, help="Scene size in pixels (square).")
+@click.option(
+    "--size",
+    type=click.IntRange(min=32),
+    default=1024,
+    show_default=True,
+    help="Scene size in pixels (square).",
+)
 @click.option("--seed", default=0, show_default=True, help="Seed of scene, labels and KMeans.")
-@click.option("--chunks", default=512, show_default=True, help="Spatial chunk size.")
-@click.option("-k", "k", default=5, show_default=True, help="Neighbours for kNN.")
+@click.option(
+    "--chunks",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Spatial chunk size.",
+)
+@click.option(
+    "-k",
+    "k",
+    type=click.IntRange(min=1, max=40),
+    default=5,
+    show_default=True,
+    help="Neighbours for kNN (at most the 40 labelled points per class).",
+)
 @json_option
 @click.pass_context
 def demo(

@@ -94,6 +94,14 @@ def infer(
 
     if not any((out, confidence, probabilities, features)):
         raise click.UsageError("give at least one output: -o, --probabilities or --features.")
+    from geoembed.export.outputs import OutputSet
+
+    # every output checked before anything runs; built aside, made visible together
+    outputs = OutputSet(overwrite=overwrite, inputs=[*source, model, model_config])
+    outputs.add("class map", out)
+    outputs.add("confidence raster", confidence)
+    outputs.add("probability raster", probabilities)
+    outputs.add("feature map", features, directory=True)
     src: Any = source[0] if len(source) == 1 else list(source)
     field = open_embeddings(src, chunks=chunks)
     wanted = []
@@ -119,29 +127,34 @@ def infer(
             providers=providers,
             probabilities_dtype="uint8" if uint8_probabilities else "float32",
         )
-        jobs = []
-        if out:
-            jobs.append(write_cog(res["classes"], out, overwrite=overwrite, compute=False))
-        if confidence:
-            jobs.append(
-                write_cog(res["confidence"], confidence, overwrite=overwrite, compute=False)
-            )
-        if probabilities:
-            scale = 1 / 254 if uint8_probabilities else None
-            jobs.append(
-                write_cog(
-                    res["probabilities"],
-                    probabilities,
-                    overwrite=overwrite,
-                    compute=False,
-                    scale=scale,
+        with outputs:
+            jobs = []
+            if out:
+                jobs.append(write_cog(res["classes"], outputs.stage("class map"), compute=False))
+            if confidence:
+                jobs.append(
+                    write_cog(res["confidence"], outputs.stage("confidence raster"), compute=False)
                 )
-            )
-        if features:
-            # the feature map is written as a canonical embedding field
-            feats = res["features"].rename("embedding")
-            jobs.append(write_zarr(feats, features, overwrite=overwrite, compute=False))
-        compute(*jobs, progress=show_progress(ctx, as_json), label="infer")
+            if probabilities:
+                scale = 1 / 254 if uint8_probabilities else None
+                jobs.append(
+                    write_cog(
+                        res["probabilities"],
+                        outputs.stage("probability raster"),
+                        compute=False,
+                        scale=scale,
+                    )
+                )
+            if features:
+                jobs.append(
+                    write_zarr(
+                        res["features"].rename("embedding"),  # a canonical embedding field
+                        outputs.stage("feature map"),
+                        compute=False,
+                    )
+                )
+            compute(*jobs, progress=show_progress(ctx, as_json), label="infer")
+            outputs.commit()
     elapsed = time.perf_counter() - start
     written = {
         k: v

@@ -22,7 +22,9 @@ from geoembed.cli._options import echo_json, json_option
 def verify(output: str, full: bool, as_json: bool) -> None:
     """Check that OUTPUT (a COG or a Zarr store) is complete and valid.
 
-    Exits with status 1 when it is not, printing one line per problem.
+    OUTPUT may also be a directory of outputs: it is then checked for temporaries left by
+    killed geoembed runs (the next run writing there removes them). Exits with status 1
+    when something is wrong, printing one line per problem.
     """
     from geoembed.export import verify as run_verify
 
@@ -32,7 +34,10 @@ def verify(output: str, full: bool, as_json: bool) -> None:
     else:
         status = "valid" if report["valid"] else "INVALID"
         click.echo(f"{output}: {status} {report['format']}")
-        if report["format"] == "GeoTIFF":
+        if report["format"] == "directory":
+            click.echo(f"  geoembed outputs: {', '.join(report['geoembed_outputs']) or 'none'}")
+            click.echo(f"  stale temporaries: {len(report['stale_temporaries'])}")
+        elif report["format"] == "GeoTIFF":
             click.echo(
                 f"  COG layout: {'yes' if report.get('is_cog') else 'no'}; "
                 f"{report.get('count')} band(s) {report.get('dtype')} "

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
 from geoembed.cluster.kmeans import KMeans
 from geoembed.cluster.model_io import class_names, parse_names, save_model
-from geoembed.errors import OutputError
 
 __all__ = ["ClusterResult", "cluster_field", "cluster_to_cog"]
 
@@ -97,18 +96,6 @@ def cluster_field(
     )
 
 
-def _check_target(path: str | os.PathLike[str] | None, overwrite: bool, what: str) -> None:
-    if path is None:
-        return
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputError(
-            f"{what} {p} already exists; pass --overwrite (overwrite=True) to replace it."
-        )
-    if not p.parent.exists():
-        raise OutputError(f"the directory of {what} {p} does not exist; create {p.parent} first.")
-
-
 def cluster_to_cog(
     field: xr.DataArray,
     output: str | os.PathLike[str],
@@ -124,12 +111,15 @@ def cluster_to_cog(
     names: str | dict[int, str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    inputs: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Cluster a field and write the cluster map (and optionally distances, model) to disk.
 
-    Every output path is checked before any pixel is read; the COGs are written
-    atomically by :func:`geoembed.export.write_cog` with the cluster names in their
-    class metadata.
+    Every output path is checked before any pixel is read
+    (:class:`geoembed.export.outputs.OutputSet`): an existing output is replaced only
+    with ``overwrite`` and only when geoembed wrote it, and no output may be an input.
+    The COGs (with the cluster names in their class metadata) and the model are built
+    under temporary names and appear together once all are complete, or not at all.
 
     Parameters
     ----------
@@ -146,9 +136,11 @@ def cluster_to_cog(
     metric, mode, sample_size, max_iter, seed, names
         See :func:`cluster_field`.
     overwrite : bool
-        Replace existing outputs.
+        Replace existing outputs (that geoembed wrote).
     progress : bool
         Progress bars while writing.
+    inputs : sequence of path, optional
+        The paths the field was read from, so that no output overwrites them.
 
     Returns
     -------
@@ -159,12 +151,14 @@ def cluster_to_cog(
 
     from geoembed.cluster.stats import cluster_stats
     from geoembed.export import write_cog
+    from geoembed.export.outputs import OutputSet
     from geoembed.schema import check_embedding
 
     check_embedding(field)
-    _check_target(output, overwrite, "output")
-    _check_target(distance, overwrite, "distance output")
-    _check_target(save_model_dir, overwrite, "model directory")
+    outputs = OutputSet(overwrite=overwrite, inputs=inputs)
+    outputs.add("cluster map", output)
+    outputs.add("distance raster", distance)
+    outputs.add("model directory", save_model_dir, directory=True)
     parse_names(names, n_clusters)
 
     result = cluster_field(
@@ -177,35 +171,42 @@ def cluster_to_cog(
         seed=seed,
         names=names,
     )
-    t0 = time.perf_counter()
-    writes = [
-        write_cog(
-            result.labels,
-            output,
-            class_names=result.class_names,
-            overwrite=overwrite,
-            compute=False,
-        )
-    ]
-    if distance is not None:
-        writes.append(write_cog(result.distance, distance, overwrite=overwrite, compute=False))
-    if progress:
-        from geoembed.runtime import compute
-
-        compute(*writes, progress=True, label="writing clusters")
-    else:
-        dask.compute(*writes)
-    write_seconds = time.perf_counter() - t0
-    model_path = None
-    if save_model_dir is not None:
-        model_path = str(save_model(result.model, save_model_dir, overwrite=overwrite))
-
     import rioxarray
 
-    written = rioxarray.open_rasterio(output, chunks={"x": 1024, "y": 1024}, mask_and_scale=False)
-    table = cluster_stats(
-        written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names
-    )
+    with outputs:  # all outputs appear together at commit(), or none does
+        t0 = time.perf_counter()
+        writes = [
+            write_cog(
+                result.labels,
+                outputs.stage("cluster map"),
+                class_names=result.class_names,
+                compute=False,
+            )
+        ]
+        if distance is not None:
+            writes.append(
+                write_cog(result.distance, outputs.stage("distance raster"), compute=False)
+            )
+        if progress:
+            from geoembed.runtime import compute
+
+            compute(*writes, progress=True, label="writing clusters")
+        else:
+            dask.compute(*writes)
+        write_seconds = time.perf_counter() - t0
+        model_path = None
+        if save_model_dir is not None:
+            save_model(result.model, outputs.stage("model directory"))
+            model_path = str(outputs.target("model directory"))
+        written = rioxarray.open_rasterio(
+            outputs.stage("cluster map"), chunks={"x": 1024, "y": 1024}, mask_and_scale=False
+        )
+        assert isinstance(written, xr.DataArray)  # one single-band GeoTIFF
+        table = cluster_stats(
+            written.isel(band=0, drop=True), n_clusters=n_clusters, names=result.class_names
+        )
+        written.close()
+        outputs.commit()
     model = result.model
     return {
         "output": str(output),

@@ -91,7 +91,7 @@ def save_model(
         Cluster names (``"0=water,3=forest"``); default: the model's ``cluster_names_``
         if it has any.
     overwrite : bool
-        Replace an existing directory.
+        Replace an existing model directory that geoembed wrote (never another folder).
 
     Returns
     -------
@@ -100,10 +100,16 @@ def save_model(
     if not hasattr(model, "cluster_centers_"):
         raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputError(
-            f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
-        )
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputError(
+                f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
+            )
+        from geoembed.export.outputs import require_geoembed_output
+
+        require_geoembed_output(path, what="model directory")
+        if not path.is_dir():
+            raise OutputError(f"{path} exists and is not a model directory.")
     k = int(model.n_clusters)
     named = (
         parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))

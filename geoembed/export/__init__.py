@@ -7,7 +7,10 @@
 * :func:`verify` reports whether a finished output is complete and valid.
 
 Every writer checks its inputs and the output path before any Dask task runs, builds the
-output under a temporary name next to the target, validates it, then renames it.
+output under a temporary name next to the target, validates it, then renames it. The
+commands go one step further with :class:`geoembed.export.outputs.OutputSet`: all their
+outputs appear together or not at all, only outputs geoembed wrote are ever replaced, and
+temporaries are removed on every exit path (see :mod:`geoembed.export.outputs`).
 """
 
 from geoembed.export.cog import read_class_names, write_cog

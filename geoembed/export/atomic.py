@@ -8,13 +8,21 @@ Every writer follows the same protocol:
    the final :func:`os.replace` is atomic), named by :func:`temp_sibling`.
 3. After validation the temporary output is moved into place with :func:`replace_path`;
    on failure it is removed with :func:`remove_path`.
+
+Temporary names carry the host name and process id of the process that made them
+(``.<name>.geoembed-tmp-<tag>-<host>-<pid>-<random>``), so a later run can tell the
+leftovers of a killed process from the work in progress of a live one (see
+:mod:`geoembed.export.outputs`). An existing target is replaced only when geoembed wrote
+it (:func:`geoembed.export.outputs.is_geoembed_output`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +34,7 @@ __all__ = [
     "TEMP_MARKER",
     "atomic_directory",
     "check_output_path",
+    "disk_full_error",
     "is_remote",
     "remove_path",
     "replace_path",
@@ -95,6 +104,9 @@ def check_output_path(
                 f"The {what} {str(path)!r} already exists. Pass overwrite=True (--overwrite) "
                 "to replace it, or choose another path."
             )
+        from geoembed.export.outputs import require_geoembed_output
+
+        require_geoembed_output(target, what=what, given=str(path))
     # A probe catches what os.access cannot see (read-only mounts, quotas, ACLs).
     probe = temp_sibling(target, "probe")
     try:
@@ -108,9 +120,54 @@ def check_output_path(
     return target
 
 
+def _host() -> str:
+    """Return this machine's name, made safe for a file name."""
+    name = socket.gethostname() or "localhost"
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in name)
+
+
+#: free space below which a failed write is blamed on a full disk
+_FULL_BYTES = 1 << 20
+
+
+def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> OSError | None:
+    """Return an ``ENOSPC`` error when a write to ``path`` failed because the disk is full.
+
+    GDAL reports a full disk on stderr and then fails later with an unrelated message (a
+    truncated directory when the file is read back), so the free space is checked while
+    the failed write still holds its space.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file or directory on the filesystem written to.
+    exc : BaseException
+        The error the write raised.
+
+    Returns
+    -------
+    OSError or None
+        ``OSError(ENOSPC, ...)`` to raise from ``exc``, or None when the disk is not full.
+    """
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return None  # already says so
+    try:
+        free = shutil.disk_usage(path).free
+    except OSError:
+        return None
+    if free >= _FULL_BYTES:
+        return None
+    return OSError(errno.ENOSPC, f"No space left on device writing {str(path)!r} ({exc})")
+
+
 def temp_sibling(target: Path, tag: str) -> Path:
-    """Return a unique hidden temporary name next to ``target`` (same filesystem)."""
-    return target.parent / f".{target.name}{TEMP_MARKER}{tag}-{uuid.uuid4().hex[:12]}"
+    """Return a unique hidden temporary name next to ``target`` (same filesystem).
+
+    The name holds ``tag`` (letters only), this host and this process id, so that
+    :func:`geoembed.export.outputs.stale_temporaries` can tell when its owner is gone.
+    """
+    owner = f"{_host()}-{os.getpid()}"
+    return target.parent / f".{target.name}{TEMP_MARKER}{tag}-{owner}-{uuid.uuid4().hex[:12]}"
 
 
 def remove_path(path: Path, *, retries: int = 5, delay: float = 0.1) -> None:
@@ -171,14 +228,18 @@ def replace_path(tmp: Path, target: Path, *, overwrite: bool, what: str = "outpu
 def atomic_directory(target: Path, *, overwrite: bool, what: str = "output") -> Iterator[Path]:
     """Build a directory under a temporary name and move it to ``target`` on success.
 
-    Yields the temporary directory (next to ``target``, same filesystem). When the block
+    Yields the temporary directory (next to ``target``, same filesystem), which already
+    holds geoembed's ownership marker (:data:`geoembed.export.outputs.MARKER_FILE`). When the block
     finishes it replaces ``target`` with :func:`replace_path`; when it raises, the
     temporary directory is removed and ``target`` is left as it was.
     """
+    from geoembed.export.outputs import write_marker
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target, "dir")
     tmp.mkdir()
     try:
+        write_marker(tmp, what)
         yield tmp
         replace_path(tmp, target, overwrite=overwrite, what=what)
     except BaseException:

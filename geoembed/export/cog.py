@@ -53,7 +53,13 @@ from geoembed.errors import (
     OutputValidationError,
     SchemaError,
 )
-from geoembed.export.atomic import check_output_path, remove_path, replace_path, temp_sibling
+from geoembed.export.atomic import (
+    check_output_path,
+    disk_full_error,
+    remove_path,
+    replace_path,
+    temp_sibling,
+)
 from geoembed.schema import CLASS_NODATA
 
 __all__ = ["read_class_names", "write_cog"]
@@ -297,9 +303,12 @@ def _write_tif(path: str, data: np.ndarray, plan: _Plan, transform: Any) -> None
         with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(tmp, "w", **profile) as dst:
             dst.write(np.ascontiguousarray(data, dtype=plan.dtype))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full_error(os.path.dirname(path), exc)
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if full is not None:
+            raise full from exc
         raise
 
 
@@ -470,6 +479,11 @@ def _finalize(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
             rio_copy(str(vrt), str(built), driver="COG", **options)
         _validate(str(built), plan)
         replace_path(built, target, overwrite=plan.overwrite, what="COG")
+    except Exception as exc:
+        full = disk_full_error(tmpdir, exc)
+        if full is not None:
+            raise full from exc
+        raise
     finally:
         remove_path(tmpdir)
     return str(target)

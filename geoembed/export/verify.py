@@ -269,13 +269,61 @@ def _verify_zarr(path: Path, *, full: bool) -> dict[str, Any]:
     return report
 
 
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zarray"))
+
+
+def _stale(directory: Path) -> list[dict[str, Any]]:
+    from geoembed.export.outputs import stale_temporaries
+
+    return [
+        {"path": str(t.path), "kind": t.tag, "host": t.host, "pid": t.pid}
+        for t in stale_temporaries(directory)
+    ]
+
+
+def _verify_directory(path: Path) -> dict[str, Any]:
+    """Report which outputs in a folder are geoembed's, and leftovers of killed runs."""
+    from geoembed.export.atomic import TEMP_MARKER
+    from geoembed.export.outputs import is_geoembed_output, unowned_temporaries
+
+    stale = _stale(path)
+    outputs = [
+        e.name
+        for e in sorted(path.iterdir())
+        if TEMP_MARKER not in e.name and not e.name.startswith(".") and is_geoembed_output(e)
+    ]
+    unowned = [str(p) for p in unowned_temporaries(path)]
+    problems = [
+        f"temporary left by a killed geoembed run (process {t['pid']} on {t['host']}): "
+        f"{t['path']}; the next geoembed command writing to this directory removes it "
+        "(or delete it yourself)"
+        for t in stale
+    ]
+    problems += [
+        f"temporary of an older geoembed that names no process: {p}; delete it when no "
+        "geoembed command is writing to this directory"
+        for p in unowned
+    ]
+    return {
+        "path": str(path),
+        "format": "directory",
+        "geoembed_outputs": outputs,
+        "stale_temporaries": stale,
+        "unowned_temporaries": unowned,
+        "problems": problems,
+        "valid": not problems,
+    }
+
+
 def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any]:
     """Report whether a finished output is complete and valid.
 
     Parameters
     ----------
     path : str or path-like
-        A GeoTIFF/COG file or a Zarr store (directory).
+        A GeoTIFF/COG file, a Zarr store, or a directory of outputs (checked for
+        temporaries left by killed geoembed runs).
     full : bool, default False
         Decode all the data. COG: every block of the full-resolution image and of each
         overview level (finds truncated or corrupt tiles); by default only the last
@@ -288,8 +336,12 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     Returns
     -------
     dict
-        Always ``path``, ``format`` (``"GeoTIFF"`` or ``"Zarr"``), ``valid`` (bool) and
-        ``problems`` (list of str). A COG adds ``is_cog``, ``cog_errors``,
+        Always ``path``, ``format`` (``"GeoTIFF"``, ``"Zarr"`` or ``"directory"``),
+        ``valid`` (bool), ``problems`` (list of str) and ``stale_temporaries`` (leftovers
+        of killed geoembed runs next to the output, or in the directory; each a dict with
+        ``path``, ``kind``, ``host``, ``pid``). A directory adds ``geoembed_outputs``;
+        its stale temporaries are problems, and so are ``unowned_temporaries`` (left by a
+        geoembed that did not record their process). A COG adds ``is_cog``, ``cog_errors``,
         ``cog_warnings``, ``width``, ``height``, ``count``, ``dtype``, ``crs``,
         ``transform``, ``nodata``, ``overviews``, ``colormap_entries``, ``class_names``,
         ``blocks_read`` (and ``overview_blocks_read`` with ``full``);
@@ -306,6 +358,8 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
     p = Path(path).expanduser()
     if not p.exists():
         raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")
-    if p.is_dir():
-        return _verify_zarr(p, full=full)
-    return _verify_cog(p, full=full)
+    if p.is_dir() and not _is_zarr(p):
+        return _verify_directory(p)
+    report = _verify_zarr(p, full=full) if p.is_dir() else _verify_cog(p, full=full)
+    report["stale_temporaries"] = _stale(p.absolute().parent)
+    return report

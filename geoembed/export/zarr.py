@@ -273,7 +273,8 @@ def _finalize_zarr(done: Sequence[tuple[str, tuple[int, ...], int]], plan: _Zarr
         n = sum(len(v) for v in missing.values())
         raise OutputValidationError(
             f"Writing {plan.target!r}: {n} chunks are missing from {plan.partial!r} "
-            f"(arrays {sorted(missing)}). Run write_zarr(..., resume=True) to write them."
+            f"(arrays {sorted(missing)}). Finish it with write_zarr(..., resume=True) in "
+            "Python, or run the geoembed command again."
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
@@ -364,8 +365,10 @@ def write_zarr(
                 arr[...] = np.asarray(ds[name].values)
     elif partial.exists() and not overwrite:
         raise OutputError(
-            f"An interrupted write left {str(partial)!r}. Pass resume=True to finish it "
-            "(only missing chunks are written) or overwrite=True to start again."
+            f"An interrupted write left {str(partial)!r}. In Python, pass resume=True to "
+            "finish it (only missing chunks are written) or overwrite=True to start again; "
+            "from the command line, run the command again with --overwrite (or delete "
+            f"{str(partial)!r})."
         )
     else:
         if partial.exists():
@@ -395,8 +398,9 @@ def write_zarr(
         run(job, progress=progress, label=f"writing {target.name}")
     except Exception as exc:
         exc.add_note(
-            f"The chunks written so far are kept in {str(partial)!r}; finish with "
-            "write_zarr(..., resume=True) or start again with overwrite=True."
+            f"The chunks written so far are kept in {str(partial)!r}; in Python, finish "
+            "with write_zarr(..., resume=True) or start again with overwrite=True; from "
+            "the command line, run the command again with --overwrite."
         )
         raise
     return target

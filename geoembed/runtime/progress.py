@@ -48,9 +48,15 @@ def compute(*objs: Any, progress: bool = False, label: str = "computing") -> Seq
         return dask.compute(*objs)
 
     futures = client.compute(list(objs))
-    if progress:
-        _bar(client, futures, label)
-    return client.gather(futures)
+    try:
+        if progress:
+            _bar(client, futures, label)
+        return client.gather(futures)
+    except BaseException:
+        # a failure or an interrupt: tasks not yet started (e.g. the final rename of a
+        # write) must not run after the caller has cleaned up
+        client.cancel(futures)
+        raise
 
 
 def _bar(client: Any, futures: list[Any], label: str) -> None:

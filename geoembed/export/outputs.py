@@ -1,0 +1,566 @@
+"""The output-safety contract of every geoembed command, in one place.
+
+* **geoembed only replaces what geoembed wrote.** An existing output is replaced (with
+  ``overwrite=True``) only when it carries geoembed's mark: the ``geoembed_version`` tag
+  of a COG, the ``geoembed_version`` attribute of a Zarr store, the ``geoembed_version``
+  key of a JSON report, or the marker file :data:`MARKER_FILE` inside a directory that
+  geoembed created (model directories). A folder or file that geoembed did not write is
+  never replaced, whatever the flags; nor is an input of the same command.
+* **All outputs of a command appear together, or none does.** An :class:`OutputSet`
+  checks every output before any task runs, hands each writer a temporary name next to
+  its target (:meth:`OutputSet.stage`), and :meth:`OutputSet.commit` renames them all in
+  one final step, rolling back what it renamed if a rename fails or is interrupted.
+* **Temporary files are removed on every exit path.** Leaving the ``with OutputSet``
+  block by an exception (a failed task, ``KeyboardInterrupt``, the ``SystemExit`` the CLI
+  raises on SIGTERM) removes every temporary of the set. A process killed outright
+  (SIGKILL) cannot clean up; its temporaries carry its host and process id, so the next
+  run writing to the same directory removes them (:func:`remove_stale_temporaries`) and
+  ``geoembed verify DIR`` reports them.
+* **A full disk is one clear error**: :class:`~geoembed.errors.OutputError`, with nothing
+  partial left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import json
+import os
+import re
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from geoembed._version import __version__
+from geoembed.errors import OutputError, OutputValidationError
+from geoembed.export.atomic import (
+    TEMP_MARKER,
+    _host,
+    check_output_path,
+    is_remote,
+    remove_path,
+    temp_sibling,
+)
+
+__all__ = [
+    "MARKER_FILE",
+    "OutputSet",
+    "StaleTemporary",
+    "is_geoembed_output",
+    "remove_stale_temporaries",
+    "require_geoembed_output",
+    "stale_temporaries",
+    "sweep_discarded",
+    "unowned_temporaries",
+    "write_marker",
+]
+
+#: marker file inside every directory geoembed creates (model directories)
+MARKER_FILE = ".geoembed-output.json"
+#: parses ``.geoembed-tmp-<tag>-<host>-<pid>-<random>`` in a temporary name
+_TEMP_RE = re.compile(
+    re.escape(TEMP_MARKER) + r"(?P<tag>[a-z]+)-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{12}"
+)
+_MAX_JSON_BYTES = 64 << 20
+#: output sets discarded in this process; swept again once the Dask workers are gone
+_DISCARDED: list[OutputSet] = []
+_DISCARDED_LOCK = threading.Lock()
+_SWEEP_AT_EXIT = False
+
+
+def write_marker(directory: Path, what: str) -> None:
+    """Mark ``directory`` as created by geoembed (so that it may replace it later)."""
+    marker = {
+        "written_by": "geoembed",
+        "geoembed_version": __version__,
+        "what": what,
+        "host": _host(),
+        "pid": os.getpid(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (directory / MARKER_FILE).write_text(json.dumps(marker, indent=2))
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        if path.stat().st_size > _MAX_JSON_BYTES:
+            return None
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _zarr_attrs(path: Path) -> dict[str, Any]:
+    meta = _read_json(path / "zarr.json")
+    if isinstance(meta, dict):
+        attrs = meta.get("attributes")
+        return attrs if isinstance(attrs, dict) else {}
+    attrs = _read_json(path / ".zattrs")
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _cog_tags(path: Path) -> dict[str, str]:
+    import rasterio
+
+    try:
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+            return dict(src.tags())
+    except Exception:  # not a raster, unreadable...: not a geoembed COG
+        return {}
+
+
+def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an output that geoembed wrote (and so may replace).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file or directory.
+
+    Returns
+    -------
+    bool
+        True for a directory holding :data:`MARKER_FILE`, a Zarr store or a model
+        directory written by geoembed, a COG with the ``geoembed_version`` tag, or a JSON
+        report with a ``geoembed_version`` key. False for anything else, symbolic links
+        included.
+    """
+    p = Path(path)
+    if p.is_symlink() or not p.exists():
+        return False
+    if p.is_dir():
+        marker = _read_json(p / MARKER_FILE)
+        if isinstance(marker, dict) and marker.get("written_by") == "geoembed":
+            return True
+        if "geoembed_version" in _zarr_attrs(p):
+            return True
+        meta = _read_json(p / "model.json")  # model directories saved before the marker
+        return isinstance(meta, dict) and str(meta.get("format", "")).startswith("geoembed.")
+    if p.suffix.lower() == ".json":
+        payload = _read_json(p)
+        return isinstance(payload, dict) and "geoembed_version" in payload
+    return "geoembed_version" in _cog_tags(p)
+
+
+def require_geoembed_output(
+    target: Path, *, what: str = "output", given: str | None = None
+) -> None:
+    """Raise :class:`OutputError` unless the existing ``target`` was written by geoembed.
+
+    Parameters
+    ----------
+    target : pathlib.Path
+        An existing path that a command is about to replace.
+    what : str
+        How to name the output in the message.
+    given : str, optional
+        The path as the user gave it (default: ``target``).
+    """
+    if is_geoembed_output(target):
+        return
+    shown = given if given is not None else str(target)
+    if target.is_symlink():
+        kind = "a symbolic link"
+    elif target.is_dir():
+        n = sum(1 for _ in target.iterdir())
+        kind = f"a directory geoembed did not create ({n} entries)"
+    else:
+        kind = "a file geoembed did not write"
+    raise OutputError(
+        f"Refusing to replace {shown!r} with the {what}: it is {kind}. geoembed only replaces "
+        "its own outputs, even with --overwrite (overwrite=True), and leaves everything else "
+        "untouched. Give the output a new path (a file name, or a new sub-directory for a "
+        "directory output) or move the existing one away yourself."
+    )
+
+
+@dataclass(frozen=True)
+class StaleTemporary:
+    """A temporary left by a geoembed process that no longer runs.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The temporary file or directory.
+    tag : str
+        What it was (``out``: a staged output, ``cog``: COG parts, ``dir``: a directory
+        being built, ``old``: a replaced output kept until the commit finished).
+    host, pid
+        The process that made it.
+    """
+
+    path: Path
+    tag: str
+    host: str
+    pid: int
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped is a zombie: gone for our purpose
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_temporaries(directory: str | os.PathLike[str]) -> list[StaleTemporary]:
+    """Temporaries in ``directory`` whose geoembed process is gone (killed, crashed).
+
+    Only names carrying geoembed's temporary marker with a host and process id are
+    considered; a temporary made on another host (a shared volume) or by a process that
+    still runs is never stale.
+
+    Parameters
+    ----------
+    directory : str or path-like
+        The directory of an output.
+
+    Returns
+    -------
+    list of StaleTemporary
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    host = _host()
+    found = []
+    for entry in sorted(d.iterdir()):
+        if TEMP_MARKER not in entry.name:
+            continue
+        owners = list(_TEMP_RE.finditer(entry.name))
+        if not owners:
+            continue
+        if all(m["host"] == host and not _pid_alive(int(m["pid"])) for m in owners):
+            first = owners[0]
+            found.append(StaleTemporary(entry, first["tag"], first["host"], int(first["pid"])))
+    return found
+
+
+def unowned_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Temporaries in ``directory`` that name no owner (made by an earlier geoembed).
+
+    They cannot be told from the work of a running process, so they are only reported
+    (by ``geoembed verify DIR``), never removed automatically.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    return [e for e in sorted(d.iterdir()) if TEMP_MARKER in e.name and not _TEMP_RE.search(e.name)]
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries that killed geoembed processes left in ``directory``.
+
+    A replaced output that a killed commit had moved aside (tag ``old``) is moved back
+    when its target is missing, so a kill in the middle of a commit never loses the old
+    output; otherwise it is removed like any other leftover.
+
+    Returns
+    -------
+    list of pathlib.Path
+        What was removed or restored.
+    """
+    done = []
+    for stale in stale_temporaries(directory):
+        name = stale.path.name
+        if stale.tag == "old" and name.startswith("."):
+            target = stale.path.with_name(name[1 : name.index(TEMP_MARKER)])
+            if not target.exists() and not target.is_symlink():
+                os.replace(stale.path, target)
+                done.append(stale.path)
+                continue
+        remove_path(stale.path)
+        done.append(stale.path)
+    return done
+
+
+def _input_paths(inputs: Iterable[Any]) -> list[Path]:
+    paths = []
+    for item in inputs:
+        if isinstance(item, list | tuple):
+            paths.extend(_input_paths(item))
+        elif isinstance(item, str | os.PathLike) and not is_remote(item):
+            p = Path(item).expanduser()
+            if p.exists():
+                paths.append(p.resolve())
+    return paths
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "no space left on device" in str(e).lower():
+            return True
+        stack.extend([e.__cause__, e.__context__])
+    return False
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them.
+
+    Python runs signal handlers in the main thread whichever thread the signal reached,
+    so the handlers themselves are swapped (masking the main thread would not do).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        pending.append(signum)
+
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in held}
+    for s in held:
+        signal.signal(s, hold)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
+
+
+@dataclass
+class _Output:
+    what: str
+    target: Path
+    given: str
+    directory: bool
+    stage: Path | None = None
+
+
+class OutputSet:
+    """All outputs of one command: checked first, built aside, made visible together.
+
+    Parameters
+    ----------
+    overwrite : bool, default False
+        Allow replacing existing outputs, when geoembed wrote them.
+    inputs : iterable, optional
+        The command's inputs (paths; anything else is ignored). No output may be an
+        input, or contain one.
+
+    Examples
+    --------
+    >>> outputs = OutputSet(overwrite=True, inputs=[source])  # doctest: +SKIP
+    >>> outputs.add("class map", "map.tif")  # doctest: +SKIP
+    >>> with outputs:  # doctest: +SKIP
+    ...     write_cog(classes, outputs.stage("class map"))
+    ...     outputs.commit()
+    """
+
+    def __init__(self, *, overwrite: bool = False, inputs: Iterable[Any] = ()) -> None:
+        self.overwrite = overwrite
+        self._inputs = _input_paths(inputs)
+        self._outputs: dict[str, _Output] = {}
+        self.committed = False
+
+    def add(
+        self, what: str, path: str | os.PathLike[str] | None, *, directory: bool = False
+    ) -> Path | None:
+        """Check one output, before any task runs; return its absolute path.
+
+        Parameters
+        ----------
+        what : str
+            How to name it in messages ("class map", "model directory"...); also the
+            key for :meth:`stage` and :meth:`target`.
+        path : str or path-like or None
+            The output path (None: not asked for, returns None).
+        directory : bool, default False
+            Whether the output is a directory (Zarr store, model directory).
+
+        Raises
+        ------
+        OutputError
+            Unwritable directory; existing output without ``overwrite``; an existing path
+            that geoembed did not write; an input of the command; a path shared with
+            another output; a file where a directory goes or the reverse.
+        """
+        if path is None:
+            return None
+        if what in self._outputs:
+            raise OutputError(f"the {what} was given twice.")
+        given = str(path)
+        if not is_remote(path):  # inputs first: their message names both paths
+            self._check_not_input(Path(path).expanduser().absolute(), what, given)
+        target = check_output_path(path, overwrite=self.overwrite, what=what)
+        resolved = target.resolve()
+        for other in self._outputs.values():
+            if other.target.resolve() == resolved:
+                raise OutputError(
+                    f"The {what} and the {other.what} share the path {given!r}; give each its own."
+                )
+        if target.exists() and target.is_dir() != directory:
+            have, want = ("directory", "file") if target.is_dir() else ("file", "directory")
+            raise OutputError(
+                f"The {what} {given!r} is a {want}, but a {have} exists there. Choose another path."
+            )
+        remove_stale_temporaries(target.parent)
+        self._outputs[what] = _Output(what, target, given, directory)
+        return target
+
+    def _check_not_input(self, target: Path, what: str, given: str) -> None:
+        resolved = target.resolve()
+        for inp in self._inputs:
+            if resolved == inp or (target.exists() and os.path.samefile(target, inp)):
+                raise OutputError(
+                    f"The {what} {given!r} is also an input of this command ({str(inp)!r}); "
+                    "writing it would destroy the input. Choose another output path."
+                )
+            if inp.is_relative_to(resolved):
+                raise OutputError(
+                    f"The {what} {given!r} contains {str(inp)!r}, an input of this command; "
+                    "replacing it would destroy the input. Choose another output path."
+                )
+
+    def __contains__(self, what: str) -> bool:
+        return what in self._outputs
+
+    def target(self, what: str) -> Path:
+        """Return the final path of output ``what``."""
+        return self._outputs[what].target
+
+    def stage(self, what: str) -> Path:
+        """Return the temporary path the writer of ``what`` writes to (not created here)."""
+        out = self._outputs[what]
+        if out.stage is None:
+            out.stage = temp_sibling(out.target, "out")
+        return out.stage
+
+    def __enter__(self) -> OutputSet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            if not self.committed:
+                self.discard()
+            return
+        self.discard()
+        if isinstance(exc, Exception) and _is_disk_full(exc):
+            dirs = sorted({str(o.target.parent) for o in self._outputs.values()})
+            raise OutputError(
+                f"The disk is full: writing the outputs to {', '.join(dirs)} ran out of "
+                "space. Nothing was written and the temporary files were removed; free "
+                "some space or choose another output directory."
+            ) from exc
+
+    def _temporaries(self, out: _Output) -> list[Path]:
+        if out.stage is None:
+            return []
+        prefixes = (out.stage.name, f".{out.stage.name}")
+        parent = out.stage.parent
+        try:
+            return [p for p in parent.iterdir() if p.name.startswith(prefixes)]
+        except OSError:
+            return []
+
+    def discard(self) -> None:
+        """Remove every temporary of this set (staged outputs and the writers' parts)."""
+        if not self.committed:
+            global _SWEEP_AT_EXIT
+            with _DISCARDED_LOCK:
+                if self not in _DISCARDED:
+                    _DISCARDED.append(self)
+                if not _SWEEP_AT_EXIT:
+                    # after the thread pools of Dask's local schedulers are joined
+                    atexit.register(sweep_discarded)
+                    _SWEEP_AT_EXIT = True
+        for out in self._outputs.values():
+            for path in self._temporaries(out):
+                remove_path(path)
+
+    def commit(self) -> dict[str, Path]:
+        """Move every staged output into place in one step; roll back on failure.
+
+        Returns
+        -------
+        dict
+            ``{what: final path}``.
+
+        Raises
+        ------
+        OutputValidationError
+            When a staged output is missing (nothing is moved).
+        """
+        missing = [
+            o.what
+            for o in self._outputs.values()
+            if o.stage is None or not (o.stage.exists() or o.stage.is_symlink())
+        ]
+        if missing:
+            raise OutputValidationError(
+                f"Not written: {', '.join(missing)}; no output was replaced. Run the command again."
+            )
+        done: list[tuple[_Output, Path | None]] = []
+        with _signals_deferred():
+            try:
+                for out in self._outputs.values():
+                    assert out.stage is not None
+                    backup = None
+                    if out.target.exists() or out.target.is_symlink():
+                        backup = temp_sibling(out.target, "old")
+                        os.replace(out.target, backup)
+                    try:
+                        os.replace(out.stage, out.target)
+                    except BaseException:
+                        if backup is not None:
+                            os.replace(backup, out.target)
+                        raise
+                    done.append((out, backup))
+            except BaseException:
+                for out, backup in reversed(done):
+                    undo = temp_sibling(out.target, "undo")
+                    os.replace(out.target, undo)
+                    if backup is not None:
+                        os.replace(backup, out.target)
+                    remove_path(undo)
+                raise
+            self.committed = True
+            for _out, backup in done:
+                if backup is not None:
+                    remove_path(backup)
+        return {o.what: o.target for o in self._outputs.values()}
+
+
+def sweep_discarded() -> None:
+    """Remove again the temporaries of discarded output sets of this process.
+
+    Dask tasks of a failed or interrupted job can still be writing when the error reaches
+    the caller; the CLI calls this once its Dask workers are gone, and it runs again at
+    interpreter exit, after the thread pools of Dask's local schedulers are joined.
+    """
+    with _DISCARDED_LOCK:
+        sets = list(_DISCARDED)
+        _DISCARDED.clear()
+    for outputs in sets:
+        for out in outputs._outputs.values():
+            for path in outputs._temporaries(out):
+                remove_path(path)
