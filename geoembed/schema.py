@@ -15,7 +15,7 @@ Nothing in this module reads pixel data: every check uses metadata only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -183,7 +183,7 @@ def check_embedding(
         )
 
 
-def _find_dim(dims: Sequence[str], aliases: Sequence[str]) -> str | None:
+def _find_dim(dims: Sequence[Hashable], aliases: Sequence[str]) -> str | None:
     lower = {str(d).lower(): str(d) for d in dims}
     for alias in aliases:
         if alias in lower:

@@ -111,6 +111,7 @@ class ApproximateKNNClassifier(KNNClassifier):
         Xv = self._vectors(self.X_)
         n, d = Xv.shape
         metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+        index: Any
         if self.index_kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.hnsw_m, metric)
             index.hnsw.efConstruction = max(40, self.ef_search)

@@ -190,6 +190,7 @@ def classify_job(
     else:
         import geoembed.labels as gl
 
+        assert label_column is not None  # checked above, before the field was opened
         if labels is not None:
             gdf = gl.load_labels(labels, label_column=label_column)
             ts = gl.training_from_geometries(

@@ -193,6 +193,7 @@ class _Index:
         exactly and a boundary tie sends the row to the wide re-scoring.
         """
         faiss = self.heap
+        assert faiss is not None
         q = len(Qb)
         h = faiss.float_minheap_array_t()
         h.nh = q
@@ -227,9 +228,8 @@ class _Index:
         """
         scale = qn * self.xmax + (0.5 * self.xmax**2 if self.metric == "euclidean" else 0.0)
         err = self.err_unit * scale
-        if self.metric == "cosine":
-            step = 4 * 2.0**-23
-        else:
+        step: Any = 4 * 2.0**-23  # cosine: a few float32 steps of the distance
+        if self.metric == "euclidean":
             step = 2.0**-23 * (qn + self.xmax) ** 2
         return 2.0 * err + step + 1e-30
 
@@ -535,6 +535,8 @@ class KNNClassifier:
         q, k = lab.shape
         r = np.arange(q)
         C = self.n_classes
+        pred: Any
+        counts: Any
         if self.weights == "uniform" and k < 16 and C <= 16 and not need_counts:
             # 4-bit counters packed in one uint64 per pixel: k + C vector passes
             shifts = (4 * lab).astype(np.uint64)
@@ -605,4 +607,6 @@ def exact_kneighbors(
     Used to measure the recall of approximate indexes.
     """
     index = _Index(np.ascontiguousarray(X, dtype=np.float32), metric)
-    return index.search(np.ascontiguousarray(Q, dtype=np.float32), min(k, len(X)))
+    dist, ind = index.search(np.ascontiguousarray(Q, dtype=np.float32), min(k, len(X)))
+    assert dist is not None
+    return dist, ind

@@ -415,7 +415,7 @@ class SyntheticScene:
 
         found = self._candidates(n_per_class, seed, accept)
         x0, y0, res, yres = self._transform
-        recs = []
+        recs: list[tuple[int, str, int, int]] = []
         geoms = []
         for k in sorted(found):
             for r, c in found[k]:

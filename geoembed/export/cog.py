@@ -119,7 +119,7 @@ def _parse_color(value: Any, what: str) -> tuple[int, int, int, int]:
             raise SchemaError(
                 f"Colour {value!r} for {what} is not a hex colour; use '#rrggbb' or (r, g, b)."
             )
-        rgba = [int(h[i : i + 2], 16) for i in range(0, len(h), 2)]
+        rgba: list[float] = [int(h[i : i + 2], 16) for i in range(0, len(h), 2)]
     else:
         try:
             rgba = [float(v) for v in value]

@@ -91,7 +91,7 @@ def _check_blocks_in_file(src: Any, path: str) -> None:
     by, bx = src.block_shapes[0]
     ny, nx = math.ceil(src.height / by), math.ceil(src.width / bx)
     bands = [1] if src.interleaving == rasterio.enums.Interleaving.pixel else [1, src.count]
-    rows = range(ny)
+    rows: Sequence[int] = range(ny)
     if ny * nx > _MAX_BLOCKS_CHECKED:
         rows = sorted({*range(0, ny, max(1, ny * nx // _MAX_BLOCKS_CHECKED)), ny - 1})
     for bidx in sorted(set(bands)):
@@ -156,7 +156,8 @@ def open_geotiff(
     xarray.DataArray
     """
     many = not isinstance(paths, str | os.PathLike)
-    path_list = [os.fspath(p) for p in (paths if many else [paths])]  # type: ignore[union-attr]
+    items: Any = paths if many else [paths]
+    path_list = [os.fspath(p) for p in items]
     if not path_list:
         raise SchemaError("open_embeddings() was given an empty list of files.")
     infos = [raster_info(p) for p in path_list]

@@ -246,7 +246,7 @@ def open_zarr(
         dask_chunks[band_dim] = -1
     ds = _checked(meta, source, names, dask_chunks)
     crs = find_crs(ds, source=source)
-    ds = select_year(ds[names], year, source=source)
+    ds = select_year(ds[names], year, source=source)  # type: ignore[assignment]
     if len(names) == 1:
         da = ds[names[0]]
         if band_dim is None:

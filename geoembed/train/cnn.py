@@ -312,6 +312,7 @@ def train_cnn(
             da, labels, label_column=label_column, name_column=name_column, nodata=label_nodata
         )
     else:
+        assert labels_raster is not None
         grid = labels_from_raster(da, labels_raster, nodata=label_nodata, class_names=class_names)
     if grid.ids.shape != (da.sizes["y"], da.sizes["x"]):  # pragma: no cover - guarded above
         raise LabelError("labels and field shapes differ")

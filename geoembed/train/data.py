@@ -186,7 +186,7 @@ def labels_from_raster(
         path = Path(raster)
         if not path.exists():
             raise LabelError(f"Label raster {path} does not exist.")
-        lab = rioxarray.open_rasterio(path, masked=False)
+        lab = rioxarray.open_rasterio(path, masked=False)  # type: ignore[assignment]
     if lab.ndim == 3:
         if lab.shape[0] != 1:
             raise LabelError(
@@ -573,8 +573,11 @@ def normalisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def standardise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """``(x - mean) / std`` per band (band axis -3), NaN replaced by 0 (the band mean)."""
+def standardise(x: np.ndarray, mean: Any, std: Any) -> np.ndarray:
+    """``(x - mean) / std`` per band (band axis -3), NaN replaced by 0 (the band mean).
+
+    ``mean`` and ``std`` are sequences or arrays of one value per band.
+    """
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     s = np.asarray(std, dtype=np.float32)[:, None, None]
     out = (np.asarray(x, dtype=np.float32) - m) / s
