@@ -258,3 +258,50 @@ def test_importing_viz_does_not_import_ipyleaflet() -> None:
     code = "import sys, geoembed.viz, geoembed.datasets; print('ipyleaflet' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_classify_cog_reopened_shows_its_own_names_and_colours(tmp_path) -> None:
+    """One codec: the COG's class_names/class_colors tags drive viz's legend and colours."""
+    import rioxarray
+
+    from geoembed.colors import parse_color
+    from geoembed.export import read_class_names, write_cog
+    from geoembed.viz._render import render
+
+    ids = np.zeros((20, 30), np.uint8)
+    ids[:, 10:] = 1
+    ids[:, 20:] = 2
+    da = xr.DataArray(
+        ids,
+        dims=("y", "x"),
+        coords={"y": 4906600.0 - 10 * np.arange(20), "x": 358410.0 + 10 * np.arange(30)},
+    ).rio.write_crs("EPSG:32616")
+    names = ["bare, dry", "water", "trees"]  # a comma inside a name
+    colors = ["#aa5500", (0.5, 0.2, 0.1), (0, 128, 255)]
+    path = tmp_path / "map.tif"
+    write_cog(da, path, class_names=names, colors=colors)
+    assert read_class_names(path) == dict(enumerate(names))
+    reopened = rioxarray.open_rasterio(path).squeeze("band", drop=True)
+    img = render(reopened)
+    want = {n: "#{:02x}{:02x}{:02x}".format(*parse_color(c)[:3]) for n, c in zip(names, colors)}
+    assert img.legend == want
+    assert want["water"] == "#80331a"  # 0-1 floats scale to 0-255 (brown, not black)
+    # the pixels carry the same colours
+    assert tuple(img.rgba[0, 15, :3]) == parse_color(colors[1])[:3]
+
+
+def test_kmeans_cog_carries_a_colour_table(tmp_path) -> None:
+    import rasterio
+
+    from geoembed.cluster import KMeans
+    from geoembed.colors import default_color
+    from geoembed.export import write_cog
+    from geoembed.testing import make_field
+
+    field = make_field(24, 30, chunks=12, seed=4)
+    clusters = KMeans(n_clusters=3, random_state=0).fit(field).predict(field)
+    write_cog(clusters, tmp_path / "clusters.tif")
+    with rasterio.open(tmp_path / "clusters.tif") as src:
+        cmap = src.colormap(1)
+    for i in range(3):
+        assert cmap[i][:3] == default_color(i)[:3]

@@ -27,6 +27,7 @@ from geoembed.cluster._kernels import (
     single_thread_blas,
 )
 from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
+from geoembed.colors import default_color, encode_class_colors
 from geoembed.errors import GeoembedError, ModelError, SchemaError
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names, map_like
 
@@ -472,7 +473,12 @@ class KMeans:
             token="geoembed-kmeans-predict",  # prefix; the key hashes centres and field
         )
         labels = map_like(X, out, name="cluster")
-        labels.attrs.update(n_clusters=int(self.n_clusters), metric=self.metric)
+        palette = [default_color(i) for i in range(int(self.n_clusters))]
+        labels.attrs.update(
+            n_clusters=int(self.n_clusters),
+            metric=self.metric,
+            class_colors=encode_class_colors(palette),  # the COG's colour table
+        )
         return labels.rio.write_nodata(nodata)
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:

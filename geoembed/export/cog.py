@@ -29,7 +29,6 @@ RGB only (alpha is not stored; the nodata entry reads back transparent).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import uuid
@@ -45,6 +44,12 @@ import numpy as np
 import xarray as xr
 
 from geoembed._version import __version__
+from geoembed.colors import (
+    decode_class_colors,
+    decode_class_names,
+    encode_class_colors,
+    encode_class_names,
+)
 from geoembed.errors import (
     DimensionError,
     DTypeError,
@@ -110,46 +115,6 @@ class _Plan:
     blocks: tuple[tuple[int, int, int, int], ...] = ()
     #: overview factors computed chunk by chunk; empty: GDAL builds the overviews
     factors: tuple[int, ...] = ()
-
-
-def _parse_color(value: Any, what: str) -> tuple[int, int, int, int]:
-    if isinstance(value, str):
-        h = value.lstrip("#")
-        if len(h) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in h):
-            raise SchemaError(
-                f"Colour {value!r} for {what} is not a hex colour; use '#rrggbb' or (r, g, b)."
-            )
-        rgba: list[float] = [int(h[i : i + 2], 16) for i in range(0, len(h), 2)]
-    else:
-        try:
-            rgba = [float(v) for v in value]
-        except TypeError as exc:
-            raise SchemaError(
-                f"Colour {value!r} for {what} is neither '#rrggbb' nor an (r, g, b) tuple."
-            ) from exc
-        if len(rgba) not in (3, 4):
-            raise SchemaError(f"Colour {value!r} for {what} needs 3 or 4 components.")
-        if all(0.0 <= v <= 1.0 for v in rgba) and any(0.0 < v < 1.0 for v in rgba):
-            rgba = [v * 255.0 for v in rgba]
-        if any(v < 0 or v > 255 for v in rgba):
-            raise SchemaError(f"Colour {value!r} for {what} has components outside 0..255.")
-        rgba = [round(v) for v in rgba]
-    if len(rgba) == 3:
-        rgba.append(255)
-    return (int(rgba[0]), int(rgba[1]), int(rgba[2]), int(rgba[3]))
-
-
-def _as_id_mapping(obj: Mapping[Any, Any] | Sequence[Any], what: str) -> dict[int, Any]:
-    if isinstance(obj, Mapping):
-        try:
-            return {int(k): v for k, v in obj.items()}
-        except (TypeError, ValueError) as exc:
-            raise SchemaError(
-                f"{what} keys must be integer class ids, got {list(obj)[:5]}."
-            ) from exc
-    if isinstance(obj, str | bytes):
-        raise SchemaError(f"{what} must be a list (index = class id) or a dict id -> value.")
-    return dict(enumerate(obj))
 
 
 def _check_ids(ids: Sequence[int], dtype: np.dtype, nodata: Any, what: str) -> None:
@@ -496,12 +461,8 @@ def _resolve_classes(
 ) -> tuple[Any, Any]:
     if class_names is None:
         class_names = da.attrs.get("class_names")
-        if isinstance(class_names, str):
-            class_names = json.loads(class_names)
     if colors is None:
         colors = da.attrs.get("colors", da.attrs.get("class_colors"))
-        if isinstance(colors, str):
-            colors = json.loads(colors)
     return class_names, colors
 
 
@@ -623,7 +584,7 @@ def write_cog(
                 "apply to (y, x) integer class maps only."
             )
     if class_names is not None:
-        names_map = {k: str(v) for k, v in _as_id_mapping(class_names, "class_names").items()}
+        names_map = decode_class_names(class_names)
         _check_ids(list(names_map), dtype, nodata_value, "class_names")
     if colors is not None:
         if dtype.name not in ("uint8", "uint16"):
@@ -631,9 +592,7 @@ def write_cog(
                 f"{name} is {dtype}; GeoTIFF colour tables need uint8 or uint16 class maps. "
                 "Cast with da.astype(geoembed.schema.class_dtype(n_classes))."
             )
-        cmap = {
-            k: _parse_color(v, f"class {k}") for k, v in _as_id_mapping(colors, "colors").items()
-        }
+        cmap = decode_class_colors(colors)
         _check_ids(list(cmap), dtype, nodata_value, "colors")
     transform, bottom_up = _grid(da, name)
     target = check_output_path(path, overwrite=overwrite, what="COG")
@@ -651,7 +610,9 @@ def write_cog(
         "geoembed_kind": "class_map" if is_class_map else "continuous",
     }
     if names_map is not None:
-        tags["class_names"] = json.dumps({str(k): v for k, v in sorted(names_map.items())})
+        tags["class_names"] = encode_class_names(names_map)
+    if cmap is not None:
+        tags["class_colors"] = encode_class_colors(cmap)
     plan = _Plan(
         target=str(target),
         tmpdir=str(temp_sibling(target, "cog")),
@@ -706,4 +667,4 @@ def read_class_names(path: str | os.PathLike[str]) -> dict[int, str]:
         raise OutputError(f"Cannot open {str(path)!r}: {exc}") from exc
     if not raw:
         return {}
-    return {int(k): str(v) for k, v in json.loads(raw).items()}
+    return decode_class_names(raw)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geoembed.colors import parse_color, to_hex
 from geoembed.errors import LabelError
 
 __all__ = [
@@ -83,15 +84,7 @@ _COLOR_KEYS = ("color", "colour", "hex", "rgb", "palette")
 def _norm_color(value: Any, where: str) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) in (3, 4):
-        r, g, b = (int(v) for v in list(value)[:3])
-        return f"#{r:02x}{g:02x}{b:02x}"
-    text = str(value).strip().lstrip("#").lower()
-    if len(text) == 8:
-        text = text[:6]
-    if len(text) != 6 or any(ch not in "0123456789abcdef" for ch in text):
-        raise LabelError(f"{where}: colour {value!r} is not '#rrggbb' hex or an (r, g, b) triple.")
-    return "#" + text
+    return to_hex(parse_color(value, where, error=LabelError))
 
 
 def _pick(keys: Sequence[str], record_keys: Sequence[str]) -> str | None:

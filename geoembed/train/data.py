@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from geoembed.colors import PALETTE
 from geoembed.errors import CRSMismatchError, LabelError, MissingCRSError
 from geoembed.schema import resolution
 
@@ -50,10 +51,7 @@ log = logging.getLogger(__name__)
 IGNORE = -1
 
 #: colours given to classes when the labels carry none (hex RGB)
-DEFAULT_COLORS = [
-    "#1f77b4", "#2ca02c", "#ff7f0e", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#98df8a", "#ffbb78", "#ff9896",
-]  # fmt: skip
+DEFAULT_COLORS = list(PALETTE)
 
 Window = tuple[int, int, int, int]  # row0, row1, col0, col1 (half-open)
 

@@ -18,17 +18,12 @@ import numpy as np
 import xarray as xr
 from affine import Affine
 
+from geoembed.colors import decode_class_colors, decode_class_names, default_color, to_hex
 from geoembed.errors import BandMismatchError, DimensionError, SchemaError
 from geoembed.schema import CLASS_NODATA
 
-__all__ = ["Rendered", "parse_color", "render"]
+__all__ = ["Rendered", "render"]
 
-#: categorical colours used when a class map comes without colours
-_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
-    "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
-)  # fmt: skip
 #: pixels in the PCA sample (enough for 3 components of a 64-d field)
 _PCA_SAMPLE = 20_000
 #: blocks read to fit the PCA when the decimated field is too large to hold
@@ -70,23 +65,6 @@ class Rendered:
         left, top = self.transform * (0, 0)
         right, bottom = self.transform * (cols, rows)
         return min(left, right), min(bottom, top), max(left, right), max(bottom, top)
-
-
-def parse_color(color: Any) -> tuple[int, int, int]:
-    """``"#rrggbb"``, ``"rrggbb"`` or an RGB(A) tuple (0-255) to an RGB tuple."""
-    if isinstance(color, str):
-        h = color.lstrip("#")
-        if len(h) not in (6, 8):
-            raise SchemaError(f"Colour {color!r} is not '#rrggbb'.")
-        return int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16)
-    vals = tuple(int(v) for v in color)
-    if len(vals) not in (3, 4) or not all(0 <= v <= 255 for v in vals):
-        raise SchemaError(f"Colour {color!r} is not an (r, g, b) tuple of 0-255 integers.")
-    return vals[0], vals[1], vals[2]
-
-
-def _hex(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _stride(height: int, width: int, max_size: int) -> int:
@@ -250,21 +228,15 @@ def _class_colors(
     colors: Sequence[Any] | Mapping[int, Any] | None,
     attrs: Mapping[str, Any],
 ) -> tuple[dict[int, tuple[int, int, int]], dict[int, str]]:
-    names: dict[int, str] = {}
-    if class_names is None and "class_names" in attrs:
-        raw = attrs["class_names"]
-        class_names = raw.split(",") if isinstance(raw, str) else list(raw)
-    if isinstance(class_names, Mapping):
-        names = {int(k): str(v) for k, v in class_names.items()}
-    elif class_names is not None:
-        names = {i: str(n) for i, n in enumerate(class_names)}
-    cmap: dict[int, tuple[int, int, int]] = {}
-    if isinstance(colors, Mapping):
-        cmap = {int(k): parse_color(v) for k, v in colors.items()}
-    elif colors is not None:
-        cmap = {i: parse_color(v) for i, v in enumerate(colors)}
+    """Names and colours by class id: arguments, else the map's own (COG tags), else defaults."""
+    if class_names is None:
+        class_names = attrs.get("class_names")
+    if colors is None:
+        colors = attrs.get("colors", attrs.get("class_colors"))
+    names = decode_class_names(class_names)
+    cmap = {k: v[:3] for k, v in decode_class_colors(colors).items()}
     for i in sorted(set(ids.tolist()) | set(names)):
-        cmap.setdefault(i, parse_color(_PALETTE[i % len(_PALETTE)]))
+        cmap.setdefault(i, default_color(i)[:3])
         names.setdefault(i, f"class {i}")
     return cmap, names
 
@@ -334,8 +306,9 @@ def render(
         pos = np.searchsorted(lut_ids, np.where(valid, labels, lut_ids[0]))
         pos = np.clip(pos, 0, len(lut_ids) - 1)
         rgb = np.moveaxis(lut[pos], -1, 0)
-        shown = sorted(set(names) if class_names is not None else set(ids.tolist()))
-        legend = {names[i]: _hex(cmap[i]) for i in shown}
+        named = class_names is not None or "class_names" in obj.attrs
+        shown = sorted(set(names) if named else set(ids.tolist()))
+        legend = {names[i]: to_hex(cmap[i]) for i in shown}
         kind = "classes"
     else:
         values = _compute(_decimate(obj, stride)).astype(np.float64)
