@@ -22,6 +22,7 @@ __all__ = [
     "MissingDependencyError",
     "MissingInputError",
     "ModelError",
+    "NotFittedError",
     "OutputError",
     "OutputValidationError",
     "QuantizationError",
@@ -76,6 +77,10 @@ class LabelError(GeoembedError, ValueError):
 
 class ModelError(GeoembedError, ValueError):
     """A model that does not match the field or cannot be loaded."""
+
+
+class NotFittedError(ModelError, AttributeError):
+    """A model used before ``fit`` (scikit-learn's ``NotFittedError`` contract)."""
 
 
 class UnsafeModelError(ModelError):

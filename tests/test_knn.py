@@ -11,7 +11,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 import geoembed.classify.knn as knn_mod
 from geoembed.classify import KNNClassifier
-from geoembed.errors import LabelError, ModelError
+from geoembed.errors import LabelError, ModelError, NotFittedError
 
 BANDS = [f"A{i:02d}" for i in range(64)]
 #: documented distance tolerance against scikit-learn (module docstring of knn.py)
@@ -168,8 +168,10 @@ def test_bad_training_data_is_rejected() -> None:
     with pytest.raises(LabelError, match="integers"):
         KNNClassifier(3).fit(X, y.astype(float))
     with pytest.raises(ModelError, match="metric"):
-        KNNClassifier(3, metric="manhattan")
-    with pytest.raises(ModelError, match="not fitted"):
+        KNNClassifier(3, metric="manhattan").fit(X, y)  # scikit-learn: validated in fit
+    with pytest.raises(ModelError, match="n_neighbors"):
+        KNNClassifier(0).fit(X, y)
+    with pytest.raises(NotFittedError, match="not fitted"):
         KNNClassifier(3).predict(X)
     with pytest.raises(ModelError, match="length 64"):
         KNNClassifier(3).fit(X, y).predict(X[:, :10])
@@ -246,3 +248,35 @@ def test_outputs_do_not_depend_on_gemm_rounding_or_batch_shape(
 
             mp.setattr(knn_mod._Index, "__init__", init)
             assert outputs() == clean, f"outputs changed with query batch {rows} and GEMM noise"
+
+
+def test_scikit_learn_estimator_contract(dw) -> None:
+    """get_params/set_params, clone, cross_val_score, NotFittedError, n_features_in_."""
+    from sklearn.base import clone
+    from sklearn.exceptions import NotFittedError as SkNotFitted
+    from sklearn.model_selection import cross_val_score
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = dw["iowa_ag"]
+    model = KNNClassifier(7, metric="euclidean", weights="distance")
+    assert model.get_params() == {
+        "n_neighbors": 7,
+        "metric": "euclidean",
+        "weights": "distance",
+        "allow_small_classes": False,
+    }
+    twin = clone(model).set_params(n_neighbors=3)
+    assert twin.n_neighbors == 3 and model.n_neighbors == 7
+    with pytest.raises(SkNotFitted):
+        check_is_fitted(model)
+    with pytest.raises(AttributeError):  # scikit-learn's NotFittedError contract
+        model.predict(X)
+    scores = cross_val_score(KNNClassifier(5), X, y, cv=3)
+    ref = cross_val_score(KNeighborsClassifier(5, metric="cosine", algorithm="brute"), X, y, cv=3)
+    np.testing.assert_allclose(scores, ref)
+    fitted = clone(model).fit(X, y)
+    assert fitted.n_features_in_ == 64
+    np.testing.assert_array_equal(fitted.classes_, np.arange(fitted.n_classes))
+    with pytest.warns(DeprecationWarning, match="n_neighbors"):
+        old = KNNClassifier(k=4)
+    assert old.n_neighbors == 4 and old.k == 4

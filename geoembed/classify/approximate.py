@@ -81,6 +81,21 @@ class ApproximateKNNClassifier(KNNClassifier):
         self._faiss: Any = None
         self._faiss_bytes: np.ndarray | None = None
 
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Return the constructor parameters (scikit-learn's ``get_params``; ``clone`` works)."""
+        return {
+            "k": self.k,
+            "metric": self.metric,
+            "weights": self.weights,
+            "index": self.index_kind,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "hnsw_m": self.hnsw_m,
+            "ef_search": self.ef_search,
+            "recall_sample": self.recall_sample,
+            "seed": self.seed,
+        }
+
     def params(self) -> dict[str, Any]:
         """Parameters saved with the model."""
         p = super().params()

@@ -41,13 +41,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from geoembed._exact import pair_dots, row_dots, unit_rows
-from geoembed.errors import LabelError, ModelError
+from geoembed.errors import LabelError, ModelError, NotFittedError
 
 __all__ = ["METRICS", "WEIGHTS", "KNNClassifier", "exact_kneighbors"]
 
@@ -306,21 +308,31 @@ def _canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return o1[o2]
 
 
-class KNNClassifier:
+class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """Exact k-nearest-neighbour classifier for embedding vectors.
+
+    A scikit-learn estimator: ``get_params``/``set_params``, ``clone``, ``score``;
+    parameters are validated in :meth:`fit`; an unfitted model raises
+    :class:`~geoembed.errors.NotFittedError`.
 
     Parameters
     ----------
-    k : int, default 5
-        Number of neighbours.
+    n_neighbors : int, default 5
+        Number of neighbours (``k``; the old keyword ``k=`` still works, deprecated).
     metric : {"cosine", "euclidean"}, default "cosine"
         Cosine distance suits unit-length embeddings (AlphaEarth).
     weights : {"uniform", "distance"}, default "uniform"
         Equal votes, or votes weighted by inverse distance (scikit-learn's definition:
         a query at distance 0 from some training vectors takes only their votes).
+    allow_small_classes : bool, default False
+        Accept classes with fewer than ``n_neighbors`` training vectors.
 
     Attributes
     ----------
+    n_features_in_ : int
+        Length of the vectors.
+    classes_ : ndarray (n_classes,) int64
+        Class ids ``0..n_classes-1`` (names in ``class_names``).
     X_ : ndarray (n, d) float32
         Training vectors in canonical order.
     y_ : ndarray (n,) int64
@@ -333,17 +345,42 @@ class KNNClassifier:
 
     kind = "exact"
 
-    def __init__(self, k: int = 5, *, metric: str = "cosine", weights: str = "uniform") -> None:
-        if metric not in METRICS:
-            raise ModelError(f"metric {metric!r} is not supported; use one of {METRICS}.")
-        if weights not in WEIGHTS:
-            raise ModelError(f"weights {weights!r} is not supported; use one of {WEIGHTS}.")
-        if not isinstance(k, int | np.integer) or k < 1:
-            raise ModelError(f"k must be a positive integer, got {k!r}.")
-        self.k = int(k)
+    def __init__(
+        self,
+        n_neighbors: int = 5,
+        *,
+        metric: str = "cosine",
+        weights: str = "uniform",
+        allow_small_classes: bool = False,
+        **deprecated: Any,
+    ) -> None:
+        if "k" in deprecated:
+            warnings.warn(
+                "KNNClassifier(k=...) is deprecated; use n_neighbors=.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            n_neighbors = deprecated.pop("k")
+        if deprecated:
+            raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
+        self.n_neighbors = n_neighbors
         self.metric = metric
         self.weights = weights
-        self._index: _Index | None = None
+        self.allow_small_classes = allow_small_classes
+
+    def _validate_params(self) -> None:  # type: ignore[override]
+        if self.metric not in METRICS:
+            raise ModelError(f"metric {self.metric!r} is not supported; use one of {METRICS}.")
+        if self.weights not in WEIGHTS:
+            raise ModelError(f"weights {self.weights!r} is not supported; use one of {WEIGHTS}.")
+        k = self.n_neighbors
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ModelError(f"n_neighbors (k) must be a positive integer, got {k!r}.")
+
+    @property
+    def k(self) -> int:
+        """Number of neighbours (``n_neighbors``)."""
+        return int(self.n_neighbors)
 
     # -- fitting -------------------------------------------------------------------------
     def fit(
@@ -355,7 +392,7 @@ class KNNClassifier:
         class_values: Sequence[Any] | None = None,
         colors: Sequence[Any] | None = None,
         band_names: Sequence[str] | None = None,
-        allow_small_classes: bool = False,
+        allow_small_classes: bool | None = None,
     ) -> KNNClassifier:
         """Store the training vectors (no copy of the field is involved).
 
@@ -373,8 +410,9 @@ class KNNClassifier:
             One colour per class (saved with the model, used for COG colour maps).
         band_names : sequence of str, optional
             Band names of the field the vectors came from; checked at prediction.
-        allow_small_classes : bool, default False
-            Accept classes with fewer than ``k`` training vectors.
+        allow_small_classes : bool, optional
+            Accept classes with fewer than ``k`` training vectors (default: the
+            constructor's ``allow_small_classes``).
 
         Returns
         -------
@@ -387,6 +425,9 @@ class KNNClassifier:
             Empty training data, non-finite vectors, bad class ids, or a class with fewer
             than ``k`` vectors.
         """
+        self._validate_params()
+        if allow_small_classes is None:
+            allow_small_classes = bool(self.allow_small_classes)
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) == 0:
@@ -432,11 +473,13 @@ class KNNClassifier:
         self.y_ = y[order].astype(np.int64)
         self.rows_ = order.astype(np.int64)
         self.n_classes = n_classes
+        self.n_features_in_ = int(X.shape[1])
+        self.classes_ = np.arange(n_classes, dtype=np.int64)
         self.class_names = names or [str(c) for c in range(n_classes)]
         self.class_values = list(class_values) if class_values is not None else None
         self.colors = list(colors) if colors is not None else None
         self.band_names = [str(b) for b in band_names] if band_names is not None else None
-        self._index = None
+        self._index: _Index | None = None
         return self
 
     @classmethod
@@ -473,18 +516,18 @@ class KNNClassifier:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "X_"):
-            raise ModelError("this KNNClassifier is not fitted; call fit() first.")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit() first.")
 
     @property
     def index(self) -> _Index:
         """The search structure (built on first use, also after unpickling on a worker)."""
         self._check_fitted()
-        if self._index is None:
+        if getattr(self, "_index", None) is None:
             self._index = _Index(self.X_, self.metric)
         return self._index
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())
         state["_index"] = None  # rebuilt on the worker: ship only the training data
         return state
 
