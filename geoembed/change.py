@@ -29,7 +29,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._blockwise import map_pixels
-from geoembed._exact import row_dots, unit_rows
+from geoembed._exact import row_dots
 from geoembed.errors import CRSMismatchError, GridMismatchError, LabelError, SchemaError
 from geoembed.schema import check_embedding, resolution
 
@@ -152,9 +152,10 @@ def stack_years(
 
 def _magnitude_block(vectors: np.ndarray) -> np.ndarray:
     d = vectors.shape[1] // 2
-    a = unit_rows(vectors[:, :d])
-    b = unit_rows(vectors[:, d:])
-    s = row_dots(a, b)
+    a, b = vectors[:, :d], vectors[:, d:]
+    norms = np.sqrt(row_dots(a, a) * row_dots(b, b))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = np.where(norms > 0, row_dots(a, b) / norms, 0.0)
     return np.clip(1.0 - s, 0.0, 2.0).astype(np.float32)
 
 
@@ -176,17 +177,16 @@ def change_magnitude(
         ``(y, x)`` float32 in ``[0, 2]`` named ``change`` (0: same direction), NaN where
         either year is nodata. Nothing is computed.
     """
-    if "time" in a.dims:
-        a = a.drop_vars("time", errors="ignore")
-    if "time" in b.dims:
-        b = b.drop_vars("time", errors="ignore")
     stack = stack_years([a, b], names=names)
-    d = stack.sizes["band"]
-    bands = [f"t0_{v}" for v in stack["band"].values] + [f"t1_{v}" for v in stack["band"].values]
-    both = xr.concat([stack.isel(time=0), stack.isel(time=1)], dim="band", coords="minimal")
-    both = both.drop_vars("time", errors="ignore").assign_coords(band=bands)
-    if both.chunks is not None:
-        both = both.chunk({"band": 2 * d})
+    first, second = stack.isel(time=0, drop=True), stack.isel(time=1, drop=True)
+    bands = [f"t0_{v}" for v in first["band"].values] + [f"t1_{v}" for v in first["band"].values]
+    if first.chunks is not None:
+        import dask.array as dsa
+
+        data: Any = dsa.concatenate([first.data, second.data], axis=0).rechunk({0: -1})
+    else:
+        data = np.concatenate([first.values, second.values], axis=0)
+    both = first.isel(band=0, drop=True).expand_dims(band=bands).copy(data=data)
     out = map_pixels(
         both, _magnitude_block, n_out=1, fill=np.nan, dtype=np.float32, name="change"
     ).isel(output=0, drop=True)
