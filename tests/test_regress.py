@@ -88,7 +88,8 @@ def test_spatial_cv_r2_on_real_samples(shared_data: Path) -> None:
             rand = cross_validate_regression(lambda: KNNRegressor(10), ts, cv="random:5", seed=0)
             p = spatial["pooled"]
             lines.append(
-                f"{region:17s} {target:6s} spatial R2 {p['r2']:.3f} (random {rand['pooled']['r2']:.3f})"
+                f"{region:17s} {target:6s} spatial R2 {p['r2']:.3f}"
+                f" (random {rand['pooled']['r2']:.3f})"
                 f" RMSE {p['rmse']:.3f} MAE {p['mae']:.3f} bias {p['bias']:+.4f}"
                 f" [{spatial['n_groups']} blocks]"
             )
