@@ -31,7 +31,7 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots
 from geoembed.errors import CRSMismatchError, GridMismatchError, LabelError, SchemaError
-from geoembed.schema import check_embedding, resolution
+from geoembed.schema import check_embedding, map_like, resolution
 
 __all__ = [
     "MASK_NODATA",
@@ -280,8 +280,8 @@ def choose_change_threshold(
 
 def change_mask(magnitude: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``magnitude >= threshold``, 0 elsewhere, 255 at nodata."""
-    mask = xr.where(magnitude >= threshold, 1, 0)
-    mask = mask.where(magnitude.notnull(), MASK_NODATA).astype(np.uint8).rename("changed")
+    flags = xr.where(magnitude >= threshold, 1, 0).where(magnitude.notnull(), MASK_NODATA)
+    mask = map_like(magnitude, flags.data.astype(np.uint8), name="changed")
     mask = mask.rio.write_nodata(MASK_NODATA, encoded=False)
     mask.attrs.update(threshold=float(threshold), class_names=["unchanged", "changed"])
     return mask

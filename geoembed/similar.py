@@ -30,7 +30,7 @@ from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots, unit_rows
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, SchemaError
-from geoembed.schema import check_embedding
+from geoembed.schema import check_embedding, map_like
 
 __all__ = [
     "METRICS",
@@ -488,7 +488,8 @@ def choose_threshold(
 
 def similarity_mask(sim: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``sim >= threshold``, 0 elsewhere, 255 at nodata."""
-    mask = xr.where(sim >= threshold, 1, 0).where(sim.notnull(), MASK_NODATA).astype(np.uint8)
-    mask = mask.rename("similar").rio.write_nodata(MASK_NODATA, encoded=False)
+    flags = xr.where(sim >= threshold, 1, 0).where(sim.notnull(), MASK_NODATA)
+    mask = map_like(sim, flags.data.astype(np.uint8), name="similar")
+    mask = mask.rio.write_nodata(MASK_NODATA, encoded=False)
     mask.attrs.update(threshold=float(threshold), class_names=["not similar", "similar"])
     return mask

@@ -58,6 +58,11 @@ def _threshold(value: str) -> float | str:
     help="Labelled points/polygons, sampled from the FIRST field, for transitions.",
 )
 @click.option("--label-column", default=None, help="Label column of --training / --labels.")
+@click.option(
+    "--class-table",
+    default=None,
+    help="Class table (file, or 'dynamic_world') naming the label values.",
+)
 @click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--transitions", type=_FILE, default=None, help="JSON transition matrix (ha).")
 @click.option("--report", type=_FILE, default=None, help="JSON report.")
@@ -74,6 +79,7 @@ def change(
     training: Path | None,
     labels: Path | None,
     label_column: str | None,
+    class_table: str | None,
     k: int,
     transitions: Path | None,
     report: Path | None,
@@ -97,6 +103,9 @@ def change(
         {"change raster": output, "mask": mask, "transitions": transitions, "report": report},
         overwrite,
     )
+    import dask
+    import numpy as np
+
     from geoembed import change as ch
     from geoembed.export import write_cog
     from geoembed.io import open_embeddings
@@ -114,12 +123,19 @@ def change(
         from geoembed.classify import KNNClassifier
 
         if training is not None:
-            ts = gl.training_from_table(training, a, label_column=label_column)
+            ts = gl.training_from_table(
+                training, a, label_column=label_column, class_table=class_table
+            )
         else:
-            ts = gl.training_from_geometries(a, labels, label_column=label_column)
+            ts = gl.training_from_geometries(
+                a, labels, label_column=label_column, class_table=class_table
+            )
         model = KNNClassifier.from_training(ts, k)
         counts = ch.transitions(model, a, b, names=names)[0]
-        jobs.append(counts.data)
+        # a Delayed like the writes: dask.compute does not keep the order of mixed
+        # Array / Delayed arguments (seen with dask 2026.8)
+        jobs.append(dask.delayed(np.asarray, pure=True)(counts.data))
+        counts_at = len(jobs) - 1
     with job_client(ctx):
         progress = show_progress(ctx, as_json)
         if mask is not None:
@@ -141,7 +157,7 @@ def change(
         summary["outputs"]["mask"] = str(outputs["mask"])
     if model is not None:
         tr = ch.transition_report(
-            done[1], model.class_names, pixel_area_ha=ch.pixel_area_hectares(a)
+            done[counts_at], model.class_names, pixel_area_ha=ch.pixel_area_hectares(a)
         )
         write_json(tr, outputs["transitions"])
         summary["outputs"]["transitions"] = str(outputs["transitions"])
