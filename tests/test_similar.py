@@ -53,6 +53,16 @@ def test_similarity_exact_lazy_and_chunk_independent(metric: str, reduce: str) -
     np.testing.assert_allclose(got.ravel()[ok], _expected(q[ok], refs, metric, reduce), atol=2e-6)
 
 
+def test_similarity_task_keys_are_tokenized_from_inputs() -> None:
+    field = make_field(37, 53, chunks=16)
+    refs = field.values[:, 20:23, 2:4].reshape(64, -1).T
+    name = sm.similarity(field, refs).data.name
+    assert sm.similarity(field, refs.copy()).data.name == name
+    assert sm.similarity(field, refs[:3]).data.name != name
+    assert sm.similarity(field, refs, reduce="max").data.name != name
+    assert sm.similarity(field + 0, refs).data.name != name
+
+
 def test_similarity_ranks_the_reference_class_first() -> None:
     field = make_field(37, 53, chunks=16, n_classes=4)
     stripe = (np.arange(53) * 4) // 53
@@ -158,6 +168,25 @@ def test_reference_vectors_from_points_and_polygons(aef_tif: Path, tmp_path: Pat
     far = gpd.GeoDataFrame(geometry=gpd.points_from_xy([0.0], [0.0]), crs=field.rio.crs)
     with pytest.raises(LabelError):
         sm.reference_vectors(field, far)
+
+
+@pytest.mark.slow
+def test_top_similar_on_a_field_larger_than_worker_memory(dask_client: object) -> None:
+    """A 3072 x 3072 x 64 synthetic field (2.4 GB float32) on two 2 GiB workers."""
+    import time
+
+    from geoembed.datasets import synthetic_scene
+
+    scene = synthetic_scene(3072, 3072, chunks=512, seed=5)
+    refs = scene.field[:, 100:103, 100:103].values.reshape(64, -1).T
+    sim = sm.similarity(scene.field, refs)
+    t0 = time.perf_counter()
+    top = sm.top_similar(sim, 1000).compute()
+    seconds = time.perf_counter() - t0
+    print(f"\ntop 1000 of 3072 x 3072 pixels on 2 workers: {seconds:.1f} s")
+    assert len(top) == 1000 and top["similarity"].is_monotonic_decreasing
+    check = sim[:512, :512].values  # the block holding the references
+    assert top["similarity"].iloc[0] >= np.nanmax(check)
 
 
 def test_cli_similar_real_tile(aef_tif: Path, tmp_path: Path) -> None:
