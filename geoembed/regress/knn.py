@@ -7,6 +7,10 @@ training order (rows sorted by their bytes, then target). The weighted sums are
 order-fixed float64 dot products (:mod:`geoembed._exact`), so a pixel's prediction
 depends only on its vector and the training data, whatever the chunking or the CPU.
 
+Neighbours at exactly equal distance (e.g. repeated vectors in an Earth Engine export)
+are taken in canonical order here, while scikit-learn's order among them is arbitrary: only
+there can the two differ.
+
 Definitions follow ``sklearn.neighbors.KNeighborsRegressor``: ``uniform`` is the mean of
 the targets; ``distance`` weights them by ``1 / distance`` (a query at distance 0 from
 some training vectors takes the mean of those only). The spread is the (population)
