@@ -223,3 +223,5 @@ def test_cli_similar_real_tile(aef_tif: Path, tmp_path: Path) -> None:
     print(f"\nsimilar (max over 12 real points): threshold {t:.3f}, {int((m == 1).sum())} px pass")
     clash = CliRunner().invoke(main, [*base, "--top", "5"])
     assert clash.exit_code == 2 and "--top-out" in clash.output
+    unused = CliRunner().invoke(main, [*base[:-4], "--unlike", str(tmp_path / "like.gpkg")])
+    assert unused.exit_code == 2 and "--unlike only" in unused.output

@@ -100,6 +100,8 @@ def similar(
 
     if (top is None) != (top_out is None):
         raise LabelError("--top N and --top-out FILE go together.")
+    if unlike is not None and (mask is None or threshold is not None):
+        raise LabelError("--unlike only chooses the --mask threshold; drop it or add --mask.")
     outputs = check_outputs(
         {"similarity raster": output, "mask": mask, "top table": top_out, "report": report},
         overwrite,
