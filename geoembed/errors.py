@@ -17,6 +17,7 @@ __all__ = [
     "DTypeError",
     "DimensionError",
     "GeoembedError",
+    "GridMismatchError",
     "LabelError",
     "MissingCRSError",
     "MissingDependencyError",
@@ -61,6 +62,10 @@ class MissingCRSError(SchemaError):
 
 class CRSMismatchError(GeoembedError, ValueError):
     """Two inputs are in different coordinate reference systems."""
+
+
+class GridMismatchError(GeoembedError, ValueError):
+    """Inputs that must share a grid (shape, transform, bands) do not."""
 
 
 class QuantizationError(GeoembedError, ValueError):

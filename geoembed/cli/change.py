@@ -1,0 +1,179 @@
+"""``geoembed change A B -o change.tif``: change magnitude, mask and class transitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoembed.cli._options import (
+    echo_json,
+    job_client,
+    json_option,
+    overwrite_option,
+    show_progress,
+)
+
+__all__ = ["change"]
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+_EXAMPLES = (
+    "\b\nExamples:\n"
+    "  geoembed change field_2020.tif field_2024.tif -o change.tif --mask changed.tif\n"
+    "  geoembed change f2020.zarr f2024.zarr -o change.tif --training samples.csv \\\n"
+    "      --label-column dw_label --transitions transitions.json"
+)
+
+
+def _threshold(value: str) -> float | str:
+    if value == "otsu":
+        return value
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise click.BadParameter("give a number (1 - cosine) or 'otsu'.") from exc
+
+
+@click.command("change", epilog=_EXAMPLES)
+@click.argument("first")
+@click.argument("second")
+@click.option("-o", "--output", type=_FILE, required=True, help="Change magnitude COG (float32).")
+@click.option("--mask", type=_FILE, default=None, help="Also write a 0/1 change mask (uint8).")
+@click.option(
+    "--threshold",
+    default="otsu",
+    show_default=True,
+    help="Mask threshold on 1 - cosine: a number, or 'otsu' (Otsu on a sample, never below 0.1).",
+)
+@click.option(
+    "--training",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Sampled embedding table (A00..A63 + labels) for from -> to transitions.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Labelled points/polygons, sampled from the FIRST field, for transitions.",
+)
+@click.option("--label-column", default=None, help="Label column of --training / --labels.")
+@click.option(
+    "--class-table",
+    default=None,
+    help="Class table (file, or 'dynamic_world') naming the label values.",
+)
+@click.option("-k", "k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--transitions", type=_FILE, default=None, help="JSON transition matrix (ha).")
+@click.option("--report", type=_FILE, default=None, help="JSON report.")
+@json_option
+@overwrite_option
+@click.pass_context
+def change(
+    ctx: click.Context,
+    first: str,
+    second: str,
+    output: Path,
+    mask: Path | None,
+    threshold: str,
+    training: Path | None,
+    labels: Path | None,
+    label_column: str | None,
+    class_table: str | None,
+    k: int,
+    transitions: Path | None,
+    report: Path | None,
+    as_json: bool,
+    overwrite: bool,
+) -> None:
+    """Map the change between two years of embeddings (FIRST, SECOND on one grid)."""
+    from geoembed.cli._analysis_io import check_outputs, write_json
+    from geoembed.errors import LabelError
+
+    thr = _threshold(threshold)
+    given = [n for n, v in (("--training", training), ("--labels", labels)) if v is not None]
+    if (transitions is not None) != bool(given) or len(given) > 1:
+        raise LabelError(
+            "--transitions needs exactly one of --training TABLE or --labels FILE (and the "
+            "other way round)."
+        )
+    if given and not label_column:
+        raise LabelError(f"{given[0]} needs --label-column.")
+    outputs = check_outputs(
+        {"change raster": output, "mask": mask, "transitions": transitions, "report": report},
+        overwrite,
+    )
+    import dask
+    import numpy as np
+
+    from geoembed import change as ch
+    from geoembed.export import write_cog
+    from geoembed.io import open_embeddings
+    from geoembed.runtime import compute
+
+    a = open_embeddings(first)
+    b = open_embeddings(second)
+    names = [first, second]
+    magnitude = ch.change_magnitude(a, b, names=names)
+    summary: dict = {"first": first, "second": second}
+    jobs = [write_cog(magnitude, outputs["change raster"], overwrite=overwrite, compute=False)]
+    model = None
+    if given:
+        import geoembed.labels as gl
+        from geoembed.classify import KNNClassifier
+
+        if training is not None:
+            ts = gl.training_from_table(
+                training, a, label_column=label_column, class_table=class_table
+            )
+        else:
+            ts = gl.training_from_geometries(
+                a, labels, label_column=label_column, class_table=class_table
+            )
+        model = KNNClassifier.from_training(ts, k)
+        counts = ch.transitions(model, a, b, names=names)[0]
+        # a Delayed like the writes: dask.compute does not keep the order of mixed
+        # Array / Delayed arguments (seen with dask 2026.8)
+        jobs.append(dask.delayed(np.asarray, pure=True)(counts.data))
+        counts_at = len(jobs) - 1
+    with job_client(ctx):
+        progress = show_progress(ctx, as_json)
+        if mask is not None:
+            info = ch.choose_change_threshold(magnitude, thr)
+            summary["threshold"] = info
+            m = ch.change_mask(magnitude, info["threshold"])
+            jobs.append(
+                write_cog(
+                    m,
+                    outputs["mask"],
+                    class_names=m.attrs["class_names"],
+                    overwrite=overwrite,
+                    compute=False,
+                )
+            )
+        done = compute(*jobs, progress=progress, label="change")
+    summary["outputs"] = {"change": str(outputs["change raster"])}
+    if mask is not None:
+        summary["outputs"]["mask"] = str(outputs["mask"])
+    if model is not None:
+        tr = ch.transition_report(
+            done[counts_at], model.class_names, pixel_area_ha=ch.pixel_area_hectares(a)
+        )
+        write_json(tr, outputs["transitions"])
+        summary["outputs"]["transitions"] = str(outputs["transitions"])
+        summary["changed_hectares"] = tr.get("changed_hectares")
+        summary["top_changes"] = tr["changes"][:10]
+    if report is not None:
+        write_json(summary, outputs["report"])
+        summary["outputs"]["report"] = str(outputs["report"])
+    if as_json:
+        echo_json(summary)
+    elif not ctx.obj.get("quiet"):
+        if "threshold" in summary:
+            t = summary["threshold"]
+            click.echo(f"change threshold {t['threshold']:.4f} ({t['method']})")
+        for row in summary.get("top_changes", []):
+            ha = f" {row['hectares']:.2f} ha" if "hectares" in row else ""
+            click.echo(f"  {row['from']} -> {row['to']}: {row['pixels']} px{ha}")
+        for what, path in summary["outputs"].items():
+            click.echo(f"wrote {what}: {path}")

@@ -1,0 +1,168 @@
+"""``geoembed similar FIELD --like refs.gpkg -o sim.tif``: find places like the references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from geoembed.cli._options import (
+    echo_json,
+    job_client,
+    json_option,
+    overwrite_option,
+    show_progress,
+)
+
+__all__ = ["similar"]
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+_EXAMPLES = (
+    "\b\nExamples:\n"
+    "  geoembed similar field.tif --like wetlands.gpkg -o sim.tif\n"
+    "  geoembed similar field.tif --like wetlands.gpkg --unlike other.gpkg \\\n"
+    "      -o sim.tif --mask mask.tif --precision 0.9 --top 100 --top-out top.parquet"
+)
+
+
+@click.command("similar", epilog=_EXAMPLES)
+@click.argument("source")
+@click.option(
+    "--like",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="Reference points or polygons (any vector format or a CSV with lon/lat).",
+)
+@click.option(
+    "--unlike",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Places that are NOT like the references: the mask threshold then reaches "
+    "--precision on held-out references.",
+)
+@click.option("--metric", type=click.Choice(["cosine", "dot"]), default="cosine", show_default=True)
+@click.option(
+    "--reduce",
+    type=click.Choice(["mean", "max"]),
+    default="mean",
+    show_default=True,
+    help="Similarity to the references' mean, or the best over every reference.",
+)
+@click.option("-o", "--output", type=_FILE, required=True, help="Similarity COG (float32).")
+@click.option("--mask", type=_FILE, default=None, help="Also write a 0/1 mask COG (uint8).")
+@click.option("--threshold", type=float, default=None, help="Fixed mask threshold.")
+@click.option(
+    "--precision",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.9,
+    show_default=True,
+    help="Precision target of the threshold (with --unlike).",
+)
+@click.option(
+    "--quantile",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.05,
+    show_default=True,
+    help="Without --unlike: the threshold is this quantile of the held-out references' "
+    "similarities (about 1 - QUANTILE of places like them pass).",
+)
+@click.option(
+    "--top", type=click.IntRange(min=1), default=None, help="Find the N most similar pixels."
+)
+@click.option("--top-out", type=_FILE, default=None, help="GeoParquet of the --top pixels.")
+@click.option("--report", type=_FILE, default=None, help="JSON report.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hold-out folds.")
+@json_option
+@overwrite_option
+@click.pass_context
+def similar(
+    ctx: click.Context,
+    source: str,
+    like: Path,
+    unlike: Path | None,
+    metric: str,
+    reduce: str,
+    output: Path,
+    mask: Path | None,
+    threshold: float | None,
+    precision: float,
+    quantile: float,
+    top: int | None,
+    top_out: Path | None,
+    report: Path | None,
+    seed: int,
+    as_json: bool,
+    overwrite: bool,
+) -> None:
+    """Map how similar every pixel is to reference places (float32 COG)."""
+    from geoembed.cli._analysis_io import check_outputs, write_geoparquet, write_json
+    from geoembed.errors import LabelError
+
+    if (top is None) != (top_out is None):
+        raise LabelError("--top N and --top-out FILE go together.")
+    if unlike is not None and (mask is None or threshold is not None):
+        raise LabelError("--unlike only chooses the --mask threshold; drop it or add --mask.")
+    outputs = check_outputs(
+        {"similarity raster": output, "mask": mask, "top table": top_out, "report": report},
+        overwrite,
+    )
+    from geoembed import similar as sm
+    from geoembed.export import write_cog
+    from geoembed.io import open_embeddings
+    from geoembed.runtime import compute
+
+    field = open_embeddings(source)
+    refs, groups = sm.reference_vectors(field, like)
+    summary: dict = {"source": source, "references": {"path": str(like), "vectors": len(refs)}}
+    sim = sm.similarity(field, refs, metric=metric, reduce=reduce, source=source)
+    jobs = [write_cog(sim, outputs["similarity raster"], overwrite=overwrite, compute=False)]
+    if mask is not None:
+        if threshold is not None:
+            info = {"threshold": threshold, "method": "fixed"}
+        else:
+            neg = sm.reference_vectors(field, unlike)[0] if unlike is not None else None
+            info = sm.choose_threshold(
+                refs,
+                negatives=neg,
+                groups=groups,
+                metric=metric,
+                reduce=reduce,
+                precision=precision,
+                quantile=quantile,
+                seed=seed,
+            )
+        summary["threshold"] = info
+        m = sm.similarity_mask(sim, info["threshold"])
+        jobs.append(
+            write_cog(
+                m,
+                outputs["mask"],
+                class_names=m.attrs["class_names"],
+                overwrite=overwrite,
+                compute=False,
+            )
+        )
+    if top is not None:
+        jobs.append(sm.top_similar(sim, top))
+    with job_client(ctx):
+        done = compute(*jobs, progress=show_progress(ctx, as_json), label="similarity")
+    summary["outputs"] = {"similarity": str(outputs["similarity raster"])}
+    if mask is not None:
+        summary["outputs"]["mask"] = str(outputs["mask"])
+    if top is not None:
+        frame = done[-1]
+        write_geoparquet(frame, field.rio.crs, outputs["top table"])
+        summary["outputs"]["top"] = str(outputs["top table"])
+        summary["top"] = frame.head(10).to_dict(orient="records")
+    if report is not None:
+        write_json(summary, outputs["report"])
+        summary["outputs"]["report"] = str(outputs["report"])
+    if as_json:
+        echo_json(summary)
+    elif not ctx.obj.get("quiet"):
+        click.echo(f"references: {len(refs)} vectors from {like}")
+        if "threshold" in summary:
+            t = summary["threshold"]
+            click.echo(f"mask threshold {t['threshold']:.4f} ({t['method']})")
+        for what, path in summary["outputs"].items():
+            click.echo(f"wrote {what}: {path}")
