@@ -17,8 +17,11 @@ overwrite_option = click.option("--overwrite", is_flag=True, help="Replace exist
 
 
 def echo_json(payload: dict[str, Any]) -> None:
-    """Print a machine-readable summary on stdout."""
-    click.echo(json.dumps(payload, indent=2, default=str))
+    """Print a machine-readable summary on stdout (credentials in URLs redacted)."""
+    from geoembed.runtime.redact import redact_obj
+
+    text = json.dumps(payload, indent=2, default=str)
+    click.echo(json.dumps(redact_obj(json.loads(text)), indent=2))
 
 
 def show_progress(ctx: click.Context, as_json: bool = False) -> bool:
@@ -30,4 +33,13 @@ def job_client(ctx: click.Context) -> Any:
     """Context manager opening the Dask client chosen with the global options."""
     from geoembed.runtime import dask_client
 
-    return dask_client(ctx.obj.get("scheduler", "local"), workers=ctx.obj.get("workers"))
+    obj = ctx.obj or {}
+    tls = {k: obj.get(k) for k in ("tls_ca", "tls_cert", "tls_key")}
+    return dask_client(
+        obj.get("scheduler", "local"),
+        workers=obj.get("workers"),
+        dashboard=obj.get("dashboard", "127.0.0.1:0"),
+        stall_timeout=obj.get("stall_timeout", 1800.0),
+        timeout=obj.get("connect_timeout", 20.0),
+        **tls,
+    )
