@@ -378,3 +378,154 @@ def test_sigint_prints_one_line_and_exits_130(tmp_path):
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip() and "task/s" not in line]
     assert lines[-1] == "interrupted", err
+
+
+# ---------------------------------------------------------------- silent surprises
+
+
+@pytest.fixture(scope="module")
+def dw_table(shared_data):
+    import pandas as pd
+
+    return pd.read_csv(shared_data / "aef" / "dw_samples_2024_iowa_ag.csv")
+
+
+def _classify(field, table, out, *extra, quiet=False):
+    return run_cli(
+        *(["-q"] if quiet else []),
+        "--scheduler",
+        "threads",
+        "classify",
+        str(field),
+        "--training",
+        str(table),
+        "--label-column",
+        "dw_label",
+        "--cv",
+        "none",
+        "-o",
+        str(out),
+        *extra,
+    )
+
+
+def test_single_class_training_is_an_error_unless_allowed(tmp_path, aef_tif, dw_table):
+    one = dw_table[dw_table["dw_label"] == dw_table["dw_label"].iloc[0]]
+    table = tmp_path / "one_class.csv"
+    one.to_csv(table, index=False)
+    proc = _classify(aef_tif, table, tmp_path / "map.tif")
+    assert_one_line_error(proc, 2, "1 class", "--allow-single-class")
+    assert not (tmp_path / "map.tif").exists()
+    ok = _classify(aef_tif, table, tmp_path / "map.tif", "--allow-single-class")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "map.tif").exists()
+
+
+def test_dropped_rows_are_counted_on_stderr(tmp_path, aef_tif, dw_table):
+    df = dw_table.copy()
+    df.loc[df.index[:240], "A00"] = np.nan
+    table = tmp_path / "with_nan.csv"
+    df.to_csv(table, index=False)
+    proc = _classify(aef_tif, table, tmp_path / "map.tif", quiet=True)
+    assert proc.returncode == 0, proc.stderr
+    # -q silences warnings; without it the count is on stderr, not only in --json
+    assert "dropped" not in proc.stderr
+    proc = _classify(aef_tif, table, tmp_path / "map2.tif")
+    assert proc.returncode == 0, proc.stderr
+    assert f"dropped 240 of {len(df)} rows (nan: 240)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _nan_field(path, *, stats: bool) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=24,
+        height=20,
+        count=64,
+        dtype="float32",
+        crs="EPSG:32616",
+        transform=from_origin(358410, 4906600, 10, 10),
+        nodata=np.nan,
+    ) as dst:
+        dst.write(np.full((64, 20, 24), np.nan, dtype="float32"))
+        dst.descriptions = tuple(f"A{i:02d}" for i in range(64))
+        if stats:
+            dst.update_tags(1, STATISTICS_VALID_PERCENT="0")
+
+
+def test_all_nodata_field_is_an_error_from_metadata(tmp_path, dw_table):
+    field = tmp_path / "empty.tif"
+    _nan_field(field, stats=True)
+    table = tmp_path / "t.csv"
+    dw_table.to_csv(table, index=False)
+    proc = _classify(field, table, tmp_path / "map.tif")
+    assert_one_line_error(proc, 2, "entirely nodata")
+    assert not (tmp_path / "map.tif").exists()
+
+
+def test_all_nodata_field_without_metadata_warns(tmp_path, dw_table):
+    field = tmp_path / "empty.tif"
+    _nan_field(field, stats=False)
+    table = tmp_path / "t.csv"
+    dw_table.to_csv(table, index=False)
+    proc = _classify(field, table, tmp_path / "map.tif", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "every pixel of the class map is nodata" in proc.stderr
+    assert '"mapped_pixels": 0' in proc.stdout
+
+
+@pytest.fixture
+def onnx_model(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from geoembed.infer.models import conv_stack
+
+    return conv_stack(tmp_path / "m.onnx", bands=64, depth=1, n_classes=3)
+
+
+def test_unknown_provider_is_an_error_naming_the_valid_ones(tmp_path, aef_tif, onnx_model):
+    out = tmp_path / "classes.tif"
+    args = ["--scheduler", "threads", "infer", str(aef_tif), "--model", str(onnx_model)]
+    proc = run_cli(*args, "--providers", "tpu", "-o", str(out))
+    assert_one_line_error(proc, 2, "'tpu'", "CPUExecutionProvider")
+    assert not out.exists()
+    proc = run_cli(*args, "--providers", "cpu", "--tile", "64", "--overlap", "4", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_provider_lists_are_parsed_not_split_into_letters():
+    pytest.importorskip("onnxruntime")
+    from geoembed.errors import ModelError
+    from geoembed.infer.session import resolve_providers
+
+    assert resolve_providers("cpu") == ("CPUExecutionProvider",)
+    assert resolve_providers(" CPU , cpu") == ("CPUExecutionProvider",)
+    with pytest.raises(ModelError, match=r"\['tpu'\]"):
+        resolve_providers("tpu")
+    with pytest.raises(ModelError, match="no execution provider"):
+        resolve_providers(" , ")
+
+
+def test_tile_too_large_for_memory_is_exit_2(tmp_path, aef_tif, onnx_model):
+    out = tmp_path / "classes.tif"
+    proc = run_cli(
+        "--scheduler",
+        "threads",
+        "infer",
+        str(aef_tif),
+        "--model",
+        str(onnx_model),
+        "--tile",
+        "100000",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+    assert "GiB" in proc.stderr and "use --tile" in proc.stderr
+    assert not out.exists()
