@@ -282,13 +282,33 @@ def test_redact_url_masks_passwords_and_tokens():
     assert nested == {"source": ["https://u:***@h/x"], "n": 3}
 
 
-def test_cli_never_echoes_credentials():
-    url = "https://user:s3cr3t@127.0.0.1:9/field.tif?token=t0k3n"
-    proc = run_cli("--scheduler", "threads", "info", url)
-    assert proc.returncode != 0
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--scheduler", "threads", "info", "https://user:s3cr3t@127.0.0.1:9/f.tif?token=t0k3n"],
+        ["--scheduler", "tcp://user:s3cr3t@127.0.0.1:8786", "info", "AEF"],
+        # click's own "does not exist" message names the path
+        ["classify", "f.zarr", "--labels", "https://u:s3cr3t@h/l.gpkg", "-o", "m.tif"],
+    ],
+)
+def test_cli_never_echoes_credentials(args, aef_tif):
+    proc = run_cli(*(str(aef_tif) if a == "AEF" else a for a in args))
+    assert proc.returncode == 2, proc.stderr
     assert "s3cr3t" not in proc.stderr + proc.stdout
     assert "t0k3n" not in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+    assert "***" in proc.stderr
+
+
+def test_cli_worker_dying_at_startup_is_one_line(tmp_path, aef_tif):
+    preload = tmp_path / "die_on_start.py"
+    preload.write_text("import os\nos._exit(3)\n")
+    env = {"DASK_DISTRIBUTED__WORKER__PRELOAD": f"['{preload}']"}
+    proc = run_cli("--scheduler", "local", "--workers", "1", "info", str(aef_tif), env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: the local Dask workers failed to start"), proc.stderr
 
 
 def test_json_summary_is_redacted():

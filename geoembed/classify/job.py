@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from geoembed.errors import GeoembedError, LabelError, OutputError, SchemaError
+from geoembed.runtime.redact import redact_url
 from geoembed.schema import CLASS_NODATA
 
 __all__ = ["classify_job", "default_cv"]
@@ -226,7 +227,7 @@ def classify_job(
     field = open_embeddings(source)
     name = str(source) if isinstance(source, str | os.PathLike) else None
     summary: dict[str, Any] = {
-        "source": name,
+        "source": None if name is None else redact_url(name),  # also written to --report
         "field": {
             "bands": int(field.sizes["band"]),
             "height": int(field.sizes["y"]),

@@ -65,7 +65,12 @@ class LazyGroup(click.Group):
             _quiet_distributed()
             click.echo("interrupted", err=True)
             sys.exit(130)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+        except click.exceptions.ClickException as exc:
+            from geoembed.runtime.redact import redact_text
+
+            exc.message = redact_text(exc.message)  # e.g. a URL in "Path ... does not exist"
+            raise
+        except (click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:
             if (ctx.obj or {}).get("verbose", 0) >= 2:

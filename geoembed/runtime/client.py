@@ -94,7 +94,7 @@ def parse_address(scheduler: str) -> str:
     scheme, sep, location = scheduler.partition("://")
     if not sep:
         scheme, location = "tcp", scheduler
-    match = _HOST_PORT.match(location.rpartition("@")[2])
+    match = _HOST_PORT.match(location)
     if scheme not in _SCHEMES or not match or not 0 < int(match.group("port")) < 65536:
         raise SchedulerSpecError(f"unknown --scheduler {redact_url(scheduler)!r}; use {_FORMS}.")
     return f"{scheme}://{location}"
