@@ -333,7 +333,8 @@ def classify_job(
             write_cog(proba, outputs["probability raster"], overwrite=overwrite, compute=False)
         )
     nodata = CLASS_NODATA.get(np.dtype(class_map.dtype).name)
-    n_valid = (class_map != nodata).sum().data
+    valid: Any = class_map != nodata  # a lazy boolean DataArray
+    n_valid = valid.sum().data
     *written, n_mapped = compute(*jobs, n_valid, progress=progress, label="classifying")
     summary["mapped_pixels"] = int(n_mapped)
     if int(n_mapped) == 0:

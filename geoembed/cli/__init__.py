@@ -7,6 +7,7 @@ Subcommands live in their own modules and are imported only when invoked, so
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -68,7 +69,8 @@ class LazyGroup(click.Group):
         except click.exceptions.ClickException as exc:
             from geoembed.runtime.redact import redact_text
 
-            exc.message = redact_text(exc.message)  # e.g. a URL in "Path ... does not exist"
+            # e.g. a URL in click's "Path ... does not exist"
+            exc.message = redact_text(exc.message)  # type: ignore[misc]
             raise
         except (click.exceptions.Exit, click.Abort):
             raise

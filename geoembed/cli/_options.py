@@ -41,14 +41,15 @@ def job_client(ctx: click.Context) -> Any:
     from geoembed.runtime import dask_client
 
     obj = ctx.obj or {}
-    tls = {k: obj.get(k) for k in ("tls_ca", "tls_cert", "tls_key")}
     return dask_client(
         obj.get("scheduler", "local"),
         workers=obj.get("workers"),
         dashboard=obj.get("dashboard", "127.0.0.1:0"),
         stall_timeout=obj.get("stall_timeout", 1800.0),
         timeout=obj.get("connect_timeout", 20.0),
-        **tls,
+        tls_ca=obj.get("tls_ca"),
+        tls_cert=obj.get("tls_cert"),
+        tls_key=obj.get("tls_key"),
     )
 
 

@@ -129,7 +129,9 @@ def make_security(
         from distributed import Security
 
         security = Security()  # from the Dask configuration
-        if not (security.tls_ca_file and security.tls_client_cert):
+        if not (
+            getattr(security, "tls_ca_file", None) and getattr(security, "tls_client_cert", None)
+        ):
             raise SchedulerSpecError(
                 f"--scheduler {redact_url(address)} uses TLS but no certificates are set; give "
                 "--tls-ca, --tls-cert and --tls-key (or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
