@@ -547,3 +547,20 @@ def test_tile_too_large_for_memory_is_exit_2(tmp_path, aef_tif, onnx_model):
     assert_one_line_error(proc, 2, "'--tile'", "GiB", "use --tile")
     assert "MemoryError" not in proc.stderr
     assert not out.exists()
+
+
+def test_distributed_log_lines_are_redacted(dask_cluster):
+    """distributed logs through its own non-propagating handler; it is filtered too."""
+    code = textwrap.dedent(
+        f"""
+        import logging
+        from geoembed.runtime import dask_client
+
+        with dask_client({dask_cluster.scheduler_address!r}, timeout="10s"):
+            logging.getLogger("distributed.client").warning("reading https://u:pw@h/x.zarr")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "https://u:***@h/x.zarr" in proc.stderr
+    assert "pw@" not in proc.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from geoembed.errors import GeoembedError, SchedulerError, SchedulerSpecError, require
-from geoembed.runtime.redact import redact_url
+from geoembed.runtime.redact import install_log_redaction, redact_url
 
 __all__ = [
     "DEFAULT_STALL_TIMEOUT",
@@ -431,6 +431,7 @@ def dask_client(
 
     from distributed import Client
 
+    install_log_redaction("distributed")
     if quiet:
         logging.getLogger("distributed").setLevel(logging.WARNING)
 

@@ -80,8 +80,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def install_log_redaction() -> None:
-    """Add a :class:`RedactingFilter` to every handler of the root logger (once)."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+def install_log_redaction(*names: str) -> None:
+    """Add a :class:`RedactingFilter` to every handler of the root logger and of ``names``.
+
+    Loggers that do not propagate to the root (distributed configures its own handler)
+    must be named.
+    """
+    for name in ("", *names):
+        for handler in logging.getLogger(name or None).handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
