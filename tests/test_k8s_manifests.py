@@ -250,3 +250,70 @@ def test_constraints_pin_every_runtime_dependency():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is not pinned in k8s/constraints.txt"
         assert req.specifier.contains(pins[name], prereleases=True), (text, pins[name])
+
+
+def _write_pems(directory: Path) -> Any:
+    from distributed import Security
+
+    sec = Security.temporary()
+    directory.mkdir(exist_ok=True)
+    (directory / "ca.crt").write_text(sec.tls_ca_file)
+    (directory / "tls.crt").write_text(sec.tls_client_cert)
+    (directory / "tls.key").write_text(sec.tls_client_key)
+    return sec
+
+
+def _dask_env(container: dict[str, Any], pem_dir: Path) -> dict[str, str]:
+    return {
+        k: v.replace("/etc/dask-tls", str(pem_dir))
+        for k, v in _env(container).items()
+        if k.startswith("DASK_DISTRIBUTED__COMM")
+    }
+
+
+def test_tls_environment_configures_every_role(tmp_path):
+    """The variable names in the manifests are ones Dask reads (a typo would be plain TCP)."""
+    import dask
+    from distributed import Security
+
+    _write_pems(tmp_path)
+    manifest = load_manifest(K8S / "daskjob.yaml")
+    for pod in pods(manifest):
+        env = _dask_env(pod["containers"][0], tmp_path)
+        # as Dask reads DASK_* variables: "__" nests, values are YAML
+        dotted = {k[5:].lower().replace("__", "."): yaml.safe_load(v) for k, v in env.items()}
+        with dask.config.set(dotted):
+            sec = Security()
+        assert sec.require_encryption is True
+        assert sec.tls_ca_file == str(tmp_path / "ca.crt")
+        for role in ("scheduler", "worker", "client"):
+            assert getattr(sec, f"tls_{role}_cert") == str(tmp_path / "tls.crt")
+            assert getattr(sec, f"tls_{role}_key") == str(tmp_path / "tls.key")
+
+
+def test_job_pod_environment_reaches_a_tls_scheduler(tmp_path, aef_tif):
+    """The DaskJob's client, configured only by its pod's environment, talks TLS."""
+    import os
+
+    from distributed import LocalCluster
+
+    sec = _write_pems(tmp_path / "tls")
+    job = load_manifest(K8S / "daskjob.yaml")["spec"]["job"]["spec"]["containers"][0]
+    env = {**os.environ, **_dask_env(job, tmp_path / "tls")}
+    with LocalCluster(
+        n_workers=1,
+        processes=True,
+        protocol="tls://",
+        host="127.0.0.1",
+        security=sec,
+        dashboard_address="127.0.0.1:0",
+    ) as cluster:
+        cmd = [sys.executable, "-c", "from geoembed.cli import main; main()"]
+        args = ["--scheduler", cluster.scheduler_address, "info", str(aef_tif)]
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=180, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert "97" in proc.stdout
+        # without the TLS settings the same command is refused with one line
+        plain = {k: v for k, v in env.items() if not k.startswith("DASK_DISTRIBUTED__COMM")}
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=180, env=plain)
+        assert proc.returncode == 2 and "no certificates" in proc.stderr
