@@ -85,9 +85,11 @@ def _watch(
     """Wait for ``futures``, drawing a bar and raising if no task finishes for too long."""
     from contextlib import nullcontext
 
+    from distributed import wait
     from tqdm import tqdm
 
-    poll = 0.3 if progress else 1.0
+    # how often to look at the scheduler; a finished job is noticed at once (wait)
+    poll = 0.3 if progress else 2.0
     if stall_timeout > 0:
         poll = min(poll, stall_timeout / 4)
     keys = [f.key for f in futures]
@@ -96,8 +98,12 @@ def _watch(
     bar_cm = tqdm(desc=label, unit="task", file=sys.stderr, leave=False) if progress else None
     with bar_cm if bar_cm is not None else nullcontext() as bar:
         while True:
-            finished = all(f.done() for f in futures)
-            if finished or any(f.status == "error" for f in futures):
+            try:
+                wait(futures, timeout=poll)
+                finished = True
+            except TimeoutError:
+                finished = any(f.status == "error" for f in futures)
+            if finished:
                 if bar is not None:
                     bar.n = bar.total or bar.n
                     bar.refresh()
@@ -114,7 +120,6 @@ def _watch(
                 last_done, last_change = done, now
             elif stall_timeout > 0 and now - last_change > stall_timeout:
                 raise StalledJobError(_stall_message(client, stall_timeout, done, n_tasks))
-            time.sleep(poll)
 
 
 def _stall_message(client: Any, stall_timeout: float, done: int, total: int) -> str:
