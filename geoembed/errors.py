@@ -27,13 +27,23 @@ __all__ = [
     "OutputError",
     "OutputValidationError",
     "QuantizationError",
+    "SchedulerError",
+    "SchedulerSpecError",
     "SchemaError",
+    "StalledJobError",
     "UnsafeModelError",
 ]
 
 
 class GeoembedError(Exception):
-    """Base class of every error raised by geoembed."""
+    """Base class of every error raised by geoembed.
+
+    ``exit_code`` is the status the command line exits with: 2 for bad input (the
+    default), 1 for a failure at run time (a scheduler that cannot be reached, a stalled
+    job).
+    """
+
+    exit_code: int = 2
 
 
 class SchemaError(GeoembedError, ValueError):
@@ -102,6 +112,20 @@ class OutputError(GeoembedError, OSError):
 
 class OutputValidationError(GeoembedError, RuntimeError):
     """A written output failed validation (missing chunks, invalid COG ...)."""
+
+
+class SchedulerSpecError(GeoembedError, ValueError):
+    """A ``--scheduler``/``--workers``/cluster-spec value that cannot be used."""
+
+
+class SchedulerError(GeoembedError, RuntimeError):
+    """The Dask scheduler or its workers cannot be reached or started."""
+
+    exit_code = 1
+
+
+class StalledJobError(SchedulerError):
+    """No task of a job finished for longer than the stall timeout."""
 
 
 class MissingDependencyError(GeoembedError, ImportError):

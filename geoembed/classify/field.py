@@ -188,8 +188,13 @@ def fit_model(
     weights: str = "uniform",
     approximate: bool | str = False,
     allow_small_classes: bool = False,
+    allow_single_class: bool = False,
 ) -> Any:
-    """Fit an exact (or approximate) kNN model on a TrainingSet or an ``(X, y)`` pair."""
+    """Fit an exact (or approximate) kNN model on a TrainingSet or an ``(X, y)`` pair.
+
+    Training data with a single class would paint every pixel that class: that is an
+    error unless ``allow_single_class=True`` (e.g. a deliberate presence-only map).
+    """
     from geoembed.classify.approximate import ApproximateKNNClassifier
     from geoembed.classify.knn import KNNClassifier
 
@@ -208,6 +213,19 @@ def fit_model(
         raise LabelError(
             f"training must be a geoembed.labels.TrainingSet or an (X, y) pair, not "
             f"{type(training).__name__}."
+        )
+    present = np.unique(np.asarray(y))
+    if present.size < 2 and not allow_single_class:
+        names = meta.get("class_names")
+        which = (
+            repr(names[int(present[0])])
+            if names is not None and present.size and int(present[0]) < len(names)
+            else ", ".join(map(str, present)) or "none"
+        )
+        raise LabelError(
+            f"the training data has {present.size} class ({which}), so every pixel would get "
+            "it: add samples of the other classes, or pass --allow-single-class "
+            "(allow_single_class=True) if a constant map is what you want."
         )
     if approximate:
         kind = "ivf" if approximate is True else str(approximate)

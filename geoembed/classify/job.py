@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from geoembed.errors import GeoembedError, LabelError
+from geoembed.errors import GeoembedError, LabelError, SchemaError
+from geoembed.runtime.redact import redact_url
+from geoembed.schema import CLASS_NODATA
 
 __all__ = ["classify_job", "default_cv"]
 
@@ -69,6 +71,38 @@ def _write_json(payload: dict[str, Any], target: Path) -> None:
     )
 
 
+def _all_nodata_from_metadata(source: Any) -> str | None:
+    """Why ``source`` holds no valid pixel, when its metadata alone says so, else None.
+
+    Reads no pixel: a Zarr store none of whose 2-D+ arrays has a chunk written (all fill
+    value), or a GeoTIFF whose GDAL statistics say 0 % valid pixels.
+    """
+    if not isinstance(source, str | os.PathLike):
+        return None
+    path = Path(source)
+    try:
+        if path.is_dir() and (
+            path.suffix == ".zarr" or (path / "zarr.json").exists() or (path / ".zgroup").exists()
+        ):
+            import zarr
+
+            node = zarr.open(str(path), mode="r")
+            arrays = [a for _, a in node.arrays()] if isinstance(node, zarr.Group) else [node]
+            data = [a for a in arrays if a.ndim >= 2]
+            if data and all(a.nchunks_initialized == 0 for a in data):
+                return "no data chunk was ever written to the store"
+        elif path.is_file() and path.suffix.lower() in (".tif", ".tiff"):
+            import rasterio
+
+            with rasterio.open(path) as src:
+                valid = src.tags(1).get("STATISTICS_VALID_PERCENT")
+            if valid is not None and float(valid) == 0:
+                return "its GDAL statistics report 0 % valid pixels"
+    except Exception as exc:  # unreadable here: open_embeddings gives the real error
+        log.debug("metadata nodata check of %s skipped: %s", source, exc)
+    return None
+
+
 def classify_job(
     source: Any,
     output: str | os.PathLike[str],
@@ -91,6 +125,7 @@ def classify_job(
     overwrite: bool = False,
     progress: bool = False,
     seed: int = 0,
+    allow_single_class: bool = False,
 ) -> dict[str, Any]:
     """Classify an embedding field and write the map (and friends) as COGs.
 
@@ -132,6 +167,9 @@ def classify_job(
         Progress bars on stderr.
     seed : int
         Seed of the cross-validation folds.
+    allow_single_class : bool
+        Accept training labels of a single class (the map is then constant); without
+        it that is a :class:`~geoembed.errors.LabelError`.
 
     Returns
     -------
@@ -169,10 +207,16 @@ def classify_job(
 
     from geoembed.io import open_embeddings
 
+    empty = _all_nodata_from_metadata(source)
+    if empty:
+        raise SchemaError(
+            f"{source}: the field is entirely nodata ({empty}), so the map would be empty; "
+            "check the source (year, bounding box, export) before classifying it."
+        )
     field = open_embeddings(source)
     name = str(source) if isinstance(source, str | os.PathLike) else None
     summary: dict[str, Any] = {
-        "source": name,
+        "source": None if name is None else redact_url(name),  # also written to --report
         "field": {
             "bands": int(field.sizes["band"]),
             "height": int(field.sizes["y"]),
@@ -201,7 +245,14 @@ def classify_job(
                 training, field, label_column=label_column, class_table=class_table
             )
         # k vs the smallest class, band checks: all before any task over the field
-        fitted = fit_model(ts, k=k, metric=metric, weights=weights, approximate=approximate)
+        fitted = fit_model(
+            ts,
+            k=k,
+            metric=metric,
+            weights=weights,
+            approximate=approximate,
+            allow_single_class=allow_single_class,
+        )
         summary["training"] = {
             "n_samples": len(ts),
             "class_counts": ts.class_counts(),
@@ -266,7 +317,16 @@ def classify_job(
             jobs.append(write_cog(conf, outputs.stage("confidence raster"), compute=False))
         if proba is not None and probabilities is not None:
             jobs.append(write_cog(proba, outputs.stage("probability raster"), compute=False))
-        compute(*jobs, progress=progress, label="classifying")
+        nodata = CLASS_NODATA.get(np.dtype(class_map.dtype).name)
+        valid: Any = class_map != nodata  # a lazy boolean DataArray
+        *_, n_mapped = compute(*jobs, valid.sum().data, progress=progress, label="classifying")
+        summary["mapped_pixels"] = int(n_mapped)
+        if int(n_mapped) == 0:
+            log.warning(
+                "%s: every pixel of the class map is nodata (the field holds no valid "
+                "embedding); check the source and its nodata value.",
+                name or "the field",
+            )
         summary["outputs"] = {"class_map": str(outputs.target("class map"))}
         if confidence is not None:
             summary["outputs"]["confidence"] = str(outputs.target("confidence raster"))

@@ -131,6 +131,11 @@ _EXAMPLES = (
     help="Approximate faiss index for very large label sets (reports recall@k).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the CV folds.")
+@click.option(
+    "--allow-single-class",
+    is_flag=True,
+    help="Accept training labels of one class only (the map is then constant).",
+)
 @json_option
 @overwrite_option
 @click.pass_context
@@ -154,6 +159,7 @@ def classify(
     allow_pickle: bool,
     approximate: str | None,
     seed: int,
+    allow_single_class: bool,
     as_json: bool,
     overwrite: bool,
 ) -> None:
@@ -183,6 +189,7 @@ def classify(
             overwrite=overwrite,
             progress=progress,
             seed=seed,
+            allow_single_class=allow_single_class,
         )
     if as_json:
         echo_json(summary)

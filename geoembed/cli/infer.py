@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from geoembed.cli._options import (
+    check_tile_memory,
     echo_json,
     job_client,
     json_option,
@@ -48,7 +49,12 @@ __all__ = ["infer"]
     help="Combine overlapping tiles (for models that are not translation-exact).",
 )
 @click.option("--band", "bands", multiple=True, help="Field band to feed, in model order.")
-@click.option("--providers", default=None, help="cpu (default) or cuda.")
+@click.option(
+    "--providers",
+    default=None,
+    help="ONNX Runtime execution providers, comma-separated, in order of preference: "
+    "cpu (default), cuda, tensorrt ... (unknown names are an error).",
+)
 @click.option("-o", "--output", "out", default=None, help="Class map COG (classes.tif).")
 @click.option("--confidence", default=None, help="Confidence COG (float32).")
 @click.option("--probabilities", default=None, help="Class probabilities COG (class, y, x).")
@@ -104,6 +110,7 @@ def infer(
     outputs.add("feature map", features, directory=True)
     src: Any = source[0] if len(source) == 1 else list(source)
     field = open_embeddings(src, chunks=chunks)
+    check_tile_memory(tile, overlap, len(bands) or int(field.sizes["band"]), batch_size)
     wanted = []
     if out or confidence:
         wanted.append("classes")

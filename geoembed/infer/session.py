@@ -17,9 +17,10 @@ else 1; pass ``threads=`` to :func:`geoembed.infer.predict` to override.
 
 Providers
 ---------
-``CPUExecutionProvider`` by default. ``providers="cuda"`` (or a list naming
-``CUDAExecutionProvider``) uses CUDA when the installed onnxruntime offers it and falls
-back to the CPU with a warning otherwise.
+``CPUExecutionProvider`` by default. ``providers="cuda"`` (or ``"cuda,cpu"``, or a list
+naming ``CUDAExecutionProvider``) uses CUDA when the installed onnxruntime offers it and
+falls back to the CPU with a warning otherwise. A name ONNX Runtime does not know
+(``"tpu"``) is an error that lists the providers available here.
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ from typing import Any
 
 from geoembed.errors import ModelError, require
 
-__all__ = ["clear_sessions", "default_threads", "get_session", "resolve_providers"]
+__all__ = [
+    "PROVIDER_ALIASES",
+    "clear_sessions",
+    "default_threads",
+    "get_session",
+    "resolve_providers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +60,57 @@ def default_threads() -> int:
     return max(1, int(env)) if env.isdigit() else 1
 
 
+#: short names accepted by ``--providers`` (case-insensitive), besides full ORT names
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+
+
+def _provider_names(providers: str | Sequence[str]) -> list[str]:
+    """Split ``"cuda,cpu"`` (or a list) into ORT provider names, aliases expanded."""
+    items = providers.split(",") if isinstance(providers, str) else [str(p) for p in providers]
+    names = [PROVIDER_ALIASES.get(i.strip().lower(), i.strip()) for i in items if i.strip()]
+    if not names:
+        raise ModelError(f"--providers {providers!r} names no execution provider; use e.g. cpu.")
+    return names
+
+
 def resolve_providers(providers: str | Sequence[str] | None) -> tuple[str, ...]:
-    """Turn ``None``/``"cpu"``/``"cuda"``/a list into available ORT provider names."""
+    """Turn ``None``/``"cpu"``/``"cuda,cpu"``/a list into available ORT provider names.
+
+    A comma-separated string is split; short names (``cpu``, ``cuda``, ``tensorrt`` ...)
+    and full names (``CUDAExecutionProvider``) are accepted. A name ONNX Runtime does not
+    know is an error naming the providers available here; a known provider that this
+    onnxruntime build lacks (CUDA on the CPU wheel) falls back to the CPU with a warning.
+    The CPU provider is always last.
+
+    Raises
+    ------
+    ModelError
+        For a name that is not an ONNX Runtime execution provider.
+    """
     ort = require("onnxruntime", extra="cnn", feature="CNN inference")
-    available = set(ort.get_available_providers())
-    if providers is None or providers == "cpu":
+    available = list(ort.get_available_providers())
+    if providers is None:
         return ("CPUExecutionProvider",)
-    if providers == "cuda":
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    wanted = [str(p) for p in providers]
-    chosen = tuple(p for p in wanted if p in available)
+    wanted = _provider_names(providers)
+    known = set(ort.get_all_providers())
+    unknown = [p for p in wanted if p not in known]
+    if unknown:
+        short = {v: k for k, v in PROVIDER_ALIASES.items()}
+        valid = ", ".join(f"{short.get(p, p)} ({p})" if p in short else p for p in available)
+        raise ModelError(
+            f"unknown ONNX Runtime execution provider(s) {unknown} in --providers "
+            f"{providers!r}; available here: {valid}. Separate several with commas, e.g. "
+            "--providers cuda,cpu."
+        )
+    chosen = tuple(dict.fromkeys(p for p in wanted if p in available))
     missing = [p for p in wanted if p not in available]
     if missing:
         warnings.warn(

@@ -21,6 +21,7 @@ from geoembed.labels.hygiene import (
     find_duplicates,
     id_list,
     imbalance_note,
+    log_rejected,
 )
 from geoembed.labels.readers import load_labels
 from geoembed.labels.training_set import TrainingSet
@@ -410,8 +411,7 @@ def training_from_geometries(
     )
     imbalance_note(report["class_counts"], notes)
     report["n_samples"] = int(y.size)
-    for k, v in report["rejected"].items():
-        log.info("%s: rejected %d rows (%s)", where, v, k)
+    log_rejected(where, n_input, report["rejected"])
     return TrainingSet(
         X=X,
         y=y,

@@ -18,6 +18,7 @@ __all__ = [
     "find_duplicates",
     "id_list",
     "imbalance_note",
+    "log_rejected",
 ]
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,28 @@ def check_valid_fraction(
             "avoid nodata, or lower min_valid_fraction."
         )
     return fraction
+
+
+def log_rejected(where: str, n_input: int, rejected: dict[str, int], unit: str = "rows") -> int:
+    """Say on the log (a warning, so the CLI shows it) how many inputs were dropped and why.
+
+    Returns
+    -------
+    int
+        The number of dropped inputs.
+    """
+    n_dropped = sum(int(v) for v in rejected.values())
+    if n_dropped:
+        reasons = ", ".join(f"{k}: {v}" for k, v in rejected.items() if v)
+        log.warning(
+            "%s: dropped %d of %d %s (%s); their ids are listed in the report",
+            where,
+            n_dropped,
+            n_input,
+            unit,
+            reasons,
+        )
+    return n_dropped
 
 
 def conflict_message(where: str, ids: list[int]) -> str:

@@ -22,6 +22,7 @@ from geoembed.labels.hygiene import (
     find_duplicates,
     id_list,
     imbalance_note,
+    log_rejected,
 )
 from geoembed.labels.readers import LONLAT_CRS
 from geoembed.labels.training_set import TrainingSet
@@ -194,6 +195,7 @@ def training_from_table(
     fraction = check_valid_fraction(
         int(ok.sum()), n_input, rejected, min_valid_fraction=min_valid_fraction, where=where
     )
+    log_rejected(where, n_input, rejected)
     ids = np.flatnonzero(ok).astype(np.int64)
     X = X_all[ok]
     y = assignment.y[ok]

@@ -1,4 +1,11 @@
-"""Compute Dask collections with an optional progress bar on stderr."""
+"""Compute Dask collections with an optional progress bar and a stall watchdog.
+
+On a distributed client, :func:`compute` polls the scheduler while the job runs: when no
+task finishes for ``geoembed.stall-timeout`` seconds (Dask config, set by
+:func:`geoembed.runtime.dask_client` from ``--stall-timeout``), the job is cancelled and
+:class:`~geoembed.errors.StalledJobError` names the tasks still running and their workers,
+instead of the command waiting forever on a wedged worker.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from geoembed.errors import StalledJobError
+
 __all__ = ["compute"]
+
+#: stall timeout (seconds) when neither the argument nor the Dask config sets one
+_DEFAULT_STALL = 1800.0
 
 
 def _client_or_none() -> Any:
@@ -19,7 +31,12 @@ def _client_or_none() -> Any:
         return None
 
 
-def compute(*objs: Any, progress: bool = False, label: str = "computing") -> Sequence[Any]:
+def compute(
+    *objs: Any,
+    progress: bool = False,
+    label: str = "computing",
+    stall_timeout: float | None = None,
+) -> Sequence[Any]:
     """Compute Dask collections (on the current client if there is one).
 
     Parameters
@@ -30,6 +47,10 @@ def compute(*objs: Any, progress: bool = False, label: str = "computing") -> Seq
         Show a progress bar (tasks done / total) on stderr.
     label : str
         Text in front of the bar.
+    stall_timeout : float, optional
+        Seconds without a finished task before the job is cancelled (distributed
+        client only); default: the ``geoembed.stall-timeout`` Dask config value
+        (1800 s); 0 disables the watchdog.
 
     Returns
     -------
@@ -47,36 +68,79 @@ def compute(*objs: Any, progress: bool = False, label: str = "computing") -> Seq
                 return dask.compute(*objs)
         return dask.compute(*objs)
 
+    if stall_timeout is None:
+        stall_timeout = float(dask.config.get("geoembed.stall-timeout", _DEFAULT_STALL))
     futures = client.compute(list(objs))
     try:
-        if progress:
-            _bar(client, futures, label)
-        return client.gather(futures)
+        _watch(client, futures, label, progress=progress, stall_timeout=stall_timeout)
     except BaseException:
         # a failure or an interrupt: tasks not yet started (e.g. the final rename of a
         # write) must not run after the caller has cleaned up
         client.cancel(futures)
         raise
+    return client.gather(futures)
 
 
-def _bar(client: Any, futures: list[Any], label: str) -> None:
+def _watch(
+    client: Any, futures: list[Any], label: str, *, progress: bool, stall_timeout: float
+) -> None:
+    """Wait for ``futures``, drawing a bar and raising if no task finishes for too long."""
+    from contextlib import nullcontext
+
+    from distributed import wait
     from tqdm import tqdm
 
+    # how often to look at the scheduler; a finished job is noticed at once (wait)
+    poll = 0.3 if progress else 2.0
+    if stall_timeout > 0:
+        poll = min(poll, stall_timeout / 4)
+    keys = [f.key for f in futures]
     total = None
-    with tqdm(desc=label, unit="task", file=sys.stderr, leave=False) as bar:
+    last_done, last_change = -1, time.monotonic()
+    bar_cm = tqdm(desc=label, unit="task", file=sys.stderr, leave=False) if progress else None
+    with bar_cm if bar_cm is not None else nullcontext() as bar:
         while True:
-            finished = all(f.done() for f in futures)
-            counts = client.run_on_scheduler(_task_counts, [f.key for f in futures])
-            if total is None or counts[1] > total:
-                total = counts[1]
-                bar.total = total
-            bar.n = counts[0]
-            bar.refresh()
+            try:
+                wait(futures, timeout=poll)
+                finished = True
+            except TimeoutError:
+                finished = any(f.status == "error" for f in futures)
             if finished:
-                bar.n = bar.total or bar.n
-                bar.refresh()
+                if bar is not None:
+                    bar.n = bar.total or bar.n
+                    bar.refresh()
                 return
-            time.sleep(0.3)
+            done, n_tasks = client.run_on_scheduler(_task_counts, keys)
+            if bar is not None:
+                if total is None or n_tasks > total:
+                    total = n_tasks
+                    bar.total = total
+                bar.n = done
+                bar.refresh()
+            now = time.monotonic()
+            if done != last_done:
+                last_done, last_change = done, now
+            elif stall_timeout > 0 and now - last_change > stall_timeout:
+                raise StalledJobError(_stall_message(client, stall_timeout, done, n_tasks))
+
+
+def _stall_message(client: Any, stall_timeout: float, done: int, total: int) -> str:
+    from dask.utils import key_split
+
+    processing = client.processing()
+    running = [(w, k) for w, ks in processing.items() for k in ks]
+    if not processing:
+        where = "no worker is connected to the scheduler"
+    elif not running:
+        where = f"no task is running on the {len(processing)} connected workers"
+    else:
+        shown = ", ".join(f"{key_split(k)!s} {k!s} on {w}" for w, k in running[:3])
+        more = f" and {len(running) - 3} more" if len(running) > 3 else ""
+        where = f"still running: {shown}{more}"
+    return (
+        f"the job stalled: no task finished for {stall_timeout:g} s ({done} of {total} done; "
+        f"{where}). Check the workers' logs, or raise --stall-timeout for very slow tasks."
+    )
 
 
 def _task_counts(keys: list[Any], dask_scheduler: Any = None) -> tuple[int, int]:
