@@ -75,7 +75,8 @@ def cluster_field(
         ``"dask-ml"`` fits ``dask_ml.cluster.KMeans`` (k-means||, Euclidean; ``mode``
         and ``sample_size`` do not apply) and maps every pixel with dask-ml's own
         ``predict``, for parity with an existing dask-ml pipeline; the model is
-        kept as a geoembed :class:`KMeans` with dask-ml's centres.
+        kept as a geoembed :class:`KMeans` with dask-ml's centres, and its inertia is
+        the sum of squared distances (one extra pass), as for geoembed's engine.
 
     Returns
     -------
@@ -135,6 +136,7 @@ def _cluster_dask_ml(
     fit_seconds = time.perf_counter() - t0
     model = KMeans.from_dask_ml(fitted, feature_names=[str(b) for b in field["band"].values])
     model.set_params(random_state=seed)
+    model.inertia_ = -model.score(field)  # sum of squared distances, as geoembed reports it
     model.cluster_names_ = named
     cnames = class_names(n_clusters, named)
     labels = apply_estimator(field, fitted, output="class").rename("cluster")

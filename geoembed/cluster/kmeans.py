@@ -291,7 +291,9 @@ class KMeans:
 
         The centres are kept as they are and the metric is Euclidean, as in dask-ml, so
         :meth:`predict` assigns every pixel to the centre dask-ml's own ``predict``
-        would choose, blockwise over fields of any size.
+        would choose, blockwise over fields of any size. dask-ml's ``inertia_`` is the
+        sum of unsquared distances, so it is not carried over (``inertia_`` is NaN; use
+        ``-model.score(field)`` for the sum of squared distances); scikit-learn's is.
 
         Parameters
         ----------
@@ -313,7 +315,9 @@ class KMeans:
             )
         if feature_names is None and getattr(estimator, "feature_names_in_", None) is not None:
             feature_names = [str(f) for f in estimator.feature_names_in_]
-        inertia = getattr(estimator, "inertia_", None)
+        # dask-ml's inertia_ is the sum of *unsquared* distances (dask-ml 2025.1): not ours
+        from_dask_ml = type(estimator).__module__.startswith("dask_ml")
+        inertia = None if from_dask_ml else getattr(estimator, "inertia_", None)
         n_iter = int(getattr(estimator, "n_iter_", 0) or 0)
         model = cls.from_centers(
             np.asarray(centers),
