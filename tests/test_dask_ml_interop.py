@@ -196,3 +196,32 @@ def test_cluster_cli_engine_dask_ml_refuses_cosine(aef_tif, tmp_path):
     args = ["--scheduler", "sync", "cluster", str(aef_tif), "-k", "3", "-o", str(out)]
     res = CliRunner().invoke(main, [*args, "--engine", "dask-ml", "--metric", "cosine"])
     assert res.exit_code == 2 and "Euclidean only" in res.output and not out.exists()
+
+
+def test_dask_ml_maps_do_not_depend_on_chunking(field, dm_kmeans, iowa):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    xt, yt = iowa
+    ppf = dask_ml_wrappers.ParallelPostFit(KNeighborsClassifier(5)).fit(xt, yt)
+    for est in (dm_kmeans, ppf):
+        maps = [
+            apply_estimator(field.chunk({"y": c, "x": c}), est).compute(scheduler="threads").values
+            for c in (23, 97)
+        ]
+        np.testing.assert_array_equal(maps[0], maps[1])
+
+
+def test_cluster_field_dask_ml_engine_keeps_nodata(field, vectors):
+    from geoembed.cluster import cluster_field
+
+    x, pos = vectors
+    result = cluster_field(field, 4, metric="euclidean", engine="dask-ml", max_iter=5, seed=1)
+    dm = result.extra["estimator"]
+    assert dm.max_iter == 5 and dm.random_state == 1
+    labels = result.labels.compute(scheduler="threads").values
+    np.testing.assert_array_equal(labels, _expected(dm.predict(x), pos))
+    assert result.labels.attrs["class_names"] == [f"cluster_{i}" for i in range(4)]
+    dist = result.distance.compute(scheduler="threads").values
+    assert np.isnan(dist[30:37, 50:59]).all() and not np.isnan(dist[:30]).any()
+    with pytest.raises(ModelError, match="engine must be one of"):
+        cluster_field(field, 4, metric="euclidean", engine="sklearn")
