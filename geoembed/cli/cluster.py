@@ -57,9 +57,17 @@ __all__ = ["cluster"]
 @click.option(
     "--metric",
     type=click.Choice(["cosine", "euclidean"]),
-    default="cosine",
+    default=None,
+    help="cosine = spherical k-means, for unit-length embeddings "
+    "[default: cosine; euclidean with --engine dask-ml].",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["geoembed", "dask-ml"]),
+    default="geoembed",
     show_default=True,
-    help="cosine = spherical k-means, for unit-length embeddings.",
+    help="KMeans implementation. dask-ml: dask_ml.cluster.KMeans (k-means||, Euclidean) "
+    "for parity with an existing dask-ml pipeline; same outputs and report.",
 )
 @click.option(
     "--mode",
@@ -95,7 +103,8 @@ def cluster(
     distance: Path | None,
     sample_size: int | None,
     max_iter: int | None,
-    metric: str,
+    metric: str | None,
+    engine: str,
     mode: str,
     seed: int,
     save_model_dir: Path | None,
@@ -114,6 +123,7 @@ def cluster(
     from geoembed.cluster.job import cluster_to_cog
     from geoembed.io import open_embeddings
 
+    metric = metric or ("euclidean" if engine == "dask-ml" else "cosine")
     src = source[0] if len(source) == 1 else list(source)
     field = open_embeddings(src, year=year, quantization=quantization)
     with job_client(ctx):
@@ -132,12 +142,14 @@ def cluster(
             overwrite=overwrite,
             progress=show_progress(ctx, as_json),
             inputs=list(source),
+            engine=engine,
         )
     if as_json:
         echo_json(summary)
         return
     click.echo(
-        f"wrote {summary['output']}: {n_clusters} clusters ({metric}, {mode}), inertia "
+        f"wrote {summary['output']}: {n_clusters} clusters "
+        f"({metric}, {mode if engine == 'geoembed' else 'dask-ml'}), inertia "
         f"{summary['inertia']:.6g}, {summary['n_iter']} iteration(s), "
         f"fit {summary['fit_seconds']} s"
     )

@@ -3,6 +3,9 @@
 >>> from geoembed.cluster import KMeans
 >>> model = KMeans(n_clusters=10, metric="cosine", random_state=0).fit(field)
 >>> clusters = model.predict(field)          # lazy (y, x) uint8 map, 255 = nodata
+
+A fitted ``dask_ml.cluster.KMeans`` is kept with ``KMeans.from_dask_ml(km)`` (its centres;
+same map as its own ``predict``), or bare centres with ``KMeans.from_centers(c)``.
 """
 
 from geoembed.cluster.job import ClusterResult, cluster_field, cluster_to_cog

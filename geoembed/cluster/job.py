@@ -13,8 +13,12 @@ import xarray as xr
 
 from geoembed.cluster.kmeans import KMeans
 from geoembed.cluster.model_io import class_names, parse_names, save_model
+from geoembed.errors import ModelError
 
-__all__ = ["ClusterResult", "cluster_field", "cluster_to_cog"]
+__all__ = ["ENGINES", "ClusterResult", "cluster_field", "cluster_to_cog"]
+
+#: KMeans implementations a job can fit with: geoembed's own (default) or dask-ml's
+ENGINES = ("geoembed", "dask-ml")
 
 
 @dataclass
@@ -53,6 +57,7 @@ def cluster_field(
     max_iter: int | None = None,
     seed: int = 0,
     names: str | dict[int, str] | None = None,
+    engine: str = "geoembed",
 ) -> ClusterResult:
     """Fit KMeans on a field and return the model with its lazy cluster and distance maps.
 
@@ -66,12 +71,21 @@ def cluster_field(
         See :class:`~geoembed.cluster.KMeans` (``seed`` is ``random_state``).
     names : str or dict, optional
         Cluster names, ``"0=water,3=forest"``; unnamed clusters are ``cluster_<id>``.
+    engine : {"geoembed", "dask-ml"}, default "geoembed"
+        ``"dask-ml"`` fits ``dask_ml.cluster.KMeans`` (k-means||, Euclidean; ``mode``
+        and ``sample_size`` do not apply) and maps every pixel with dask-ml's own
+        ``predict``, for parity with an existing dask-ml pipeline; the model is
+        kept as a geoembed :class:`KMeans` with dask-ml's centres, and its inertia is
+        the sum of squared distances (one extra pass), as for geoembed's engine.
 
     Returns
     -------
     ClusterResult
     """
     named = parse_names(names, n_clusters)
+    _check_engine(engine, metric)
+    if engine == "dask-ml":
+        return _cluster_dask_ml(field, n_clusters, max_iter=max_iter, seed=seed, named=named)
     model = KMeans(
         n_clusters,
         metric=metric,
@@ -96,6 +110,47 @@ def cluster_field(
     )
 
 
+def _check_engine(engine: str, metric: str) -> None:
+    if engine not in ENGINES:
+        raise ModelError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if engine == "dask-ml" and metric != "euclidean":
+        raise ModelError(
+            f"dask-ml's KMeans is Euclidean only; metric={metric!r} needs engine='geoembed' "
+            "(or use metric='euclidean' with engine='dask-ml')."
+        )
+
+
+def _cluster_dask_ml(
+    field: xr.DataArray,
+    n_clusters: int,
+    *,
+    max_iter: int | None,
+    seed: int,
+    named: dict[int, str],
+) -> ClusterResult:
+    from geoembed.classify.estimator import apply_estimator
+    from geoembed.cluster._dask_ml import fit_dask_ml_kmeans
+
+    t0 = time.perf_counter()
+    fitted = fit_dask_ml_kmeans(field, n_clusters, max_iter=max_iter, seed=seed)
+    fit_seconds = time.perf_counter() - t0
+    model = KMeans.from_dask_ml(fitted, feature_names=[str(b) for b in field["band"].values])
+    model.set_params(random_state=seed)
+    model.inertia_ = -model.score(field)  # sum of squared distances, as geoembed reports it
+    model.cluster_names_ = named
+    cnames = class_names(n_clusters, named)
+    labels = apply_estimator(field, fitted, output="class").rename("cluster")
+    labels.attrs.update(class_names=cnames, n_clusters=int(n_clusters), metric="euclidean")
+    return ClusterResult(
+        model=model,
+        labels=labels,
+        distance=model.distance(field),
+        class_names=cnames,
+        fit_seconds=fit_seconds,
+        extra={"engine": "dask-ml", "estimator": fitted},
+    )
+
+
 def cluster_to_cog(
     field: xr.DataArray,
     output: str | os.PathLike[str],
@@ -112,6 +167,7 @@ def cluster_to_cog(
     overwrite: bool = False,
     progress: bool = False,
     inputs: Sequence[Any] = (),
+    engine: str = "geoembed",
 ) -> dict[str, Any]:
     """Cluster a field and write the cluster map (and optionally distances, model) to disk.
 
@@ -141,6 +197,8 @@ def cluster_to_cog(
         Progress bars while writing.
     inputs : sequence of path, optional
         The paths the field was read from, so that no output overwrites them.
+    engine : {"geoembed", "dask-ml"}, default "geoembed"
+        KMeans implementation; see :func:`cluster_field`.
 
     Returns
     -------
@@ -160,6 +218,7 @@ def cluster_to_cog(
     outputs.add("distance raster", distance)
     outputs.add("model directory", save_model_dir, directory=True)
     parse_names(names, n_clusters)
+    _check_engine(engine, metric)
 
     result = cluster_field(
         field,
@@ -170,6 +229,7 @@ def cluster_to_cog(
         max_iter=max_iter,
         seed=seed,
         names=names,
+        engine=engine,
     )
     import rioxarray
 
@@ -214,7 +274,8 @@ def cluster_to_cog(
         "model": model_path,
         "n_clusters": int(n_clusters),
         "metric": metric,
-        "mode": mode,
+        "mode": mode if engine == "geoembed" else None,
+        "engine": engine,
         "seed": int(seed),
         "inertia": model.inertia_,
         "n_iter": model.n_iter_,

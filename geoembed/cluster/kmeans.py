@@ -231,6 +231,106 @@ class KMeans:
             setattr(self, key, value)
         return self
 
+    # ------------------------------------------------------------------ from centres
+    @classmethod
+    def from_centers(
+        cls,
+        centers: Any,
+        *,
+        metric: str = "euclidean",
+        feature_names: list[str] | None = None,
+        inertia: float | None = None,
+        n_iter: int = 0,
+    ) -> KMeans:
+        """Build a fitted model from existing cluster centres (no fitting).
+
+        Parameters
+        ----------
+        centers : array-like of shape (k, band)
+            Cluster centres, e.g. ``cluster_centers_`` of another KMeans.
+        metric : {"euclidean", "cosine"}, default "euclidean"
+            How pixels are assigned to centres; ``"cosine"`` normalises the centres.
+        feature_names : list of str, optional
+            Band names the centres were computed on (checked against the field's bands
+            at predict time); default: generic names, which skip the name check.
+        inertia : float, optional
+            The inertia reported by the model the centres come from (NaN if unknown).
+        n_iter : int, default 0
+            Iterations reported by the model the centres come from.
+
+        Returns
+        -------
+        KMeans
+            A fitted estimator: ``predict``, ``distance``, ``transform`` and
+            :func:`~geoembed.cluster.save_model` work on it.
+        """
+        c = np.asarray(centers)
+        if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
+            raise ModelError(f"centers must be a (k, band) array; got shape {c.shape}.")
+        if not np.isfinite(c).all():
+            raise ModelError("centers contain NaN or infinite values; they cannot be used.")
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}.")
+        k, d = c.shape
+        names = feature_band_names(d) if feature_names is None else [str(b) for b in feature_names]
+        if len(names) != d:
+            raise ModelError(f"feature_names has {len(names)} names for {d}-band centres.")
+        model = cls(k, metric=metric, init=np.asarray(c, dtype=np.float32))
+        model.cluster_centers_ = prepare(c, metric).astype(np.float32)
+        model.inertia_ = float("nan") if inertia is None else float(inertia)
+        model.n_iter_ = int(n_iter)
+        model.converged_ = True
+        model.counts_ = np.zeros(k, dtype=np.int64)
+        model.sample_size_ = 0
+        model.n_features_in_ = int(d)
+        model.feature_names_in_ = names
+        return model
+
+    @classmethod
+    def from_dask_ml(cls, estimator: Any, *, feature_names: list[str] | None = None) -> KMeans:
+        """Adopt a fitted ``dask_ml.cluster.KMeans`` (or scikit-learn ``KMeans``).
+
+        The centres are kept as they are and the metric is Euclidean, as in dask-ml, so
+        :meth:`predict` assigns every pixel to the centre dask-ml's own ``predict``
+        would choose, blockwise over fields of any size. dask-ml's ``inertia_`` is the
+        sum of unsquared distances, so it is not carried over (``inertia_`` is NaN; use
+        ``-model.score(field)`` for the sum of squared distances); scikit-learn's is.
+
+        Parameters
+        ----------
+        estimator : dask_ml.cluster.KMeans or sklearn.cluster.KMeans
+            A fitted model (it has ``cluster_centers_``).
+        feature_names : list of str, optional
+            Band names the model was fitted on; default: the estimator's
+            ``feature_names_in_`` if it has them, else generic names.
+
+        Returns
+        -------
+        KMeans
+        """
+        centers = getattr(estimator, "cluster_centers_", None)
+        if centers is None:
+            raise ModelError(
+                f"{type(estimator).__name__} has no cluster_centers_; fit it before "
+                "KMeans.from_dask_ml()."
+            )
+        if feature_names is None and getattr(estimator, "feature_names_in_", None) is not None:
+            feature_names = [str(f) for f in estimator.feature_names_in_]
+        # dask-ml's inertia_ is the sum of *unsquared* distances (dask-ml 2025.1): not ours
+        from_dask_ml = type(estimator).__module__.startswith("dask_ml")
+        inertia = None if from_dask_ml else getattr(estimator, "inertia_", None)
+        n_iter = int(getattr(estimator, "n_iter_", 0) or 0)
+        model = cls.from_centers(
+            np.asarray(centers),
+            metric="euclidean",
+            feature_names=feature_names,
+            inertia=None if inertia is None else float(inertia),
+            n_iter=n_iter,
+        )
+        max_iter = getattr(estimator, "max_iter", None)
+        model.converged_ = bool(max_iter is None or n_iter < int(max_iter))
+        return model
+
     def __repr__(self) -> str:
         return f"KMeans(n_clusters={self.n_clusters}, metric={self.metric!r}, mode={self.mode!r})"
 

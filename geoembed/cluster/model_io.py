@@ -84,7 +84,8 @@ def save_model(
     Parameters
     ----------
     model : KMeans
-        A fitted estimator.
+        A fitted estimator; a fitted ``dask_ml.cluster.KMeans`` (or scikit-learn
+        ``KMeans``) is converted with :meth:`KMeans.from_dask_ml` (its centres).
     path : path-like
         Directory to create.
     names : str or mapping, optional
@@ -99,6 +100,8 @@ def save_model(
     """
     if not hasattr(model, "cluster_centers_"):
         raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
+    if not isinstance(model, KMeans):
+        model = KMeans.from_dask_ml(model)
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not overwrite:
