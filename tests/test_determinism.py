@@ -264,3 +264,33 @@ def test_no_task_key_names_two_different_computations(field) -> None:
         fits = [KMeans(n_clusters=n, random_state=0, max_iter=6).fit(field) for n in (3, 5)]
         dask.compute(*[m.predict(field) for m in fits])
     assert not clashes, clashes[:3]
+
+
+def _mixed() -> tuple[Any, ...]:
+    import dask.array as dsa
+
+    a = dask.delayed(lambda: "first", pure=True)()
+    b = dsa.arange(3, chunks=2)
+    c = dask.delayed(lambda: "last", pure=True)()
+    x = xr.DataArray(dsa.zeros(2, chunks=1))
+    return a, b, c, x
+
+
+def _assert_in_order(got: Any) -> None:
+    assert got[0] == "first" and got[2] == "last"
+    assert np.asarray(got[1]).tolist() == [0, 1, 2]
+    assert np.asarray(got[3]).tolist() == [0, 0]
+
+
+def test_compute_keeps_argument_order_for_mixed_collections() -> None:
+    """dask 2026.8 groups mixed collections by kind; geoembed.runtime.compute must not."""
+    from geoembed.runtime import compute
+
+    with dask.config.set(scheduler="threads"):
+        _assert_in_order(compute(*_mixed()))
+
+
+def test_compute_keeps_argument_order_on_a_client(dask_client) -> None:
+    from geoembed.runtime import compute
+
+    _assert_in_order(compute(*_mixed(), stall_timeout=0))

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from dask.base import normalize_token
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from geoembed._exact import pair_dots, row_dots, unit_rows
@@ -640,6 +641,13 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             assert counts is not None
             out[:, 2:] = counts / counts.sum(axis=1, keepdims=True)
         return out
+
+
+@normalize_token.register(KNNClassifier)
+def _tokenize_knn(model: KNNClassifier) -> str:
+    # more specific than the BaseEstimator normaliser dask-ml registers, which hashes
+    # get_params() and every fitted attribute (rows_ depends on the training-row order)
+    return model.__dask_tokenize__()
 
 
 def exact_kneighbors(

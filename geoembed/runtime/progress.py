@@ -59,6 +59,7 @@ def compute(
     """
     import dask
 
+    objs = _one_kind(objs)
     client = _client_or_none()
     if client is None:
         if progress:
@@ -79,6 +80,30 @@ def compute(
         client.cancel(futures)
         raise
     return client.gather(futures)
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def _one_kind(objs: Sequence[Any]) -> tuple[Any, ...]:
+    """Wrap collections in Delayed when their kinds are mixed.
+
+    dask 2026.8 returns ``dask.compute(delayed, array, delayed)`` (and the same through
+    ``Client.compute``) grouped by collection kind, not in argument order. Results of one
+    kind come back in order, so giving every argument the same kind keeps the order; a
+    Delayed that depends on an array still computes the array's whole graph.
+    """
+    import dask
+    from dask.delayed import Delayed
+
+    kinds = {type(o) for o in objs if dask.is_dask_collection(o)}
+    if len(kinds) < 2:
+        return tuple(objs)
+    wrap = dask.delayed(_identity, pure=True)
+    return tuple(
+        wrap(o) if dask.is_dask_collection(o) and not isinstance(o, Delayed) else o for o in objs
+    )
 
 
 def _watch(
