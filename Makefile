@@ -16,7 +16,7 @@ help:
 	@echo "make test   - run the default test suite"
 	@echo "make test-slow - run the slow tests too"
 	@echo "make bench  - run the benchmarks (prints ratios against baselines)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and mypy"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,7 @@ bench: $(VENV)/.dev-installed
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check geoembed tests
 	$(BIN)/ruff format --check geoembed tests
+	$(BIN)/mypy geoembed
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format geoembed tests

@@ -523,9 +523,10 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def index(self) -> _Index:
         """The search structure (built on first use, also after unpickling on a worker)."""
         self._check_fitted()
-        if getattr(self, "_index", None) is None:
-            self._index = _Index(self.X_, self.metric)
-        return self._index
+        index = getattr(self, "_index", None)
+        if index is None:
+            index = self._index = _Index(self.X_, self.metric)
+        return index
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())

@@ -86,7 +86,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
         faiss_bytes = getattr(model, "_faiss_bytes", None)
         if faiss_bytes is not None:
             arrays["faiss_index"] = np.asarray(faiss_bytes, dtype=np.uint8)
-        np.savez(tmp / _ARRAYS, **arrays)
+        np.savez(tmp / _ARRAYS, **arrays)  # type: ignore[arg-type]
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -122,6 +122,8 @@ def change(
         import geoembed.labels as gl
         from geoembed.classify import KNNClassifier
 
+        assert label_column is not None  # checked with the other options above
+
         if training is not None:
             ts = gl.training_from_table(
                 training, a, label_column=label_column, class_table=class_table

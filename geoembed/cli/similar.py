@@ -132,7 +132,7 @@ def similar(
                 seed=seed,
             )
         summary["threshold"] = info
-        m = sm.similarity_mask(sim, info["threshold"])
+        m = sm.similarity_mask(sim, float(info["threshold"]))  # type: ignore[arg-type]
         jobs.append(
             write_cog(
                 m,

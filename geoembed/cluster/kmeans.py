@@ -173,6 +173,9 @@ class KMeans:
         Band names the model was fitted on.
     """
 
+    #: names of the clusters (set by the cluster job or a loaded model), by cluster id
+    cluster_names_: dict[int, str]
+
     def __init__(
         self,
         n_clusters: int = 8,

@@ -160,10 +160,12 @@ class KNNRegressor:
     def kneighbors(self, Q: Any) -> tuple[np.ndarray, np.ndarray]:
         """Distances and training-row indices (rows of the ``X`` given to :meth:`fit`)."""
         dist, ind = self.index.search(self._check_queries(Q), self.k)
+        assert dist is not None
         return dist, self.rows_[ind]
 
     def _outputs(self, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         dist, ind = self.index.search(Q, self.k)
+        assert dist is not None
         t = self.y_[ind]
         if self.weights == "uniform":
             w = np.ones_like(t)
