@@ -194,3 +194,56 @@ def test_approximate_mode_reports_recall(shared_data: Path, index: str, tmp_path
     field = make_field(20, 20, chunks=10)
     ds = predict_field(approx, field)
     assert ds["class"].attrs["model"] == "approximate"
+
+
+def test_random_forest_saved_with_skops_loads_without_pickle_on_workers(
+    tmp_path, dask_client
+) -> None:
+    """save_estimator writes no pickle; load_model accepts it without allow_pickle, and
+    the loaded model gives the same map on worker processes as in memory."""
+    import zipfile
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    from geoembed.classify import apply_estimator, load_model, save_estimator
+    from geoembed.errors import OutputError
+    from geoembed.testing import make_field
+
+    field = make_field(30, 40, chunks=(16, 23), seed=9)
+    data = field.values.reshape(64, -1).T
+    keep = ~np.isnan(data).any(axis=1)
+    X = data[keep][::7]
+    y = (np.arange(len(X)) % 3).astype(np.int64)
+    rf = RandomForestClassifier(n_estimators=15, random_state=0).fit(X, y)
+    path = save_estimator(rf, tmp_path / "rf.skops")
+    with zipfile.ZipFile(path) as archive:
+        assert not [n for n in archive.namelist() if n.endswith((".pkl", ".pickle"))]
+    loaded = load_model(path)  # no allow_pickle
+    np.testing.assert_array_equal(loaded.predict(X), rf.predict(X))
+    on_workers = apply_estimator(field, loaded, output="proba").values
+    in_memory = rf.predict_proba(data[keep]).astype(np.float32)
+    np.testing.assert_array_equal(on_workers.reshape(3, -1)[:, keep].T, in_memory)
+    with pytest.raises(OutputError, match="already exists"):
+        save_estimator(rf, path)
+    save_estimator(rf, path, overwrite=True)  # its own file: replaced
+    foreign = tmp_path / "foreign.skops"
+    foreign.write_bytes(b"not ours")
+    with pytest.raises(OutputError):
+        save_estimator(rf, foreign, overwrite=True)
+    assert foreign.read_bytes() == b"not ours"
+
+
+class _Custom:
+    def __init__(self) -> None:
+        self.value = 3
+
+
+def test_skops_file_with_unknown_types_is_refused(tmp_path) -> None:
+    import skops.io as sio
+
+    from geoembed.classify import load_model
+    from geoembed.errors import UnsafeModelError
+
+    sio.dump({"model": _Custom()}, tmp_path / "odd.skops")
+    with pytest.raises(UnsafeModelError, match="_Custom"):
+        load_model(tmp_path / "odd.skops")

@@ -414,8 +414,8 @@ def _interrupt(
     result = _fingerprint(cwd, names)
     context = (seen, proc.returncode, err.decode()[-2000:])
     assert _temporaries(cwd) == [], context
-    # SIGINT: click's "Aborted!" (status 1); SIGTERM: geoembed's clean exit, 128 + 15
-    interrupted = 1 if sig == signal.SIGINT else 128 + sig
+    # geoembed's clean exits: SIGINT prints "interrupted" (130), SIGTERM 128 + 15
+    interrupted = 128 + sig
     if result == before:
         assert proc.returncode == interrupted, context
         return "old"

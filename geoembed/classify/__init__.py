@@ -7,7 +7,8 @@
   tie-breaking; :func:`classify_knn` / :func:`predict_field` apply it over a lazy field.
 * :class:`ApproximateKNNClassifier`: explicit faiss IVF/HNSW mode that reports recall@k.
 * :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.
-* :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle.
+* :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle;
+  :func:`save_estimator`: any scikit-learn estimator as a ``.skops`` file (no pickle).
 * :func:`classify_job`: the whole ``geoembed classify`` job (labels -> CV -> COGs).
 """
 
@@ -16,7 +17,7 @@ from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
 from geoembed.classify.job import classify_job
 from geoembed.classify.knn import KNNClassifier, exact_kneighbors
-from geoembed.classify.model_io import load_model, save_model
+from geoembed.classify.model_io import load_model, save_estimator, save_model
 
 __all__ = [
     "ApproximateKNNClassifier",
@@ -30,5 +31,6 @@ __all__ = [
     "load_model",
     "predict_field",
     "recall_at_k",
+    "save_estimator",
     "save_model",
 ]

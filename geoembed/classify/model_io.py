@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,24 @@ import numpy as np
 
 from geoembed.errors import ModelError, OutputError, UnsafeModelError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "PICKLE_SUFFIXES", "load_model", "save_model"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PICKLE_SUFFIXES",
+    "SKOPS_SUFFIX",
+    "load_model",
+    "save_estimator",
+    "save_model",
+]
 
 FORMAT = "geoembed.knn"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav")
+SKOPS_SUFFIX = ".skops"
+#: zip comment of the .skops files geoembed writes (``--overwrite`` may replace them)
+SKOPS_MARK = b"written by geoembed"
+#: packages whose types a .skops file may hold without an explicit opt-in
+SAFE_PACKAGES = ("sklearn", "numpy", "scipy", "builtins", "collections", "dask_ml")
 _META = "model.json"
 _ARRAYS = "arrays.npz"
 
@@ -66,8 +80,8 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
 
     if not isinstance(model, KNNClassifier):
         raise ModelError(
-            f"save_model stores geoembed kNN models; a {type(model).__name__} would need "
-            "pickle. Save scikit-learn estimators with skops or joblib yourself."
+            f"save_model stores geoembed kNN models; save a {type(model).__name__} with "
+            "geoembed.classify.save_estimator(est, 'model.skops') (no pickle)."
         )
     model._check_fitted()
     target = Path(path)
@@ -121,13 +135,75 @@ def _load_pickle(path: Path, allow_pickle: bool) -> Any:
         raise ModelError(f"cannot load {path}: {exc}") from exc
 
 
+def save_estimator(
+    estimator: Any, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Save a fitted scikit-learn (or dask-ml) estimator as a ``.skops`` file, without pickle.
+
+    The file is written under a temporary name and renamed when complete. It loads with
+    :func:`load_model` (and ``geoembed classify --model FILE.skops``) on any machine,
+    worker processes included, without ``allow_pickle``: skops rebuilds objects only from
+    types it can check, and geoembed accepts only types from scikit-learn, NumPy, SciPy,
+    dask-ml and the Python builtins.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+    path : path-like
+        Target file; must end with ``.skops``.
+    overwrite : bool, default False
+        Replace a file that geoembed wrote.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import skops.io as sio
+
+    from geoembed.export.atomic import check_output_path, replace_path, temp_sibling
+
+    if Path(path).suffix.lower() != SKOPS_SUFFIX:
+        raise ModelError(f"{path}: an estimator file must end with {SKOPS_SUFFIX}.")
+    target = check_output_path(path, overwrite=overwrite, what="model file")
+    tmp = temp_sibling(target, "skops")
+    try:
+        sio.dump(estimator, tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:  # geoembed's mark (see export.outputs)
+            archive.comment = SKOPS_MARK
+        replace_path(tmp, target, overwrite=overwrite, what="model file")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _load_skops(path: Path) -> Any:
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a skops archive, or a damaged one
+        raise ModelError(f"cannot read {path} as a skops model file: {exc}") from exc
+    unsafe = [t for t in untrusted if t.split(".", 1)[0] not in SAFE_PACKAGES]
+    if unsafe:
+        raise UnsafeModelError(
+            f"{path} holds types geoembed does not trust: {', '.join(unsafe[:5])}; "
+            "load it yourself with skops.io.load(path, trusted=[...]) after checking them."
+        )
+    try:
+        return sio.load(path, trusted=untrusted)
+    except Exception as exc:
+        raise ModelError(f"cannot load {path}: {exc}") from exc
+
+
 def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
     """Load a model saved by :func:`save_model` (or, with opt-in, a pickled estimator).
 
     Parameters
     ----------
     path : path-like
-        A model directory (or its ``model.json``), or a ``.pkl``/``.joblib`` file.
+        A model directory (or its ``model.json``), a ``.skops`` file written by
+        :func:`save_estimator`, or a ``.pkl``/``.joblib`` file.
     allow_pickle : bool, default False
         Allow loading pickle/joblib files. They can execute code: only for trusted files.
 
@@ -146,6 +222,10 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     from geoembed.classify.knn import KNNClassifier
 
     p = Path(path)
+    if p.suffix.lower() == SKOPS_SUFFIX:
+        if not p.is_file():
+            raise ModelError(f"model file {p} does not exist.")
+        return _load_skops(p)
     if p.suffix.lower() in PICKLE_SUFFIXES:
         if not p.is_file():
             raise ModelError(f"model file {p} does not exist.")

@@ -145,6 +145,14 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
     if p.suffix.lower() == ".json":
         payload = _read_json(p)
         return isinstance(payload, dict) and "geoembed_version" in payload
+    if p.suffix.lower() == ".skops":  # estimator files: geoembed's zip comment
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(p) as archive:
+                return archive.comment == b"written by geoembed"
+        except (OSError, zipfile.BadZipFile):
+            return False
     return "geoembed_version" in _cog_tags(p)
 
 
