@@ -121,9 +121,9 @@ class SimilarityScorer:
             return row_dots(q, self.table[0]).astype(np.float32)
         if self.metric == "cosine":
             if self._index is None:
-                from geoembed.classify.knn import _Index
+                from geoembed.classify.search import ExactIndex
 
-                self._index = _Index(self.table, "cosine")
+                self._index = ExactIndex(self.table, "cosine")
             _, ind = self._index.search(q, 1)
             return row_dots(q, self.table[ind[:, 0]]).astype(np.float32)
         best = np.full(len(q), -np.inf)

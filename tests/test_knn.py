@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-import geoembed.classify.knn as knn_mod
+import geoembed.classify.search as search_mod
 from geoembed.classify import KNNClassifier
 from geoembed.errors import LabelError, ModelError, NotFittedError
 
@@ -79,8 +79,8 @@ def test_heap_path_and_argmax_path_agree_with_sklearn(monkeypatch, metric: str) 
     ref = KNeighborsClassifier(5, metric=metric, algorithm="brute").fit(X, y)
     heap = KNNClassifier(5, metric=metric).fit(X, y)
     assert heap.index.heap is not None
-    monkeypatch.setattr(knn_mod, "_HEAP_MIN_TRAIN", 10**9)
-    monkeypatch.setattr(knn_mod, "_COL_TILE", 1024)
+    monkeypatch.setattr(search_mod, "_HEAP_MIN_TRAIN", 10**9)
+    monkeypatch.setattr(search_mod, "_COL_TILE", 1024)
     passes = KNNClassifier(5, metric=metric).fit(X, y)
     assert passes.index.heap is None and len(passes.index.tiles) > 1
     expected = ref.kneighbors(Q)[1]
@@ -199,7 +199,7 @@ def _noisy_scores(monkeypatch, seed: int) -> None:
     kernel does: the outputs must not change at all, because only candidates come from
     the GEMM and every decision is re-computed exactly.
     """
-    original = knn_mod._Index._scores
+    original = search_mod.ExactIndex._scores
     rng = np.random.default_rng(seed)
 
     def noisy(self, Qb: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -210,7 +210,7 @@ def _noisy_scores(monkeypatch, seed: int) -> None:
         S += (rng.uniform(-0.9, 0.9, S.shape) * bound).astype(np.float32)
         return S
 
-    monkeypatch.setattr(knn_mod._Index, "_scores", noisy)
+    monkeypatch.setattr(search_mod.ExactIndex, "_scores", noisy)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -227,7 +227,7 @@ def test_outputs_do_not_depend_on_gemm_rounding_or_batch_shape(
         X, y = dw["iowa_ag"]  # real vectors with exact duplicates
     Q = np.concatenate([X[:300], _clustered(300, seed=23)])
     if path == "tiles":
-        monkeypatch.setattr(knn_mod, "_COL_TILE", 256)
+        monkeypatch.setattr(search_mod, "_COL_TILE", 256)
 
     def outputs() -> tuple[bytes, bytes, bytes]:
         model = KNNClassifier(5, metric=metric, weights="distance").fit(X, y)
@@ -240,13 +240,13 @@ def test_outputs_do_not_depend_on_gemm_rounding_or_batch_shape(
     for seed, rows in enumerate((1, 7, 1000, 4097)):
         with monkeypatch.context() as mp:
             _noisy_scores(mp, seed)
-            original_init = knn_mod._Index.__init__
+            original_init = search_mod.ExactIndex.__init__
 
             def init(self, *args, _rows=rows, _init=original_init) -> None:
                 _init(self, *args)
                 self.query_rows = _rows
 
-            mp.setattr(knn_mod._Index, "__init__", init)
+            mp.setattr(search_mod.ExactIndex, "__init__", init)
             assert outputs() == clean, f"outputs changed with query batch {rows} and GEMM noise"
 
 

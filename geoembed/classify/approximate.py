@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from geoembed.classify.knn import KNNClassifier, _cosine_key, _normalize, exact_kneighbors
+from geoembed.classify.knn import KNNClassifier
+from geoembed.classify.search import _cosine_key, _normalize, exact_kneighbors
 from geoembed.errors import ModelError
 
 __all__ = ["INDEXES", "ApproximateKNNClassifier", "recall_at_k"]

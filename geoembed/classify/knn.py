@@ -1,23 +1,10 @@
 """Exact k-nearest-neighbour classification on BLAS, with stable tie-breaking.
 
-The search runs in two stages, so that results never depend on the BLAS kernel:
-
-1. **Candidates** (fast, any rounding): a tile of query vectors is multiplied by the
-   training matrix with one float32 GEMM (NumPy's BLAS) and each row of the cache-sized
-   score tile is reduced to its best ``k + 1`` columns: with ``k + 1`` vectorised
-   ``argmax`` passes up to 4 096 training vectors, and with faiss's C++ min-heap over the
-   NumPy score tiles above that.
-2. **Decision** (exact, order-fixed): the candidates are re-scored in float64 with
-   :mod:`geoembed._exact` (exact products, fixed summation order), ranked by distance and
-   then by canonical training position. A row is accepted only if no training vector
-   outside its candidates could reach its top ``k`` given a proven bound on the float32
-   GEMM's error (``|fl(q.x) - q.x| <= d u |q| |x| / (1 - d u)``); the rare other rows
-   (exact duplicates, near ties) are re-scored over every training vector whose float32
-   score is within twice that bound of the k-th best.
-
-Every reported distance, neighbour and vote is therefore a function of the query and the
-training set only: the same bytes whatever the query batch, the chunking, the thread
-split, and whether the CPU runs AVX2 or AVX-512 kernels.
+The neighbours come from the exact search kernel of :mod:`geoembed.classify.search`
+(float32 BLAS proposes candidates, an order-fixed float64 re-score decides, with a proven
+bound on the GEMM's error), so every reported distance, neighbour and vote is a function
+of the query and the training set only: the same bytes whatever the query batch, the
+chunking, the thread split, and whether the CPU runs AVX2 or AVX-512 kernels.
 
 Distances follow scikit-learn's brute-force definitions, computed from the exact
 scores:
@@ -39,8 +26,6 @@ depend on the order of the training rows; equal votes go to the lowest class id.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import threading
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -49,264 +34,20 @@ import numpy as np
 from dask.base import normalize_token
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from geoembed._exact import pair_dots, row_dots, unit_rows
+from geoembed.classify.search import (
+    METRICS,
+    WEIGHTS,
+    ExactIndex,
+    canonical_order,
+    exact_kneighbors,
+)
 from geoembed.errors import LabelError, ModelError, NotFittedError
 
 __all__ = ["METRICS", "WEIGHTS", "KNNClassifier", "exact_kneighbors"]
 
-METRICS = ("cosine", "euclidean")
-WEIGHTS = ("uniform", "distance")
-
-#: elements of one score tile (float32): 2 MiB keeps it in the L2/L3 cache
-_TILE_ELEMS = 1 << 19
-#: widest training tile; wider training sets are searched tile by tile and merged
-_COL_TILE = 4096
-#: above this many training vectors, rows are reduced with faiss's C++ heap (one compare
-#: per score) instead of k + 1 argmax passes (measured: argmax passes win up to ~4 000)
-_HEAP_MIN_TRAIN = 4096
-#: training / query tile of the heap path (score tile 2 MiB)
-_HEAP_COLS = 1024
-_HEAP_ROWS = 512
-#: unit roundoff of float32
-_U32 = 2.0**-24
-
-
-def _normalize(X: np.ndarray) -> np.ndarray:
-    """Scale rows to unit length (float32), as the cosine metric compares them."""
-    return unit_rows(X)
-
-
-def _cosine_key(s: np.ndarray) -> np.ndarray:
-    """scikit-learn's cosine distance ``clip(1 - s, 0, 2)`` in the dtype of ``s``."""
-    d = s * -1
-    d += 1
-    return np.clip(d, 0.0, 2.0, out=d)
-
-
-def _extract(S: np.ndarray, m: int, vals: np.ndarray, idx: np.ndarray, col0: int) -> None:
-    """Move the ``m`` largest entries of each row of ``S`` (destroyed) into vals/idx.
-
-    Equal values come out in column order (``argmax`` returns the first maximum).
-    """
-    q, ncol = S.shape
-    flat = S.reshape(-1)
-    offsets = np.arange(q) * ncol
-    for j in range(m):
-        a = S.argmax(axis=1)
-        pos = offsets + a
-        vals[:, j] = flat[pos]
-        idx[:, j] = a + col0
-        if j < m - 1:
-            flat[pos] = -np.inf
-
-
-def _faiss_heap() -> Any:
-    """Return faiss when its heap can be used, else None (argmax passes instead)."""
-    try:
-        import faiss
-    except ImportError:  # pragma: no cover - faiss-cpu is a core dependency
-        return None
-    return faiss if hasattr(faiss, "float_minheap_array_t") else None
-
-
-class _Index:
-    """Training matrix prepared for search (normalised, tiled), rebuilt after unpickling."""
-
-    def __init__(self, X: np.ndarray, metric: str) -> None:
-        self._scratch = threading.local()
-        self.metric = metric
-        self.n, self.d = X.shape
-        self.X = _normalize(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32)
-        self.sq64 = row_dots(self.X, self.X)  # exact |x|^2 (float64)
-        self.xmax = float(np.sqrt(self.sq64.max())) if self.n else 0.0
-        if metric == "euclidean":
-            self.half_sq = (0.5 * self.sq64).astype(np.float32)
-        # proven bound of the float32 candidate scores' error, per unit of |q| |x|max
-        # (GEMM: d u / (1 - d u); euclidean adds the rounding of |x|^2 / 2 and of the
-        # subtraction); 1 % of slack for the norms' own rounding
-        du = (self.d + 3) * _U32
-        self.err_unit = 1.01 * du / (1.0 - du)
-        if self.n <= _COL_TILE * 3 // 2:
-            bounds = [0, self.n]
-        else:
-            nt = -(-self.n // _COL_TILE)
-            bounds = np.linspace(0, self.n, nt + 1).astype(int).tolist()
-        self.tiles = list(itertools.pairwise(bounds))
-        width = max(b - a for a, b in self.tiles)
-        self.query_rows = int(np.clip((_TILE_ELEMS // width) // 64 * 64, 64, 1024))
-        self.heap = _faiss_heap() if self.n > _HEAP_MIN_TRAIN else None
-        if self.heap is not None:
-            self.query_rows = _HEAP_ROWS
-            nt = -(-self.n // _HEAP_COLS)
-            hb = np.linspace(0, self.n, nt + 1).astype(int).tolist()
-            self.heap_tiles = list(itertools.pairwise(hb))  # balanced: all >= 512 wide
-
-    def _buffer(self, name: str, shape: tuple[int, int]) -> np.ndarray:
-        """Return a reusable per-thread scratch array of ``shape`` (float32).
-
-        Dask workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map and page-fault
-        every large allocation afresh: reusing the score tile avoids that cost in every
-        tile.
-        """
-        size = shape[0] * shape[1]
-        buf = getattr(self._scratch, name, None)
-        if buf is None or buf.size < size:
-            buf = np.empty(size, np.float32)
-            setattr(self._scratch, name, buf)
-        return buf[:size].reshape(shape)
-
-    def _scores(self, Qb: np.ndarray, a: int, b: int) -> np.ndarray:
-        """Float32 candidate scores (larger is nearer): ``q.x`` or ``q.x - |x|^2 / 2``."""
-        S = np.matmul(Qb, self.X[a:b].T, out=self._buffer("S", (len(Qb), b - a)))
-        if self.metric == "euclidean":
-            S -= self.half_sq[a:b]
-        return S
-
-    def top(self, Qb: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``m`` float32 scores per row (descending) and their training indices."""
-        q = len(Qb)
-        vals = np.empty((q, m), np.float32)
-        idx = np.empty((q, m), np.int64)
-        if self.heap is not None:
-            return self._top_heap(Qb, m, vals, idx)
-        if len(self.tiles) == 1:
-            _extract(self._scores(Qb, 0, self.n), m, vals, idx, 0)
-            return vals, idx
-        tv, ti = [], []
-        for a, b in self.tiles:
-            mt = min(m, b - a)
-            v = np.empty((q, mt), np.float32)
-            i = np.empty((q, mt), np.int64)
-            _extract(self._scores(Qb, a, b), mt, v, i, a)
-            tv.append(v)
-            ti.append(i)
-        V = np.concatenate(tv, axis=1)
-        Idx = np.concatenate(ti, axis=1)
-        pos = np.empty((q, m), np.int64)
-        _extract(V, m, vals, pos, 0)
-        return vals, np.take_along_axis(Idx, pos, axis=1)
-
-    def _top_heap(
-        self, Qb: np.ndarray, m: int, vals: np.ndarray, idx: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``m`` with faiss's min-heap over NumPy-computed score tiles.
-
-        The heap keeps the exact multiset of the ``m`` best values; which of several
-        equal values it keeps is arbitrary, which is harmless: candidates are re-scored
-        exactly and a boundary tie sends the row to the wide re-scoring.
-        """
-        faiss = self.heap
-        assert faiss is not None
-        q = len(Qb)
-        h = faiss.float_minheap_array_t()
-        h.nh = q
-        h.k = m
-        h.val = faiss.swig_ptr(vals)
-        h.ids = faiss.swig_ptr(idx)
-        h.heapify()
-        for a, b in self.heap_tiles:
-            S = self._scores(Qb, a, b)
-            h.addn(b - a, faiss.swig_ptr(S), a, 0, q)
-        h.reorder()
-        return vals, idx
-
-    # -- exact decision --------------------------------------------------------------------
-    def _keys(self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, cand: np.ndarray) -> Any:
-        """Exact float32 ranking keys (distances, squared for euclidean) of candidates.
-
-        ``rows`` (n,) and ``cand`` (n, m) index the queries and training vectors.
-        """
-        s = pair_dots(Qx[rows], self.X[cand])
-        if self.metric == "cosine":
-            return _cosine_key(s.astype(np.float32))
-        d2 = qsq[rows][:, None] - 2.0 * s
-        d2 += self.sq64[cand]
-        return np.maximum(d2.astype(np.float32), np.float32(0.0))
-
-    def _margin(self, qn: np.ndarray) -> np.ndarray:
-        """Float32 score slack that keeps every possible top-k member (per query).
-
-        Twice the GEMM error bound, plus the width of a float32 step of the key (vectors
-        whose keys round together with the k-th must be ranked too).
-        """
-        scale = qn * self.xmax + (0.5 * self.xmax**2 if self.metric == "euclidean" else 0.0)
-        err = self.err_unit * scale
-        step: Any = 4 * 2.0**-23  # cosine: a few float32 steps of the distance
-        if self.metric == "euclidean":
-            step = 2.0**-23 * (qn + self.xmax) ** 2
-        return 2.0 * err + step + 1e-30
-
-    def search(
-        self, Q: np.ndarray, k: int, *, distances: bool = True
-    ) -> tuple[np.ndarray | None, np.ndarray]:
-        """Exact ``k`` nearest neighbours of each row of ``Q`` (distance, index).
-
-        With ``distances=False`` only the neighbour *set* is exact (what uniform votes
-        need): rows whose candidates are unambiguous skip the float64 re-score, their
-        neighbours come unordered, and no distances are returned.
-        """
-        Q = np.ascontiguousarray(Q, dtype=np.float32)
-        nq = len(Q)
-        dist = np.empty((nq, k), np.float32) if distances else None
-        ind = np.empty((nq, k), np.int64)
-        m = min(k + 1, self.n)
-        step = self.query_rows
-        for q0 in range(0, nq, step):
-            Qx = Q[q0 : q0 + step]
-            if self.metric == "cosine":
-                Qx = _normalize(Qx)
-            qsq = row_dots(Qx, Qx)
-            vals, cand = self.top(Qx, m)
-            wide = np.empty(0, np.int64)
-            if m < self.n:
-                # a training vector outside the candidates could still belong in the top k
-                thresh = vals[:, k - 1] - self._margin(np.sqrt(qsq))
-                wide = np.flatnonzero(vals[:, m - 1] >= thresh)
-            if distances or m == self.n:
-                rows = np.arange(len(Qx))
-                key = self._keys(Qx, qsq, rows, cand)
-                o = np.lexsort((cand, key), axis=-1)[:, :k]
-                d = np.take_along_axis(key, o, axis=1)
-                i = np.take_along_axis(cand, o, axis=1)
-            else:  # the first k candidates are exactly the top-k set
-                d = np.empty((len(Qx), k), np.float32)
-                i = cand[:, :k]
-            if len(wide):
-                d[wide], i[wide] = self._wide(Qx, qsq, wide, thresh[wide], k)
-            if dist is not None:
-                dist[q0 : q0 + len(Qx)] = d
-            ind[q0 : q0 + len(Qx)] = i
-        if dist is not None and self.metric == "euclidean":
-            return np.sqrt(dist).astype(np.float64), ind  # float32 root, like scikit-learn
-        return dist, ind
-
-    def _wide(
-        self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rank ``rows`` over every training vector scoring at least ``thresh`` (rare)."""
-        d = np.empty((len(rows), k), np.float32)
-        ind = np.empty((len(rows), k), np.int64)
-        step = max(1, _TILE_ELEMS // max(self.n, 1))
-        for r0 in range(0, len(rows), step):
-            rr = rows[r0 : r0 + step]
-            S = self._scores(Qx[rr], 0, self.n)
-            r_loc, cols = np.nonzero(S >= thresh[r0 : r0 + step, None])
-            key = self._keys(Qx, qsq, rr[r_loc], cols[:, None])[:, 0]
-            o = np.lexsort((cols, key, r_loc))
-            r_loc, cols, key = r_loc[o], cols[o], key[o]
-            first = np.searchsorted(r_loc, np.arange(len(rr)))
-            take = first[:, None] + np.arange(k)  # every row has >= k candidates
-            d[r0 : r0 + len(rr)] = key[take]
-            ind[r0 : r0 + len(rr)] = cols[take]
-        return d, ind
-
-
-def _canonical_order(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Permutation sorting training rows by (vector bytes, label): row order stops mattering."""
-    o1 = np.argsort(y, kind="stable")
-    rows = np.ascontiguousarray(X[o1]).view(np.dtype((np.void, X.dtype.itemsize * X.shape[1])))
-    o2 = np.argsort(rows.ravel(), kind="stable")
-    return o1[o2]
+#: old private names, kept for code that imported them
+_Index = ExactIndex
+_canonical_order = canonical_order
 
 
 class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -469,7 +210,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"k={self.k} is larger than the smallest class: {listed} have fewer than k "
                 "training samples. Lower -k, add labels for those classes, or drop them."
             )
-        order = _canonical_order(X, y)
+        order = canonical_order(X, y)
         self.X_ = X[order]
         self.y_ = y[order].astype(np.int64)
         self.rows_ = order.astype(np.int64)
@@ -480,7 +221,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.class_values = list(class_values) if class_values is not None else None
         self.colors = list(colors) if colors is not None else None
         self.band_names = [str(b) for b in band_names] if band_names is not None else None
-        self._index: _Index | None = None
+        self._index: ExactIndex | None = None
         return self
 
     @classmethod
@@ -520,12 +261,12 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise NotFittedError(f"this {type(self).__name__} is not fitted; call fit() first.")
 
     @property
-    def index(self) -> _Index:
+    def index(self) -> ExactIndex:
         """The search structure (built on first use, also after unpickling on a worker)."""
         self._check_fitted()
         index = getattr(self, "_index", None)
         if index is None:
-            index = self._index = _Index(self.X_, self.metric)
+            index = self._index = ExactIndex(self.X_, self.metric)
         return index
 
     def __getstate__(self) -> dict[str, Any]:
@@ -649,16 +390,3 @@ def _tokenize_knn(model: KNNClassifier) -> str:
     # more specific than the BaseEstimator normaliser dask-ml registers, which hashes
     # get_params() and every fitted attribute (rows_ depends on the training-row order)
     return model.__dask_tokenize__()
-
-
-def exact_kneighbors(
-    X: np.ndarray, Q: np.ndarray, k: int, *, metric: str = "cosine"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact neighbours of ``Q`` among the rows of ``X`` (indices into ``X``, no reordering).
-
-    Used to measure the recall of approximate indexes.
-    """
-    index = _Index(np.ascontiguousarray(X, dtype=np.float32), metric)
-    dist, ind = index.search(np.ascontiguousarray(Q, dtype=np.float32), min(k, len(X)))
-    assert dist is not None
-    return dist, ind

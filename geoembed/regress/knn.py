@@ -1,7 +1,7 @@
 """Exact kNN regression: the mean (or distance-weighted mean) of the k neighbours' targets.
 
 Neighbours come from the exact, deterministic search behind
-:class:`geoembed.classify.KNNClassifier` (:class:`geoembed.classify.knn._Index`): the
+:class:`geoembed.classify.KNNClassifier` (:class:`geoembed.classify.search.ExactIndex`): the
 same neighbours as scikit-learn's brute-force search, ties broken by the canonical
 training order (rows sorted by their bytes, then target). The weighted sums are
 order-fixed float64 dot products (:mod:`geoembed._exact`), so a pixel's prediction
@@ -29,7 +29,7 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots
 from geoembed._threads import single_thread_blas
-from geoembed.classify.knn import METRICS, WEIGHTS, _canonical_order, _Index
+from geoembed.classify.search import METRICS, WEIGHTS, ExactIndex, canonical_order
 from geoembed.errors import BandMismatchError, LabelError, ModelError
 from geoembed.schema import check_embedding
 
@@ -71,7 +71,7 @@ class KNNRegressor:
         self.metric = metric
         self.weights = weights
         self.band_names: list[str] | None = None
-        self._index: _Index | None = None
+        self._index: ExactIndex | None = None
 
     def fit(self, X: Any, y: Any, *, band_names: Any = None) -> KNNRegressor:
         """Store the training vectors and their targets.
@@ -100,7 +100,7 @@ class KNNRegressor:
                 f"k={self.k} neighbours requested but only {len(X)} training samples; lower -k "
                 "or add samples."
             )
-        order = _canonical_order(X, y)
+        order = canonical_order(X, y)
         self.X_ = X[order]
         self.y_ = y[order]
         self.rows_ = order.astype(np.int64)
@@ -123,11 +123,11 @@ class KNNRegressor:
             raise ModelError("this KNNRegressor is not fitted; call fit() first.")
 
     @property
-    def index(self) -> _Index:
+    def index(self) -> ExactIndex:
         """The exact search structure (built on first use, also on each worker)."""
         self._check_fitted()
         if self._index is None:
-            self._index = _Index(self.X_, self.metric)
+            self._index = ExactIndex(self.X_, self.metric)
         return self._index
 
     def __getstate__(self) -> dict[str, Any]:
