@@ -38,6 +38,7 @@ if os.environ.get("STORAGE_EMULATOR_HOST"):
 
 __all__ = [
     "OBJECT_SCHEMES",
+    "export_gdal_env",
     "filesystem",
     "gdal_env",
     "gdal_path",
@@ -152,7 +153,7 @@ def gdal_env() -> dict[str, str]:
     dict
         Options for ``rasterio.Env(**gdal_env())``; empty when nothing needs setting.
     """
-    env: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    env: dict[str, str] = {}
     gcs = _emulator_gcs()
     if gcs is not None:
         env["CPL_GS_ENDPOINT"] = gcs.rstrip("/") + "/"
@@ -163,8 +164,6 @@ def gdal_env() -> dict[str, str]:
         env["AWS_S3_ENDPOINT"] = parsed.netloc
         env["AWS_HTTPS"] = "NO" if parsed.scheme == "http" else "YES"
         env["AWS_VIRTUAL_HOSTING"] = "FALSE"
-    if not os.environ.get("AWS_ACCESS_KEY_ID") and not os.environ.get("AWS_PROFILE"):
-        env.setdefault("AWS_NO_SIGN_REQUEST", "YES")
     payer = os.environ.get("GEOEMBED_REQUESTER_PAYS")
     if payer:
         env["AWS_REQUEST_PAYER"] = "requester"
@@ -172,8 +171,23 @@ def gdal_env() -> dict[str, str]:
     return env
 
 
+def export_gdal_env() -> None:
+    """Put :func:`gdal_env` into this process's environment, where GDAL reads it.
+
+    Runs when geoembed is imported (so on every Dask worker that runs a geoembed task) and
+    again before each URL is handed to GDAL; a variable already set is left alone.
+    """
+    for name, value in gdal_env().items():
+        os.environ.setdefault(name, value)
+
+
 def gdal_path(url: str) -> str:
-    """Return the GDAL virtual-file-system name of ``url`` (``gs://b/k`` -> ``/vsigs/b/k``)."""
+    """Return the GDAL virtual-file-system name of ``url`` (``gs://b/k`` -> ``/vsigs/b/k``).
+
+    Public objects need no credentials over ``https://``; for a public ``s3://`` bucket
+    without AWS credentials set ``AWS_NO_SIGN_REQUEST=YES``.
+    """
+    export_gdal_env()
     scheme, bucket, key = split_url(url)
     if scheme == "gs":
         return f"/vsigs/{bucket}/{key}"
@@ -246,3 +260,6 @@ def check_writable_bucket(url: str, what: str) -> None:
             f"Cannot write the {what} to {url!r}: the bucket {bucket!r} does not exist or "
             "is not visible to this account. Create it or fix the URL."
         )
+
+
+export_gdal_env()

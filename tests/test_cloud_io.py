@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
@@ -43,3 +46,81 @@ def test_gdal_reads_object_through_vsi(bucket: str, tmp_path) -> None:
     with rasterio.Env(**gdal_env()), rasterio.open(gdal_path(url)) as src:
         assert src.crs.to_epsg() == 32633
         np.testing.assert_array_equal(src.read(), data)
+
+
+def _field_zarr(aef_tif: Path, where: Path) -> Path:
+    from geoembed.export import write_zarr
+    from geoembed.io import open_embeddings
+
+    path = where / "field.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # string band names: not yet in the Zarr v3 spec
+        write_zarr(open_embeddings(aef_tif, chunks=48), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_inputs(aef_tif: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The Wisconsin field as Zarr (chunks 48) and the Iowa samples, on local disk."""
+    d = tmp_path_factory.mktemp("cloud-inputs")
+    return {
+        "field": _field_zarr(aef_tif, d),
+        "samples": shared_data / "aef" / "dw_samples_2024_iowa_ag.csv",
+        "tif": aef_tif,
+    }
+
+
+def upload_inputs(local: dict[str, Path], bucket: str) -> dict[str, str]:
+    """Copy the local inputs into ``bucket``; return their URLs."""
+    fs = filesystem(bucket)
+    urls = {
+        "field": f"{bucket}/in/field.zarr",
+        "samples": f"{bucket}/in/samples.csv",
+        "tif": f"{bucket}/in/field.tif",
+    }
+    fs.put(str(local["field"]), urls["field"], recursive=True)
+    fs.put_file(str(local["samples"]), urls["samples"])
+    fs.put_file(str(local["tif"]), urls["tif"])
+    return urls
+
+
+def _classify(source: str, training: str, out: str, *extra: str) -> None:
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+
+    args = ["--scheduler", "threads", "-q", "classify", source, "--training", training]
+    args += ["--label-column", "dw_label", "-k", "5", "-o", out, *extra]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+
+
+def test_classify_reads_every_input_by_url(
+    bucket: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    urls = upload_inputs(local_inputs, bucket)
+    _classify(str(local_inputs["field"]), str(local_inputs["samples"]), str(tmp_path / "a.tif"))
+    _classify(urls["field"], urls["samples"], str(tmp_path / "b.tif"))
+    _classify(urls["tif"], urls["samples"], str(tmp_path / "c.tif"))
+    a = (tmp_path / "a.tif").read_bytes()
+    assert a == (tmp_path / "b.tif").read_bytes()
+    with rasterio.open(tmp_path / "a.tif") as x, rasterio.open(tmp_path / "c.tif") as y:
+        np.testing.assert_array_equal(x.read(), y.read())
+
+
+def test_missing_training_object_fails_before_any_task(bucket: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+
+    url = f"{bucket}/nope.csv"
+    res = CliRunner().invoke(
+        main,
+        [
+            *("-q", "--scheduler", "threads", "classify", f"{bucket}/f.zarr"),
+            *("--training", url, "--label-column", "c", "-o", str(tmp_path / "m.tif")),
+        ],
+    )
+    assert res.exit_code != 0
+    assert "does not exist" in res.output
+    assert not list(tmp_path.iterdir())
