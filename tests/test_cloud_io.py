@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -124,3 +125,48 @@ def test_missing_training_object_fails_before_any_task(bucket: str, tmp_path: Pa
     assert res.exit_code != 0
     assert "does not exist" in res.output
     assert not list(tmp_path.iterdir())
+
+
+def test_classify_writes_every_output_to_the_bucket_byte_identical(
+    bucket: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    field, samples = str(local_inputs["field"]), str(local_inputs["samples"])
+    _classify(
+        field, samples, str(tmp_path / "map.tif"),
+        "--confidence", str(tmp_path / "conf.tif"), "--report", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    out = f"{bucket}/out"
+    _classify(
+        field, samples, f"{out}/map.tif",
+        "--confidence", f"{out}/conf.tif", "--report", f"{out}/r.json",
+    )  # fmt: skip
+    fs = filesystem(bucket)
+    fs.invalidate_cache()
+    # the outputs, and nothing else (no temporary key is left)
+    assert sorted(k.rpartition("/")[2] for k in fs.ls(out)) == ["conf.tif", "map.tif", "r.json"]
+    assert fs.cat(f"{out}/map.tif") == (tmp_path / "map.tif").read_bytes()
+    assert fs.cat(f"{out}/conf.tif") == (tmp_path / "conf.tif").read_bytes()
+    report = json.loads(fs.cat(f"{out}/r.json"))
+    assert report["outputs"]["class_map"] == f"{out}/map.tif"
+    # an existing output is kept unless --overwrite, and then replaced by the same bytes
+    with pytest.raises(AssertionError, match="already exists"):
+        _classify(field, samples, f"{out}/map.tif")
+    _classify(field, samples, f"{out}/map.tif", "--overwrite")
+    assert fs.cat(f"{out}/map.tif") == (tmp_path / "map.tif").read_bytes()
+
+
+def test_failed_job_leaves_nothing_in_the_bucket(
+    bucket: str, local_inputs: dict[str, Path]
+) -> None:
+    fs = filesystem(bucket)
+    fs.pipe_file(f"{bucket}/out/keep.txt", b"not geoembed's")
+    # the probability raster cannot be written over a file geoembed did not write:
+    # refused before any task runs, and the class map is not written either
+    with pytest.raises(AssertionError, match="not written by geoembed"):
+        _classify(
+            str(local_inputs["field"]), str(local_inputs["samples"]), f"{bucket}/out/map.tif",
+            "--probabilities", f"{bucket}/out/keep.txt", "--overwrite",
+        )  # fmt: skip
+    fs.invalidate_cache()
+    assert [k.rpartition("/")[2] for k in fs.ls(f"{bucket}/out")] == ["keep.txt"]
+    assert fs.cat(f"{bucket}/out/keep.txt") == b"not geoembed's"
