@@ -22,6 +22,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,72 +168,63 @@ def _emulator_env() -> dict[str, str]:
     return {n: os.environ[n] for n in names if n in os.environ}
 
 
-@pytest.fixture(scope="session")
-def remote_cluster(
-    gcs_emulator: str, s3_emulator: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, Any]]:
-    """A scheduler and 3 worker processes that share no directory with each other.
+@contextmanager
+def topology(root: Path, n_workers: int = 3) -> Iterator[dict[str, Any]]:
+    """Start a ``dask scheduler`` and ``n_workers`` ``dask worker`` processes (no nanny).
 
-    Yields ``{"address": "tcp://127.0.0.1:PORT", "workers": [Popen, ...], "dirs": [...]}``.
+    Every process has its own empty directory under ``root`` as working directory,
+    ``TMPDIR`` and ``--local-directory``, and sees the emulators through the standard
+    variables. Yields ``{"address", "procs" (scheduler first), "dirs", "env"}``.
     """
-    root = tmp_path_factory.mktemp("topology")
     base = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("DASK_", "STORAGE_", "AWS_", "GCSFS_"))
     }
     base.update(_emulator_env())
-    base["DASK_DISTRIBUTED__WORKER__DAEMON"] = "False"
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs: list[subprocess.Popen[bytes]] = []
     sched_dir = root / "scheduler"
-    sched_dir.mkdir()
-    env = {**base, "TMPDIR": str(sched_dir)}
-    with (sched_dir / "log").open("wb") as out:
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(_BIN / "dask"),
-                    "scheduler",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--no-dashboard",
-                ],
-                cwd=sched_dir,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    dirs = []
-    for i in range(3):
-        d = root / f"worker-{i}"
-        d.mkdir()
-        dirs.append(d)
-        env = {**base, "TMPDIR": str(d)}
-        with (d / "log").open("wb") as out:
+    sched_dir.mkdir(parents=True)
+    dirs: list[Path] = []
+    try:
+        with (sched_dir / "log").open("wb") as out:
             procs.append(
                 subprocess.Popen(
                     [
-                        *(str(_BIN / "dask"), "worker", address, "--nthreads", "1"),
-                        *("--memory-limit", "1GiB", "--host", "127.0.0.1", "--no-dashboard"),
-                        *("--local-directory", str(d), "--name", f"w{i}", "--no-nanny"),
+                        *(str(_BIN / "dask"), "scheduler", "--host", "127.0.0.1"),
+                        *("--port", str(port), "--no-dashboard"),
                     ],
-                    cwd=d,
-                    env=env,
+                    cwd=sched_dir,
+                    env={**base, "TMPDIR": str(sched_dir)},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
             )
-    try:
+        for i in range(n_workers):
+            d = root / f"worker-{i}"
+            d.mkdir()
+            dirs.append(d)
+            with (d / "log").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            *(str(_BIN / "dask"), "worker", address, "--nthreads", "1"),
+                            *("--memory-limit", "1GiB", "--host", "127.0.0.1", "--no-dashboard"),
+                            *("--local-directory", str(d), "--name", f"w{i}", "--no-nanny"),
+                        ],
+                        cwd=d,
+                        env={**base, "TMPDIR": str(d)},
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         from distributed import Client
 
         deadline = time.monotonic() + 120
         with Client(address, timeout=60) as client:
-            while len(client.scheduler_info()["workers"]) < 3:
+            while len(client.scheduler_info()["workers"]) < n_workers:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                     logs = "\n".join((d / "log").read_text()[-1500:] for d in [sched_dir, *dirs])
                     raise RuntimeError(f"the Dask topology did not start:\n{logs}")
@@ -241,3 +233,12 @@ def remote_cluster(
     finally:
         for p in reversed(procs):
             _stop(p)
+
+
+@pytest.fixture(scope="session")
+def remote_cluster(
+    gcs_emulator: str, s3_emulator: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """A scheduler and 3 worker processes that share no directory (see :func:`topology`)."""
+    with topology(tmp_path_factory.mktemp("topology")) as cluster:
+        yield cluster

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import dask.array as dsa
+import numpy as np
+import pytest
+import rioxarray  # noqa: F401  (the .rio accessor)
+import xarray as xr
+from _cloud_fixtures import topology
 from test_cloud_io import _classify, local_inputs, upload_inputs  # noqa: F401
 
 from geoembed._cloud import filesystem
@@ -81,3 +90,57 @@ def test_classify_on_a_cluster_with_no_shared_disk_matches_local(
     for d in remote_cluster["dirs"]:
         left = [p.name for p in d.rglob("*") if "geoembed" in p.name]
         assert left == [], left
+
+
+def _raster() -> xr.DataArray:
+    """1536 x 1536 float32 in 144 chunks: a write long enough to kill a worker in it."""
+    n = 1536
+    data = np.random.default_rng(7).random((n, n), dtype=np.float32)
+    da = xr.DataArray(
+        dsa.from_array(data, chunks=128),
+        dims=("y", "x"),
+        coords={"y": 5_100_000 - 10 * np.arange(n) - 5, "x": 500_000 + 10 * np.arange(n) + 5},
+        name="confidence",
+    )
+    return da.rio.write_crs("EPSG:32633")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_sigkill_of_a_worker_while_parts_upload_gives_identical_bytes(
+    gcs_bucket: str, tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    from geoembed.export import write_cog
+
+    local = write_cog(_raster(), tmp_path / "ref.tif", blocksize=128)
+    url = f"{gcs_bucket}/fault/conf.tif"
+    fs = filesystem(gcs_bucket)
+    with topology(tmp_path / "cluster") as cluster, Client(cluster["address"]) as client:
+        victim = cluster["procs"][1]  # a worker (procs[0] is the scheduler)
+        killed: list[int] = []
+
+        def kill_when_parts_appear() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not killed:
+                fs.invalidate_cache()
+                try:
+                    uploaded = fs.find(f"{gcs_bucket}/fault")
+                except OSError:
+                    uploaded = []
+                if sum("part-" in k for k in uploaded) >= 3:
+                    victim.send_signal(signal.SIGKILL)
+                    killed.append(victim.pid)
+                    return
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=kill_when_parts_appear, daemon=True)
+        watcher.start()
+        assert write_cog(_raster(), url, blocksize=128) == url
+        watcher.join()
+        assert killed, "no worker was killed while the parts were uploading"
+        assert len(client.scheduler_info()["workers"]) == 2
+    fs.invalidate_cache()
+    assert fs.cat(url) == Path(local).read_bytes()
+    assert [k.rpartition("/")[2] for k in fs.find(f"{gcs_bucket}/fault")] == ["conf.tif"]
