@@ -170,3 +170,32 @@ def test_failed_job_leaves_nothing_in_the_bucket(
     fs.invalidate_cache()
     assert [k.rpartition("/")[2] for k in fs.ls(f"{bucket}/out")] == ["keep.txt"]
     assert fs.cat(f"{bucket}/out/keep.txt") == b"not geoembed's"
+
+
+def test_model_saved_to_and_loaded_from_the_bucket(
+    bucket: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    field, samples = str(local_inputs["field"]), str(local_inputs["samples"])
+    model = f"{bucket}/models/knn"
+    _classify(field, samples, str(tmp_path / "a.tif"), "--save-model", model)
+    fs = filesystem(bucket)
+    fs.invalidate_cache()
+    assert sorted(k.rpartition("/")[2] for k in fs.ls(model)) == [
+        ".geoembed-output.json",
+        "arrays.npz",
+        "model.json",
+    ]
+    assert [k.rpartition("/")[2] for k in fs.ls(f"{bucket}/models")] == ["knn"]
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+
+    res = CliRunner().invoke(
+        main,
+        [
+            *("--scheduler", "threads", "-q", "classify", field),
+            *("--model", model, "-o", str(tmp_path / "b.tif")),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()

@@ -109,7 +109,7 @@ _EXAMPLES = (
 )
 @click.option(
     "--save-model",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputPath(file_okay=False, dir_okay=True),
     default=None,
     help="Save the fitted model to this directory (arrays + JSON, no pickle).",
 )

@@ -40,8 +40,15 @@ __all__ = [
     "write_remote_text",
 ]
 
-#: metadata that make a Zarr store visible; copied last
-ROOT_METADATA = ("zarr.json", ".zmetadata", ".zgroup", ".zattrs")
+#: metadata that make a Zarr store or a model directory visible; copied last
+ROOT_METADATA = (
+    "zarr.json",
+    ".zmetadata",
+    ".zgroup",
+    ".zattrs",
+    "model.json",
+    ".geoembed-output.json",
+)
 
 
 def _split(url: str) -> tuple[str, str]:
