@@ -220,3 +220,20 @@ def test_write_zarr_to_the_bucket_is_complete_and_equal(bucket: str, tmp_path: P
     remote = xr.open_zarr(url, consolidated=False)
     local = xr.open_zarr(tmp_path / "field.zarr", consolidated=False)
     xr.testing.assert_identical(remote.load(), local.load())
+
+
+def test_cluster_map_to_the_bucket_equals_local(
+    gcs_bucket: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+
+    def run(out: str) -> None:
+        args = ["--scheduler", "threads", "-q", "cluster", str(local_inputs["field"])]
+        res = CliRunner().invoke(main, [*args, "-k", "4", "--max-iter", "3", "-o", out])
+        assert res.exit_code == 0, res.output
+
+    run(str(tmp_path / "c.tif"))
+    run(f"{gcs_bucket}/c.tif")
+    assert filesystem(gcs_bucket).cat(f"{gcs_bucket}/c.tif") == (tmp_path / "c.tif").read_bytes()
