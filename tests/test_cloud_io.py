@@ -237,3 +237,35 @@ def test_cluster_map_to_the_bucket_equals_local(
     run(str(tmp_path / "c.tif"))
     run(f"{gcs_bucket}/c.tif")
     assert filesystem(gcs_bucket).cat(f"{gcs_bucket}/c.tif") == (tmp_path / "c.tif").read_bytes()
+
+
+def test_infer_reads_the_onnx_model_from_the_bucket(gcs_bucket: str, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+    from geoembed.infer import write_sidecar
+    from geoembed.infer.models import conv_stack
+    from geoembed.testing import make_field
+
+    field = make_field(40, 50, bands=8, chunks=None, seed=3)
+    source = tmp_path / "field.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from geoembed.export import write_zarr
+
+        write_zarr(field.chunk({"y": 20, "x": 25}), source)
+    model = Path(conv_stack(tmp_path / "m.onnx", bands=8, depth=2, n_classes=3))
+    write_sidecar(model.with_suffix(".json"), classes=["a", "b", "c"], receptive_radius=2)
+    fs = filesystem(gcs_bucket)
+    for name in ("m.onnx", "m.json"):
+        fs.put_file(str(tmp_path / name), f"{gcs_bucket}/models/{name}")
+
+    def run(model_path: str, out: str) -> None:
+        args = ["--scheduler", "threads", "-q", "infer", str(source), "--model", model_path]
+        res = CliRunner().invoke(main, [*args, "--tile", "16", "--overlap", "4", "-o", out])
+        assert res.exit_code == 0, res.output
+
+    run(str(model), str(tmp_path / "a.tif"))
+    run(f"{gcs_bucket}/models/m.onnx", f"{gcs_bucket}/maps/a.tif")
+    assert fs.cat(f"{gcs_bucket}/maps/a.tif") == (tmp_path / "a.tif").read_bytes()
