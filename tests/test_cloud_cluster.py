@@ -144,3 +144,51 @@ def test_sigkill_of_a_worker_while_parts_upload_gives_identical_bytes(
     fs.invalidate_cache()
     assert fs.cat(url) == Path(local).read_bytes()
     assert [k.rpartition("/")[2] for k in fs.find(f"{gcs_bucket}/fault")] == ["conf.tif"]
+
+
+def test_infer_on_a_cluster_reads_the_model_from_the_bucket(
+    gcs_bucket: str, remote_cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    from geoembed.export import write_zarr
+    from geoembed.infer import write_sidecar
+    from geoembed.infer.models import conv_stack
+    from geoembed.testing import make_field
+
+    field = make_field(40, 50, bands=8, chunks=None, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # string band names: not yet in the Zarr v3 spec
+        write_zarr(field.chunk({"y": 20, "x": 25}), tmp_path / "field.zarr")
+    model = Path(conv_stack(tmp_path / "m.onnx", bands=8, depth=2, n_classes=3))
+    write_sidecar(model.with_suffix(".json"), classes=["a", "b", "c"], receptive_radius=2)
+    fs = filesystem(gcs_bucket)
+    fs.put(str(tmp_path / "field.zarr"), f"{gcs_bucket}/in/field.zarr", recursive=True)
+    for name in ("m.onnx", "m.json"):
+        fs.put_file(str(tmp_path / name), f"{gcs_bucket}/models/{name}")
+    tail = ["--tile", "16", "--overlap", "4"]
+    local = _cli(
+        [
+            *("-q", "--scheduler", "threads", "infer", str(tmp_path / "field.zarr")),
+            *("--model", str(model), *tail, "-o", str(tmp_path / "a.tif")),
+        ],
+        {**os.environ},
+        tmp_path,
+    )
+    assert local.returncode == 0, local.stderr
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    env = {**remote_cluster["env"], "TMPDIR": str(client_dir)}
+    res = _cli(
+        [
+            *("-q", "--scheduler", remote_cluster["address"], "infer"),
+            *(f"{gcs_bucket}/in/field.zarr", "--model", f"{gcs_bucket}/models/m.onnx"),
+            *(*tail, "-o", f"{gcs_bucket}/maps/a.tif"),
+        ],
+        env,
+        client_dir,
+    )
+    assert res.returncode == 0, res.stderr + res.stdout
+    fs.invalidate_cache()
+    assert fs.cat(f"{gcs_bucket}/maps/a.tif") == (tmp_path / "a.tif").read_bytes()
