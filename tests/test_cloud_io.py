@@ -269,3 +269,34 @@ def test_infer_reads_the_onnx_model_from_the_bucket(gcs_bucket: str, tmp_path: P
     run(str(model), str(tmp_path / "a.tif"))
     run(f"{gcs_bucket}/models/m.onnx", f"{gcs_bucket}/maps/a.tif")
     assert fs.cat(f"{gcs_bucket}/maps/a.tif") == (tmp_path / "a.tif").read_bytes()
+
+
+def test_job_failing_mid_run_leaves_no_object_in_the_bucket(
+    gcs_bucket: str, local_inputs: dict[str, Path]
+) -> None:
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+
+    urls = upload_inputs(local_inputs, gcs_bucket)
+    fs = filesystem(gcs_bucket)
+    chunks = sorted(k for k in fs.find(urls["field"]) if "/embedding/c/" in k)
+    assert len(chunks) > 1
+    victim = f"gs://{chunks[-1]}"
+    data = bytearray(fs.cat_file(victim))
+    data[len(data) // 2] ^= 0xFF  # a flipped bit: found only when the task reads the chunk
+    fs.pipe_file(victim, bytes(data))
+    out = f"{gcs_bucket}/out"
+    res = CliRunner().invoke(
+        main,
+        [
+            *("--scheduler", "threads", "-q", "classify", urls["field"]),
+            *("--training", urls["samples"], "--label-column", "dw_label"),
+            *("-o", f"{out}/map.tif", "--confidence", f"{out}/conf.tif"),
+            *("--report", f"{out}/r.json"),
+        ],
+    )
+    assert res.exit_code != 0
+    assert "corrupt" in res.output.lower()
+    fs.invalidate_cache()
+    assert not fs.exists(out) or fs.find(out) == []
