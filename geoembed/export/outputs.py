@@ -533,13 +533,13 @@ class OutputSet:
             for path in self._temporaries(out):
                 _remove(path)
 
-    def commit(self) -> dict[str, Path]:
+    def commit(self) -> dict[str, Path | str]:
         """Move every staged output into place in one step; roll back on failure.
 
         Returns
         -------
         dict
-            ``{what: final path}``.
+            ``{what: final path}`` (the URL for an object-store output).
 
         Raises
         ------
