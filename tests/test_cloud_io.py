@@ -300,3 +300,16 @@ def test_job_failing_mid_run_leaves_no_object_in_the_bucket(
     assert "corrupt" in res.output.lower()
     fs.invalidate_cache()
     assert not fs.exists(out) or fs.find(out) == []
+
+
+def test_inputs_by_plain_http_url(
+    gcs_bucket: str, gcs_emulator: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """``https://`` inputs (public objects): the emulator serves objects over plain HTTP."""
+    urls = upload_inputs(local_inputs, gcs_bucket)
+    http = {k: f"{gcs_emulator}/{v.split('://', 1)[1]}" for k, v in urls.items()}
+    _classify(str(local_inputs["tif"]), str(local_inputs["samples"]), str(tmp_path / "a.tif"))
+    _classify(http["tif"], http["samples"], str(tmp_path / "b.tif"))
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+    with pytest.raises(MissingInputError, match="does not exist"):
+        require_input(f"{gcs_emulator}/{gcs_bucket[5:]}/nope.csv", "training table")
