@@ -313,3 +313,39 @@ def test_inputs_by_plain_http_url(
     assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
     with pytest.raises(MissingInputError, match="does not exist"):
         require_input(f"{gcs_emulator}/{gcs_bucket[5:]}/nope.csv", "training table")
+
+
+@pytest.mark.parametrize("suffix", [".geojson", ".gpkg", ".csv"])
+def test_label_files_by_url(
+    gcs_bucket: str, local_inputs: dict[str, Path], tmp_path: Path, suffix: str
+) -> None:
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    with rasterio.open(local_inputs["tif"]) as src:
+        t, crs = src.transform, src.crs
+    rows = range(5, 95, 9)
+    pts = [Point(t @ (c + 0.5, r + 0.5)) for r in rows for c in rows]
+    gdf = gpd.GeoDataFrame({"cls": [i % 3 for i in range(len(pts))]}, geometry=pts, crs=crs)
+    local = tmp_path / f"labels{suffix}"
+    if suffix == ".csv":
+        ll = gdf.to_crs("EPSG:4326")
+        ll.assign(lon=ll.geometry.x, lat=ll.geometry.y).drop(columns="geometry").to_csv(local)
+    else:
+        gdf.to_file(local)
+    url = f"{gcs_bucket}/labels/labels{suffix}"
+    filesystem(url).put_file(str(local), url)
+    field = str(local_inputs["field"])
+
+    def run(labels: str, out: Path) -> None:
+        from click.testing import CliRunner
+
+        from geoembed.cli import main
+
+        args = ["--scheduler", "threads", "-q", "classify", field, "--labels", labels]
+        res = CliRunner().invoke(main, [*args, "--label-column", "cls", "-k", "3", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+
+    run(str(local), tmp_path / "a.tif")
+    run(url, tmp_path / "b.tif")
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
