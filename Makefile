@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 # dev/test extras; "ee" (Earth Engine) is left out: it needs credentials and the network.
-TEST_EXTRAS := dev,cnn,ml,viz,k8s,train
+TEST_EXTRAS := dev,cnn,ml,viz,k8s,train,test
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --out demo-output
 

@@ -7,6 +7,7 @@ and one subpackage per job (:mod:`geoembed.labels`, :mod:`geoembed.classify`,
 :mod:`geoembed.runtime`).
 """
 
+import geoembed._cloud  # noqa: F401  (object-store settings, before any client import)
 from geoembed._version import __version__
 from geoembed.io import open_embeddings
 from geoembed.schema import check_embedding, to_canonical

@@ -51,3 +51,13 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
 
     with Client(dask_cluster) as client:
         yield client
+
+
+from _cloud_fixtures import (  # noqa: E402, F401  (object-store emulators, Dask topology)
+    bucket,
+    gcs_bucket,
+    gcs_emulator,
+    remote_cluster,
+    s3_bucket,
+    s3_emulator,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,17 +136,15 @@ def test_user_chunks_and_band_split_refused(field: xr.DataArray, tmp_path: Path)
         open_embeddings(path, chunks={"band": 8})
 
 
-def test_missing_store_and_cloud_without_backend(tmp_path: Path) -> None:
+def test_missing_store_and_cloud_without_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(MissingInputError, match="does not exist"):
         open_embeddings(tmp_path / "nothing.zarr")
     pytest.importorskip("fsspec")
-    try:
-        import gcsfs  # noqa: F401
-    except ImportError:
-        with pytest.raises(MissingDependencyError, match=r"gcsfs.*geoembed\[cloud\]"):
-            open_embeddings("gs://bucket/field.zarr")
-    else:  # pragma: no cover - only where gcsfs is installed
-        pytest.skip("gcsfs is installed")
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if geoembed[cloud] were not installed
+    with pytest.raises(MissingDependencyError, match=r"gcsfs.*geoembed\[cloud\]"):
+        open_embeddings("gs://bucket/field.zarr")
 
 
 def _nan_chunk_field(field: xr.DataArray) -> xr.DataArray:

@@ -62,13 +62,17 @@ def default_cv(training: Any) -> str:
     return "random:5"
 
 
-def _write_json(payload: dict[str, Any], target: Path) -> None:
+def _write_json(payload: dict[str, Any], target: Path | str) -> None:
     """Write a JSON report marked as geoembed's (so that --overwrite may replace it)."""
     from geoembed._version import __version__
 
-    target.write_text(
-        json.dumps({"geoembed_version": __version__, **payload}, indent=2, default=str)
-    )
+    text = json.dumps({"geoembed_version": __version__, **payload}, indent=2, default=str)
+    if isinstance(target, str) and "://" in target:
+        from geoembed.export.remote import write_remote_text
+
+        write_remote_text(target, text)
+    else:
+        Path(target).write_text(text)
 
 
 def _all_nodata_from_metadata(source: Any) -> str | None:

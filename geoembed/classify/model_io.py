@@ -84,6 +84,8 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
             "geoembed.classify.save_estimator(est, 'model.skops') (no pickle)."
         )
     model._check_fitted()
+    if isinstance(path, str) and "://" in path:
+        return _save_remote(model, path, overwrite=overwrite)
     target = Path(path)
     from geoembed.export.atomic import atomic_directory
     from geoembed.export.outputs import require_geoembed_output
@@ -118,6 +120,44 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
         }
         (tmp / _META).write_text(json.dumps(meta, indent=2))
     return target
+
+
+def _save_remote(model: Any, url: str, *, overwrite: bool) -> Any:
+    """Save to a local temporary directory, then upload it with ``model.json`` last."""
+    import tempfile
+
+    from geoembed._cloud import filesystem
+    from geoembed.export.remote import ROOT_METADATA, check_remote_output
+
+    url = check_remote_output(url, overwrite=overwrite, what="model directory")
+    fs = filesystem(url)
+    with tempfile.TemporaryDirectory(prefix="geoembed-model-") as tmp:
+        local = save_model(model, Path(tmp) / "model")
+        names = sorted(p.name for p in local.iterdir())
+        for name in sorted(names, key=lambda n: n in ROOT_METADATA):
+            fs.put_file(str(local / name), f"{url}/{name}")
+    return url
+
+
+def _load_remote(url: str, allow_pickle: bool) -> Any:
+    """Download a model directory (or pickle file) from object storage and load it."""
+    import tempfile
+
+    from geoembed._cloud import filesystem, require_input
+
+    url = url.rstrip("/")
+    require_input(url, "model")
+    fs = filesystem(url)
+    with tempfile.TemporaryDirectory(prefix="geoembed-model-") as tmp:
+        name = url.rpartition("/")[2]
+        local = Path(tmp) / name
+        if fs.isdir(url):
+            local.mkdir()
+            for key in fs.ls(url, detail=False):
+                fs.get_file(key, str(local / key.rpartition("/")[2]))
+        else:
+            fs.get_file(url, str(local))
+        return load_model(local, allow_pickle=allow_pickle)
 
 
 def _load_pickle(path: Path, allow_pickle: bool) -> Any:
@@ -221,6 +261,8 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     from geoembed.classify.approximate import ApproximateKNNClassifier
     from geoembed.classify.knn import KNNClassifier
 
+    if isinstance(path, str) and "://" in path:
+        return _load_remote(path, allow_pickle)
     p = Path(path)
     if p.suffix.lower() == SKOPS_SUFFIX:
         if not p.is_file():

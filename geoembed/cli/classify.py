@@ -13,10 +13,11 @@ from geoembed.cli._options import (
     overwrite_option,
     show_progress,
 )
+from geoembed.cli._urls import InputPath, OutputPath
 
 __all__ = ["classify"]
 
-_FILE = click.Path(dir_okay=False, path_type=Path)
+_FILE = OutputPath()
 
 
 _EXAMPLES = (
@@ -33,14 +34,14 @@ _EXAMPLES = (
 @click.argument("source")
 @click.option(
     "--labels",
-    type=click.Path(exists=True, path_type=Path),
+    type=InputPath(),
     default=None,
     help="Labelled points or polygons (GeoPackage, GeoJSON, GeoParquet, Shapefile, "
     "CSV with lon/lat or WKT); the field is sampled under them.",
 )
 @click.option(
     "--training",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputPath(dir_okay=False),
     default=None,
     help="Table of already-sampled embeddings with band columns "
     "(A00..A63), e.g. an Earth Engine sampleRegions CSV export.",
@@ -48,7 +49,7 @@ _EXAMPLES = (
 @click.option("--label-column", default=None, help="Column holding the class labels.")
 @click.option(
     "--class-table",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputPath(dir_okay=False),
     default=None,
     help="Class table (id, name, colour) for the labels.",
 )
@@ -108,13 +109,13 @@ _EXAMPLES = (
 )
 @click.option(
     "--save-model",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputPath(file_okay=False, dir_okay=True),
     default=None,
     help="Save the fitted model to this directory (arrays + JSON, no pickle).",
 )
 @click.option(
     "--model",
-    type=click.Path(exists=True, path_type=Path),
+    type=InputPath(),
     default=None,
     help="Use a saved model instead of labels (a directory from --save-model).",
 )

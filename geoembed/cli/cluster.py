@@ -13,6 +13,7 @@ from geoembed.cli._options import (
     overwrite_option,
     show_progress,
 )
+from geoembed.cli._urls import OutputPath
 
 __all__ = ["cluster"]
 
@@ -31,13 +32,13 @@ __all__ = ["cluster"]
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputPath(),
     required=True,
     help="Cluster map to write (COG, uint8, nodata 255).",
 )
 @click.option(
     "--distance",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputPath(),
     default=None,
     help="Also write the distance of each pixel to its centre (float32 COG).",
 )

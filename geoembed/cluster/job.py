@@ -258,8 +258,13 @@ def cluster_to_cog(
         if save_model_dir is not None:
             save_model(result.model, outputs.stage("model directory"))
             model_path = str(outputs.target("model directory"))
+        staged = outputs.stage("cluster map")
+        if isinstance(staged, str) and "://" in staged:
+            from geoembed._cloud import gdal_path
+
+            staged = gdal_path(staged)
         written = rioxarray.open_rasterio(
-            outputs.stage("cluster map"), chunks={"x": 1024, "y": 1024}, mask_and_scale=False
+            staged, chunks={"x": 1024, "y": 1024}, mask_and_scale=False
         )
         assert isinstance(written, xr.DataArray)  # one single-band GeoTIFF
         table = cluster_stats(

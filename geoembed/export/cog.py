@@ -17,9 +17,12 @@ How a write works (memory bounded by the chunk size, never by the scene size):
    the target with :func:`os.replace`. The temporary directory is removed whether the
    write succeeds or fails, so a failure leaves nothing at the target.
 
-Parts are written by the workers, so the output directory must be visible to them: always
-true for the local schedulers and a ``LocalCluster``; on a remote cluster use a shared
-volume (or write Zarr with :func:`geoembed.export.write_zarr`).
+For a ``gs://`` or ``s3://`` target the workers share no disk (GKE pods): each part is
+encoded in the worker's own temporary directory and uploaded under a temporary key prefix
+next to the target; the final task downloads the parts one by one (memory bounded by the
+chunk size, disk by the output size), builds and validates the same COG, uploads it in one
+upload (the object appears only complete) and deletes the temporary prefix. Local and
+object-store targets get byte-identical files.
 
 Class names are stored as JSON (``{"0": "water", ...}``) in the ``class_names`` tag of
 the dataset and of band 1; read them back with :func:`read_class_names`, or with
@@ -31,6 +34,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -43,6 +48,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from geoembed._cloud import filesystem
 from geoembed._version import __version__
 from geoembed.colors import (
     decode_class_colors,
@@ -61,9 +67,16 @@ from geoembed.errors import (
 from geoembed.export.atomic import (
     check_output_path,
     disk_full_error,
+    is_remote,
     remove_path,
     replace_path,
     temp_sibling,
+)
+from geoembed.export.remote import (
+    check_remote_output,
+    remote_exists,
+    remote_remove,
+    remote_temp_sibling,
 )
 from geoembed.schema import CLASS_NODATA
 
@@ -239,15 +252,33 @@ def _part_name(row: int, col: int, factor: int = 1) -> str:
 
 
 def _prepare(plan: _Plan) -> str:
-    """Create the temporary directory (the first task of the write)."""
-    os.makedirs(plan.tmpdir, exist_ok=True)
+    """Create the temporary directory (the first task of the write; none for a URL)."""
+    if not is_remote(plan.tmpdir):
+        os.makedirs(plan.tmpdir, exist_ok=True)
     return plan.tmpdir
 
 
+def _join(base: str, name: str) -> str:
+    return f"{base}/{name}" if is_remote(base) else os.path.join(base, name)
+
+
 def _write_tif(path: str, data: np.ndarray, plan: _Plan, transform: Any) -> None:
-    """Write a (count, h, w) array as a tiled GeoTIFF under a temporary name, then rename."""
+    """Write a (count, h, w) array as a tiled GeoTIFF under a temporary name, then rename.
+
+    A URL ``path`` is encoded in this process's temporary directory and uploaded (a
+    re-run task uploads the same bytes to the same key).
+    """
     import rasterio
 
+    if is_remote(path):
+        local = tempfile.mkdtemp(prefix="geoembed-part-")
+        try:
+            part = os.path.join(local, path.rpartition("/")[2])
+            _write_tif(part, data, plan, transform)
+            filesystem(path).put_file(part, path)
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        return
     tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     profile: dict[str, Any] = {
         "driver": "GTiff",
@@ -290,12 +321,12 @@ def _write_part(block: np.ndarray, ready: str, plan: _Plan, row: int, col: int) 
     data = block if block.ndim == 3 else block[np.newaxis]
     base = Affine(*plan.transform[:6])
     names = [_part_name(row, col)]
-    _write_tif(os.path.join(ready, names[0]), data, plan, base * Affine.translation(col, row))
+    _write_tif(_join(ready, names[0]), data, plan, base * Affine.translation(col, row))
     levels = pyramid(data, plan.factors, plan.resampling, plan.nodata)
     for f, level in zip(plan.factors, levels):
         name = _part_name(row, col, f)
         t = base * Affine.translation(col, row) * Affine.scale(f)
-        _write_tif(os.path.join(ready, name), level, plan, t)
+        _write_tif(_join(ready, name), level, plan, t)
         names.append(name)
     return tuple(names)
 
@@ -408,41 +439,50 @@ def _validate(path: str, plan: _Plan) -> None:
         )
 
 
+def _missing_parts(parts: Sequence[Sequence[str]], plan: _Plan, present: set[str]) -> None:
+    names = [n for p in parts for n in p]
+    missing = [n for n in names if n not in present]
+    if len(parts) != len(plan.blocks) or missing:
+        raise OutputValidationError(
+            f"Writing {plan.target!r}: {len(missing)} chunk parts are missing; run the write again."
+        )
+
+
+def _finalize_remote(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
+    """Build the COG of an object-store target from parts under a temporary prefix."""
+    fs = filesystem(plan.tmpdir)
+    local = Path(tempfile.mkdtemp(prefix="geoembed-cog-"))
+    try:
+        fs.invalidate_cache()
+        present = {k.rpartition("/")[2] for k in fs.ls(plan.tmpdir, detail=False)}
+        _missing_parts(parts, plan, present)
+        for name in (n for p in parts for n in p):  # one part at a time: bounded memory
+            fs.get_file(f"{plan.tmpdir}/{name}", str(local / name))
+        built = local / plan.target.rpartition("/")[2]
+        _build(local, built, plan)
+        if not plan.overwrite and remote_exists(plan.target):
+            raise OutputError(
+                f"The COG {plan.target!r} appeared while it was being written. Pass "
+                "overwrite=True to replace it, or choose another URL."
+            )
+        fs.put_file(str(built), plan.target)  # one upload: the object appears complete
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+        remote_remove(plan.tmpdir)
+    return plan.target
+
+
 def _finalize(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
     """Mosaic the parts into a COG, validate it and move it to the target."""
-    import rasterio
-    from rasterio.shutil import copy as rio_copy
-
+    if is_remote(plan.target):
+        return _finalize_remote(parts, plan)
     tmpdir = Path(plan.tmpdir)
     target = Path(plan.target)
     try:
-        names = [n for p in parts for n in p]
-        missing = [n for n in names if not (tmpdir / n).is_file()]
-        if len(parts) != len(plan.blocks) or missing:
-            raise OutputValidationError(
-                f"Writing {plan.target!r}: {len(missing)} chunk parts are missing; run the "
-                "write again."
-            )
-        overviews = [f"overview-{f}.vrt" for f in plan.factors]
-        for f, name in zip(plan.factors, overviews):
-            (tmpdir / name).write_text(_vrt_xml(plan, f))
-        vrt = tmpdir / "mosaic.vrt"
-        vrt.write_text(_vrt_xml(plan, 1, overviews))
+        present = {p.name for p in tmpdir.iterdir() if p.is_file()}
+        _missing_parts(parts, plan, present)
         built = tmpdir / target.name
-        options: dict[str, Any] = {
-            "BLOCKSIZE": plan.blocksize,
-            "COMPRESS": plan.compress.upper(),
-            "OVERVIEW_RESAMPLING": plan.resampling.upper(),
-            "NUM_THREADS": "ALL_CPUS",
-            "BIGTIFF": "IF_SAFER",
-        }
-        if plan.predictor:
-            options["PREDICTOR"] = "YES"
-        if plan.factors:
-            options["OVERVIEWS"] = "FORCE_USE_EXISTING"
-        with rasterio.Env(GDAL_PAM_ENABLED="NO", CPL_TMPDIR=str(tmpdir)):
-            rio_copy(str(vrt), str(built), driver="COG", **options)
-        _validate(str(built), plan)
+        _build(tmpdir, built, plan)
         replace_path(built, target, overwrite=plan.overwrite, what="COG")
     except Exception as exc:
         full = disk_full_error(tmpdir, exc)
@@ -452,6 +492,32 @@ def _finalize(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
     finally:
         remove_path(tmpdir)
     return str(target)
+
+
+def _build(tmpdir: Path, built: Path, plan: _Plan) -> None:
+    """Mosaic the parts in ``tmpdir`` into the COG ``built`` and validate it."""
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+
+    overviews = [f"overview-{f}.vrt" for f in plan.factors]
+    for f, name in zip(plan.factors, overviews):
+        (tmpdir / name).write_text(_vrt_xml(plan, f))
+    vrt = tmpdir / "mosaic.vrt"
+    vrt.write_text(_vrt_xml(plan, 1, overviews))
+    options: dict[str, Any] = {
+        "BLOCKSIZE": plan.blocksize,
+        "COMPRESS": plan.compress.upper(),
+        "OVERVIEW_RESAMPLING": plan.resampling.upper(),
+        "NUM_THREADS": "ALL_CPUS",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if plan.predictor:
+        options["PREDICTOR"] = "YES"
+    if plan.factors:
+        options["OVERVIEWS"] = "FORCE_USE_EXISTING"
+    with rasterio.Env(GDAL_PAM_ENABLED="NO", CPL_TMPDIR=str(tmpdir)):
+        rio_copy(str(vrt), str(built), driver="COG", **options)
+    _validate(str(built), plan)
 
 
 def _resolve_classes(
@@ -481,7 +547,7 @@ def write_cog(
     scale: float | None = None,
     offset: float | None = None,
     progress: bool = False,
-) -> Path | Any:
+) -> Path | str | Any:
     """Write a class map or a continuous raster as a validated Cloud-Optimized GeoTIFF.
 
     Parameters
@@ -494,7 +560,8 @@ def write_cog(
         inputs (increasing ``y``) are written north-up with the same map coordinates.
         NumPy- or Dask-backed; Dask arrays are written chunk by chunk.
     path : str or path-like
-        Output file (local path). Its directory must exist.
+        Output file: a local path (its directory must exist) or a ``gs://`` / ``s3://``
+        URL (its bucket must exist); see the module notes for how parts travel.
     class_names : list of str or dict, optional
         Names of the class ids (list index = id, or ``{id: name}``); stored as JSON in the
         ``class_names`` tag of the dataset and of band 1 (see :func:`read_class_names`).
@@ -526,8 +593,9 @@ def write_cog(
 
     Returns
     -------
-    pathlib.Path or dask.delayed.Delayed
-        The written path, or the Delayed write when ``compute=False``.
+    pathlib.Path or str or dask.delayed.Delayed
+        The written path (the URL for object storage), or the Delayed write when
+        ``compute=False``.
 
     Raises
     ------
@@ -595,7 +663,13 @@ def write_cog(
         cmap = decode_class_colors(colors)
         _check_ids(list(cmap), dtype, nodata_value, "colors")
     transform, bottom_up = _grid(da, name)
-    target = check_output_path(path, overwrite=overwrite, what="COG")
+    target: Path | str
+    if is_remote(path):
+        target = check_remote_output(str(path), overwrite=overwrite, what="COG")
+        tmpdir = remote_temp_sibling(target, "cog")
+    else:
+        target = check_output_path(path, overwrite=overwrite, what="COG")
+        tmpdir = str(temp_sibling(target, "cog"))
 
     data = _to_dask(da, blocksize)
     if bottom_up:
@@ -615,7 +689,7 @@ def write_cog(
         tags["class_colors"] = encode_class_colors(cmap)
     plan = _Plan(
         target=str(target),
-        tmpdir=str(temp_sibling(target, "cog")),
+        tmpdir=tmpdir,
         height=int(da.sizes["y"]),
         width=int(da.sizes["x"]),
         count=1 if da.ndim == 2 else int(da.shape[0]),
@@ -649,9 +723,12 @@ def write_cog(
     from geoembed.runtime import compute as run
 
     try:
-        run(job, progress=progress, label=f"writing {target.name}")
+        run(job, progress=progress, label=f"writing {str(target).rpartition('/')[2]}")
     except BaseException:
-        remove_path(Path(plan.tmpdir))
+        if isinstance(target, str):
+            remote_remove(plan.tmpdir)
+        else:
+            remove_path(Path(plan.tmpdir))
         raise
     return target
 

@@ -353,10 +353,12 @@ def _signals_deferred() -> Iterator[None]:
 @dataclass
 class _Output:
     what: str
-    target: Path
+    target: Path | str
     given: str
     directory: bool
-    stage: Path | None = None
+    stage: Path | str | None = None
+    #: an object-store URL (``target`` and ``stage`` are then strings)
+    remote: bool = False
 
 
 class OutputSet:
@@ -382,13 +384,14 @@ class OutputSet:
     def __init__(self, *, overwrite: bool = False, inputs: Iterable[Any] = ()) -> None:
         self.overwrite = overwrite
         self._inputs = _input_paths(inputs)
+        self._remote_inputs = _input_urls(inputs)
         self._outputs: dict[str, _Output] = {}
         self.committed = False
 
     def add(
         self, what: str, path: str | os.PathLike[str] | None, *, directory: bool = False
-    ) -> Path | None:
-        """Check one output, before any task runs; return its absolute path.
+    ) -> Path | str | None:
+        """Check one output, before any task runs; return its absolute path (or URL).
 
         Parameters
         ----------
@@ -396,7 +399,8 @@ class OutputSet:
             How to name it in messages ("class map", "model directory"...); also the
             key for :meth:`stage` and :meth:`target`.
         path : str or path-like or None
-            The output path (None: not asked for, returns None).
+            The output path, or a ``gs://`` / ``s3://`` URL (see
+            :mod:`geoembed.export.remote`); None: not asked for, returns None.
         directory : bool, default False
             Whether the output is a directory (Zarr store, model directory).
 
@@ -412,12 +416,14 @@ class OutputSet:
         if what in self._outputs:
             raise OutputError(f"the {what} was given twice.")
         given = str(path)
+        if is_remote(path):
+            return self._add_remote(what, given, directory)
         if not is_remote(path):  # inputs first: their message names both paths
             self._check_not_input(Path(path).expanduser().absolute(), what, given)
         target = check_output_path(path, overwrite=self.overwrite, what=what)
         resolved = target.resolve()
         for other in self._outputs.values():
-            if other.target.resolve() == resolved:
+            if not other.remote and Path(other.target).resolve() == resolved:
                 raise OutputError(
                     f"The {what} and the {other.what} share the path {given!r}; give each its own."
                 )
@@ -428,6 +434,25 @@ class OutputSet:
             )
         remove_stale_temporaries(target.parent)
         self._outputs[what] = _Output(what, target, given, directory)
+        return target
+
+    def _add_remote(self, what: str, given: str, directory: bool) -> str:
+        from geoembed.export.remote import check_remote_output
+
+        url = given.rstrip("/")
+        for inp in self._remote_inputs:
+            if inp == url or inp.startswith(url + "/"):
+                raise OutputError(
+                    f"The {what} {given!r} is (or contains) {inp!r}, an input of this "
+                    "command; writing it would destroy the input. Choose another URL."
+                )
+        for other in self._outputs.values():
+            if other.remote and other.target == url:
+                raise OutputError(
+                    f"The {what} and the {other.what} share the URL {given!r}; give each its own."
+                )
+        target = check_remote_output(url, overwrite=self.overwrite, what=what)
+        self._outputs[what] = _Output(what, target, given, directory, remote=True)
         return target
 
     def _check_not_input(self, target: Path, what: str, given: str) -> None:
@@ -447,15 +472,23 @@ class OutputSet:
     def __contains__(self, what: str) -> bool:
         return what in self._outputs
 
-    def target(self, what: str) -> Path:
-        """Return the final path of output ``what``."""
+    def target(self, what: str) -> Path | str:
+        """Return the final path (or URL) of output ``what``."""
         return self._outputs[what].target
 
-    def stage(self, what: str) -> Path:
-        """Return the temporary path the writer of ``what`` writes to (not created here)."""
+    def stage(self, what: str) -> Path | str:
+        """Return the temporary path the writer of ``what`` writes to (not created here).
+
+        For an object-store output this is a temporary key (a URL) next to the target.
+        """
         out = self._outputs[what]
         if out.stage is None:
-            out.stage = temp_sibling(out.target, "out")
+            if out.remote:
+                from geoembed.export.remote import remote_temp_sibling
+
+                out.stage = remote_temp_sibling(str(out.target), "out")
+            else:
+                out.stage = temp_sibling(Path(out.target), "out")
         return out.stage
 
     def __enter__(self) -> OutputSet:
@@ -473,18 +506,21 @@ class OutputSet:
             return
         self.discard()
         if isinstance(exc, Exception) and _is_disk_full(exc):
-            dirs = sorted({str(o.target.parent) for o in self._outputs.values()})
+            dirs = sorted({str(Path(o.target).parent) for o in self._outputs.values()})
             raise OutputError(
                 f"The disk is full: writing the outputs to {', '.join(dirs)} ran out of "
                 "space. Nothing was written and the temporary files were removed; free "
                 "some space or choose another output directory."
             ) from exc
 
-    def _temporaries(self, out: _Output) -> list[Path]:
+    def _temporaries(self, out: _Output) -> list[Path | str]:
         if out.stage is None:
             return []
-        prefixes = (out.stage.name, f".{out.stage.name}")
-        parent = out.stage.parent
+        if out.remote:
+            return _remote_temporaries(str(out.stage))
+        stage = Path(out.stage)
+        prefixes = (stage.name, f".{stage.name}")
+        parent = stage.parent
         try:
             return [p for p in parent.iterdir() if p.name.startswith(prefixes)]
         except OSError:
@@ -503,58 +539,43 @@ class OutputSet:
                     _SWEEP_AT_EXIT = True
         for out in self._outputs.values():
             for path in self._temporaries(out):
-                remove_path(path)
+                _remove(path)
 
-    def commit(self) -> dict[str, Path]:
+    def commit(self) -> dict[str, Path | str]:
         """Move every staged output into place in one step; roll back on failure.
 
         Returns
         -------
         dict
-            ``{what: final path}``.
+            ``{what: final path}`` (the URL for an object-store output).
 
         Raises
         ------
         OutputValidationError
             When a staged output is missing (nothing is moved).
         """
-        missing = [
-            o.what
-            for o in self._outputs.values()
-            if o.stage is None or not (o.stage.exists() or o.stage.is_symlink())
-        ]
+        missing = [o.what for o in self._outputs.values() if not _staged(o)]
         if missing:
             raise OutputValidationError(
                 f"Not written: {', '.join(missing)}; no output was replaced. Run the command again."
             )
-        done: list[tuple[_Output, Path | None]] = []
+        done: list[tuple[_Output, Path | str | None]] = []
         with _signals_deferred():
             try:
                 for out in self._outputs.values():
                     assert out.stage is not None
-                    backup = None
-                    if out.target.exists() or out.target.is_symlink():
-                        backup = temp_sibling(out.target, "old")
-                        os.replace(out.target, backup)
-                    try:
-                        os.replace(out.stage, out.target)
-                    except BaseException:
-                        if backup is not None:
-                            os.replace(backup, out.target)
-                        raise
-                    done.append((out, backup))
+                    replace = _replace_remote if out.remote else _replace_local
+                    done.append((out, replace(out)))
             except BaseException:
                 for out, backup in reversed(done):
-                    undo = temp_sibling(out.target, "undo")
-                    os.replace(out.target, undo)
-                    if backup is not None:
-                        os.replace(backup, out.target)
-                    remove_path(undo)
+                    (_undo_remote if out.remote else _undo_local)(out, backup)
                 raise
             self.committed = True
-            for _out, backup in done:
+            for out, backup in done:
+                if out.remote:
+                    _remove(str(out.stage))
                 if backup is not None:
-                    remove_path(backup)
+                    _remove(backup)
         return {o.what: o.target for o in self._outputs.values()}
 
 
@@ -571,4 +592,101 @@ def sweep_discarded() -> None:
     for outputs in sets:
         for out in outputs._outputs.values():
             for path in outputs._temporaries(out):
-                remove_path(path)
+                _remove(path)
+
+
+def _input_urls(inputs: Iterable[Any]) -> list[str]:
+    urls = []
+    for item in inputs:
+        if isinstance(item, list | tuple):
+            urls.extend(_input_urls(item))
+        elif isinstance(item, str | os.PathLike) and is_remote(item):
+            urls.append(str(item).rstrip("/"))
+    return urls
+
+
+def _remove(path: Path | str) -> None:
+    if isinstance(path, str) and is_remote(path):
+        from geoembed.export.remote import remote_remove
+
+        remote_remove(path)
+    else:
+        remove_path(Path(path))
+
+
+def _remote_temporaries(stage: str) -> list[Path | str]:
+    from geoembed._cloud import filesystem
+
+    parent, _, name = stage.rpartition("/")
+    scheme = stage.split("://", 1)[0]
+    fs = filesystem(stage)
+    fs.invalidate_cache()
+    try:
+        entries = fs.ls(parent, detail=False)
+    except (FileNotFoundError, OSError):
+        return []
+    found: list[Path | str] = []
+    for entry in entries:
+        base = entry.rstrip("/").rpartition("/")[2]
+        if base.startswith((name, f".{name}")):
+            found.append(f"{scheme}://{entry.rstrip('/')}")
+    return found
+
+
+def _staged(out: _Output) -> bool:
+    if out.stage is None:
+        return False
+    if out.remote:
+        from geoembed.export.remote import remote_exists
+
+        return remote_exists(str(out.stage))
+    stage = Path(out.stage)
+    return stage.exists() or stage.is_symlink()
+
+
+def _replace_local(out: _Output) -> Path | None:
+    stage, target = Path(str(out.stage)), Path(out.target)
+    backup = None
+    if target.exists() or target.is_symlink():
+        backup = temp_sibling(target, "old")
+        os.replace(target, backup)
+    try:
+        os.replace(stage, target)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    return backup
+
+
+def _undo_local(out: _Output, backup: Path | str | None) -> None:
+    target = Path(out.target)
+    undo = temp_sibling(target, "undo")
+    os.replace(target, undo)
+    if backup is not None:
+        os.replace(backup, target)
+    remove_path(undo)
+
+
+def _replace_remote(out: _Output) -> str | None:
+    """Copy the staged object(s) to the target; keep a copy of a replaced output."""
+    from geoembed.export.remote import copy_output, remote_exists, remote_temp_sibling
+
+    target = str(out.target)
+    backup = None
+    if remote_exists(target):
+        backup = remote_temp_sibling(target, "old")
+        copy_output(target, backup, directory=out.directory)
+    copy_output(str(out.stage), target, directory=out.directory)
+    return backup
+
+
+def _undo_remote(out: _Output, backup: Path | str | None) -> None:
+    from geoembed.export.remote import copy_output, remote_remove
+
+    target = str(out.target)
+    if backup is None:
+        remote_remove(target)
+    else:
+        copy_output(str(backup), target, directory=out.directory)
+        remote_remove(str(backup))

@@ -50,6 +50,7 @@ from geoembed._zarr_chunks import (
 )
 from geoembed.errors import DTypeError, OutputError, OutputValidationError, SchemaError
 from geoembed.export.atomic import check_output_path, is_remote, remove_path, replace_path
+from geoembed.export.remote import check_remote_output, copy_output, remote_exists, remote_remove
 
 #: zarr-python's warning for string arrays (band names), which it reads and writes fine
 _NO_V3_SPEC = ".*does not have a Zarr V3 specification"
@@ -220,7 +221,9 @@ def _chunk_tasks(
     return tasks
 
 
-def _compatible(ds: xr.Dataset, encoding: dict[str, dict[str, Any]], partial: Path) -> str | None:
+def _compatible(
+    ds: xr.Dataset, encoding: dict[str, dict[str, Any]], partial: Path | str
+) -> str | None:
     import zarr
 
     try:
@@ -267,7 +270,8 @@ def _finalize_zarr(done: Sequence[tuple[str, tuple[int, ...], int]], plan: _Zarr
     """Check every chunk is present, record the chunk manifest, consolidate, rename."""
     import zarr
 
-    partial = Path(plan.partial)
+    remote = is_remote(plan.partial)
+    partial: Path | str = plan.partial if remote else Path(plan.partial)
     missing = missing_chunks(partial)
     if missing:
         n = sum(len(v) for v in missing.values())
@@ -283,8 +287,60 @@ def _finalize_zarr(done: Sequence[tuple[str, tuple[int, ...], int]], plan: _Zarr
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
         warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
         zarr.consolidate_metadata(str(partial))
-    replace_path(partial, Path(plan.target), overwrite=plan.overwrite, what="Zarr store")
+    if remote:  # object stores have no rename: copy, root metadata last
+        copy_output(plan.partial, plan.target, directory=True)
+        remote_remove(plan.partial)
+    else:
+        replace_path(Path(partial), Path(plan.target), overwrite=plan.overwrite, what="Zarr store")
     return plan.target
+
+
+def _write_remote(
+    ds: xr.Dataset,
+    encoding: dict[str, dict[str, Any]],
+    url: str,
+    overwrite: bool,
+    resume: bool,
+    zarr_format: int,
+    compute: bool,
+) -> str | Any:
+    """Write a Zarr store to ``gs://`` / ``s3://`` (chunks by the workers).
+
+    Chunks go to ``<url>.partial``; once every chunk is present and the manifest is
+    recorded, the store is copied to ``url`` with its root metadata last.
+    """
+    target = check_remote_output(url, overwrite=overwrite, what="Zarr store")
+    partial = f"{target}.partial"
+    only: dict[str, list[tuple[int, ...]]] | None = None
+    if resume and remote_exists(partial) and _compatible(ds, encoding, partial) is None:
+        only = {k: v for k, v in missing_chunks(partial).items() if k in ds.data_vars}
+    else:
+        if remote_exists(partial):
+            if not overwrite and not resume:
+                raise OutputError(
+                    f"An interrupted write left {partial!r}. Pass resume=True to finish it or "
+                    f"overwrite=True to start again (or delete {partial!r})."
+                )
+            remote_remove(partial)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_V3_SPEC)
+            ds.to_zarr(
+                partial,
+                mode="w",
+                compute=False,
+                encoding=encoding,
+                consolidated=False,
+                zarr_format=zarr_format,
+                write_empty_chunks=True,
+            )
+    plan = _ZarrPlan(target=target, partial=partial, overwrite=overwrite)
+    job = dask.delayed(_finalize_zarr, pure=False)(_chunk_tasks(ds, partial, only), plan)
+    if not compute:
+        return job
+    from geoembed.runtime import compute as run
+
+    run(job, label=f"writing {target.rpartition('/')[2]}")
+    return target
 
 
 def write_zarr(
@@ -336,10 +392,7 @@ def write_zarr(
     """
     ds, encoding = _prepare_dataset(_as_dataset(obj), zarr_format)
     if is_remote(path):
-        raise OutputError(
-            f"Cannot write {str(path)!r}: write_zarr writes local paths (it renames the "
-            "finished store into place). Write locally and upload, or use ds.to_zarr()."
-        )
+        return _write_remote(ds, encoding, str(path), overwrite, resume, zarr_format, compute)
     target = Path(path).expanduser().absolute()
     partial = target.with_name(target.name + ".partial")
     if resume and target.exists() and not overwrite and not partial.exists():

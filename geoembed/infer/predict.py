@@ -526,7 +526,7 @@ def plan_inference(
         )
 
     plan = InferencePlan(
-        path=str(spec.path),
+        path=spec.url or str(spec.path),
         sha256=spec.sha256,
         input_name=spec.input_name,
         input_dtype=str(spec.input_dtype),

@@ -160,8 +160,17 @@ def get_session(
         from geoembed.infer.spec import file_sha256
 
         ort = require("onnxruntime", extra="cnn", feature="CNN inference")
+        model: str | bytes = path
         try:
-            digest = file_sha256(path)
+            if "://" in path:  # object storage: workers share no disk with the client
+                import hashlib
+
+                from geoembed._cloud import filesystem
+
+                model = bytes(filesystem(path).cat_file(path))
+                digest = hashlib.sha256(model).hexdigest()
+            else:
+                digest = file_sha256(path)
         except OSError as exc:
             raise ModelError(
                 f"cannot read the model {path} on this worker ({exc}); put the model on storage "
@@ -176,7 +185,7 @@ def get_session(
         so.intra_op_num_threads = n
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        sess = ort.InferenceSession(path, sess_options=so, providers=list(providers))
+        sess = ort.InferenceSession(model, sess_options=so, providers=list(providers))
         log.debug("built ONNX Runtime session for %s (%d threads, %s)", path, n, providers)
         _SESSIONS[key] = sess
         return sess

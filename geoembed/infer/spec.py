@@ -125,6 +125,9 @@ class ModelSpec:
         From the sidecar (see the module docstring); ``None`` when not given.
     config_path : pathlib.Path or None
         The sidecar that was read.
+    url : str or None
+        The ``gs://`` / ``s3://`` / ``https://`` URL the model came from; workers read it
+        from there (``path`` is then the client's downloaded copy).
     """
 
     path: Path
@@ -147,6 +150,7 @@ class ModelSpec:
     classes: tuple[str, ...] | None = None
     colors: tuple[str, ...] | None = None
     config_path: Path | None = None
+    url: str | None = None
 
     @property
     def n_bands(self) -> int | None:
@@ -332,6 +336,8 @@ def load_model_spec(
     """
     if isinstance(model, ModelSpec):
         return model
+    if isinstance(model, str) and "://" in model:
+        return _spec_from_url(model, config=config, sha256=sha256)
     onnx = require("onnx", extra="cnn", feature="CNN inference")
     path = Path(model).expanduser()
     if not path.is_file():
@@ -430,6 +436,33 @@ def load_model_spec(
         colors=tup("colors"),
         config_path=config_path,
     )
+
+
+def _spec_from_url(url: str, *, config: Any, sha256: str | None) -> ModelSpec:
+    """Download an ONNX model (and its ``.json`` sidecar, if any) and read its spec.
+
+    The copy lives in this process's temporary directory, named by the URL; workers read
+    the model from the URL itself (:func:`geoembed.infer.session.get_session`) and check
+    the same digest.
+    """
+    import hashlib
+    import tempfile
+
+    from geoembed._cloud import filesystem, require_input
+
+    require_input(url, "ONNX model")
+    fs = filesystem(url)
+    name = url.rpartition("/")[2]
+    cache = Path(tempfile.gettempdir()) / "geoembed-models"
+    cache = cache / hashlib.sha256(url.encode()).hexdigest()[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    local = cache / name
+    fs.get_file(url, str(local))
+    sidecar = url.rpartition(".")[0] + ".json" if "." in name else url + ".json"
+    if config is None and fs.exists(sidecar):
+        fs.get_file(sidecar, str(local.with_suffix(".json")))
+    spec = load_model_spec(local, config=config, sha256=sha256)
+    return dataclasses.replace(spec, url=url)
 
 
 def write_sidecar(path: str | os.PathLike[str], **keys: Any) -> Path:

@@ -14,6 +14,7 @@ import rioxarray
 import xarray as xr
 from rasterio.errors import RasterioIOError
 
+from geoembed._cloud import OBJECT_SCHEMES, gdal_path, is_url, require_input, split_url
 from geoembed.errors import BandMismatchError, CorruptInputError, MissingInputError, SchemaError
 from geoembed.io._chunks import spatial_chunks
 from geoembed.io._finalize import finalize
@@ -61,6 +62,9 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
         past the end of the file).
     """
     path = os.fspath(path)
+    if is_url(path) and split_url(path)[0] in OBJECT_SCHEMES:
+        require_input(path, "raster")  # one clear line for a missing object
+        path = gdal_path(path)
     if not _is_remote(path) and not os.path.exists(path):
         raise MissingInputError(
             f"{path} does not exist (looked from {os.getcwd()}). Check the path or URL."

@@ -35,6 +35,7 @@ from typing import Any
 
 import xarray as xr
 
+from geoembed._cloud import OBJECT_SCHEMES, require_input
 from geoembed._zarr_chunks import has_checksum
 from geoembed.errors import CorruptInputError, MissingInputError, SchemaError, require
 from geoembed.io._chunks import spatial_chunks
@@ -82,6 +83,8 @@ def _check_reachable(source: str) -> None:
             feature=f"Reading Zarr from {scheme}:// URLs",
             package=package,
         )
+        if scheme in OBJECT_SCHEMES and scheme not in ("http", "https"):
+            require_input(source, "Zarr store")
     elif not scheme and not os.path.exists(source):
         raise MissingInputError(
             f"{source} does not exist (looked from {os.getcwd()}). Check the path or URL."

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from geoembed._cloud import is_url, open_input, split_url
 from geoembed.errors import CRSMismatchError, LabelError, MissingCRSError
 
 __all__ = ["LONLAT_CRS", "load_labels"]
@@ -42,8 +43,8 @@ def _describe(source: Any) -> str:
     return f"the {type(source).__name__}"
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+def _read_table(path: Any, suffix: str) -> pd.DataFrame:
+    sep = "\t" if suffix == ".tsv" else ","
     return pd.read_csv(path, sep=sep)
 
 
@@ -209,12 +210,19 @@ def load_labels(
     elif isinstance(source, pd.DataFrame):
         gdf = _table_to_gdf(source, where=where, crs=crs, lon=lon, lat=lat, wkt=wkt)
     elif isinstance(source, str | Path):
-        path = Path(source)
-        if not path.exists():
-            raise LabelError(f"{where} does not exist; check the path.")
-        suffix = path.suffix.lower()
+        path: Any
+        if is_url(source):  # gs://, s3://, https://: read through fsspec, in memory
+            path = open_input(str(source), "labels")
+            suffix = PurePosixPath(split_url(str(source))[2]).suffix.lower()
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise LabelError(f"{where} does not exist; check the path.")
+            suffix = path.suffix.lower()
         if suffix in _TABLE_SUFFIXES:
-            gdf = _table_to_gdf(_read_table(path), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt)
+            gdf = _table_to_gdf(
+                _read_table(path, suffix), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt
+            )
         elif suffix in (".parquet", ".geoparquet"):
             try:
                 gdf = gpd.read_parquet(path)

@@ -6,13 +6,14 @@ import json
 import logging
 import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geoembed._cloud import is_url, open_input, split_url
 from geoembed.errors import BandMismatchError, LabelError
 from geoembed.labels.classes import assign_classes, compact_classes
 from geoembed.labels.hygiene import (
@@ -38,11 +39,16 @@ _LON_NAMES = ("longitude", "lon", "lng", "long")
 def _read(table: Any) -> tuple[pd.DataFrame, str]:
     if isinstance(table, pd.DataFrame):
         return table, "the training table"
-    path = Path(table)
-    where = f"training table {str(path)!r}"
-    if not path.exists():
-        raise LabelError(f"{where} does not exist; check the path.")
-    suffix = path.suffix.lower()
+    where = f"training table {str(table)!r}"
+    path: Any
+    if is_url(table):  # gs://, s3://, https://: read through fsspec
+        path = open_input(str(table), "training table")
+        suffix = PurePosixPath(split_url(str(table))[2]).suffix.lower()
+    else:
+        path = Path(table)
+        if not path.exists():
+            raise LabelError(f"{where} does not exist; check the path.")
+        suffix = path.suffix.lower()
     if suffix in (".parquet", ".geoparquet"):
         return pd.read_parquet(path), where
     sep = "\t" if suffix == ".tsv" else ","

@@ -1,0 +1,50 @@
+"""Click parameter types for paths that may also be object-store URLs.
+
+``click.Path`` checks that an input exists on the local disk, and ``pathlib.Path`` turns
+``gs://bucket/map.tif`` into ``gs:/bucket/map.tif``. These types keep a URL as the string
+it was (checked later, before any task runs, by the job) and give local paths the usual
+``click.Path`` checks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoembed._cloud import is_url
+
+__all__ = ["InputPath", "OutputPath"]
+
+
+class InputPath(click.ParamType):
+    """An existing local file or directory, or a ``gs://`` / ``s3://`` / ``https://`` URL."""
+
+    name = "path_or_url"
+
+    def __init__(self, *, file_okay: bool = True, dir_okay: bool = True) -> None:
+        self._local = click.Path(
+            exists=True, file_okay=file_okay, dir_okay=dir_okay, path_type=Path
+        )
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return a URL unchanged, or the checked local path."""
+        if isinstance(value, str) and is_url(value):
+            return value
+        return self._local.convert(value, param, ctx)
+
+
+class OutputPath(click.ParamType):
+    """A local output path, or a ``gs://`` / ``s3://`` URL (kept verbatim)."""
+
+    name = "path_or_url"
+
+    def __init__(self, *, file_okay: bool = True, dir_okay: bool = False) -> None:
+        self._local = click.Path(file_okay=file_okay, dir_okay=dir_okay, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return a URL unchanged, or the local path."""
+        if isinstance(value, str) and is_url(value):
+            return value
+        return self._local.convert(value, param, ctx)
