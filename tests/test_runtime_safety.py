@@ -286,8 +286,17 @@ def test_redact_url_masks_passwords_and_tokens():
     [
         ["--scheduler", "threads", "info", "https://user:s3cr3t@127.0.0.1:9/f.tif?token=t0k3n"],
         ["--scheduler", "tcp://user:s3cr3t@127.0.0.1:8786", "info", "AEF"],
-        # click's own "does not exist" message names the path
-        ["classify", "f.zarr", "--labels", "https://u:s3cr3t@h/l.gpkg", "-o", "m.tif"],
+        # the unreachable label URL is named in the error, redacted
+        [
+            "classify",
+            "AEF",
+            "--labels",
+            "https://u:s3cr3t@h/l.gpkg",
+            "--label-column",
+            "c",
+            "-o",
+            "m.tif",
+        ],
     ],
 )
 def test_cli_never_echoes_credentials(args, aef_tif):
