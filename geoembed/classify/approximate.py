@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from geoembed._exact import unit_rows
 from geoembed.classify.knn import KNNClassifier
-from geoembed.classify.search import _cosine_key, _normalize, exact_kneighbors
+from geoembed.classify.search import _cosine_key, exact_kneighbors
 from geoembed.errors import ModelError
 
 __all__ = ["INDEXES", "ApproximateKNNClassifier", "recall_at_k"]
@@ -119,7 +120,7 @@ class ApproximateKNNClassifier(KNNClassifier):
         return self
 
     def _vectors(self, X: np.ndarray) -> np.ndarray:
-        return _normalize(X) if self.metric == "cosine" else np.ascontiguousarray(X)
+        return unit_rows(X) if self.metric == "cosine" else np.ascontiguousarray(X)
 
     def _build(self) -> None:
         import faiss

@@ -50,11 +50,6 @@ _HEAP_ROWS = 512
 _U32 = 2.0**-24
 
 
-def _normalize(X: np.ndarray) -> np.ndarray:
-    """Scale rows to unit length (float32), as the cosine metric compares them."""
-    return unit_rows(X)
-
-
 def _cosine_key(s: np.ndarray) -> np.ndarray:
     """scikit-learn's cosine distance ``clip(1 - s, 0, 2)`` in the dtype of ``s``."""
     d = s * -1
@@ -95,7 +90,7 @@ class ExactIndex:
         self._scratch = threading.local()
         self.metric = metric
         self.n, self.d = X.shape
-        self.X = _normalize(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32)
+        self.X = unit_rows(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32)
         self.sq64 = row_dots(self.X, self.X)  # exact |x|^2 (float64)
         self.xmax = float(np.sqrt(self.sq64.max())) if self.n else 0.0
         if metric == "euclidean":
@@ -233,7 +228,7 @@ class ExactIndex:
         for q0 in range(0, nq, step):
             Qx = Q[q0 : q0 + step]
             if self.metric == "cosine":
-                Qx = _normalize(Qx)
+                Qx = unit_rows(Qx)
             qsq = row_dots(Qx, Qx)
             vals, cand = self.top(Qx, m)
             wide = np.empty(0, np.int64)
