@@ -172,9 +172,7 @@ def is_geoembed_json(payload: Any) -> bool:
         return True
     props = payload.get("properties")
     return (
-        payload.get("type") == "Feature"
-        and isinstance(props, dict)
-        and "geoembed:version" in props
+        payload.get("type") == "Feature" and isinstance(props, dict) and "geoembed:version" in props
     )
 
 
@@ -633,9 +631,7 @@ class OutputSet:
         OutputValidationError
             When a staged output is missing (nothing is moved).
         """
-        missing = [
-            o.what for o in self._outputs.values() if o.item_of is None and not _staged(o)
-        ]
+        missing = [o.what for o in self._outputs.values() if o.item_of is None and not _staged(o)]
         if missing:
             raise OutputValidationError(
                 f"Not written: {', '.join(missing)}; no output was replaced. Run the command again."
@@ -678,9 +674,11 @@ class OutputSet:
             assert item.item_of is not None
             out = self._outputs[item.item_of]
             assert out.stage is not None
-            name = str(out.target).rstrip("/").rpartition("/")[2] if out.remote else Path(
-                out.target
-            ).name
+            name = (
+                str(out.target).rstrip("/").rpartition("/")[2]
+                if out.remote
+                else Path(out.target).name
+            )
             try:
                 payload = build_item(
                     out.stage,
@@ -700,7 +698,7 @@ class OutputSet:
             write_item(payload, self.stage(item.what))
 
     def _accuracy(self) -> dict[str, Any] | None:
-        """The cross-validation figures of a staged JSON report of the set, if any."""
+        """Return the cross-validation figures of a staged JSON report of the set, if any."""
         for out in self._outputs.values():
             if out.item_of is not None or out.directory or out.stage is None:
                 continue
@@ -709,7 +707,9 @@ class OutputSet:
             payload = _read_staged_json(out)
             cv = payload.get("cross_validation") if isinstance(payload, dict) else None
             if isinstance(cv, dict):
-                pooled = cv.get("pooled") if isinstance(cv.get("pooled"), dict) else cv
+                pooled = cv.get("pooled")
+                if not isinstance(pooled, dict):
+                    pooled = cv
                 figures = {
                     k: v
                     for k, v in pooled.items()

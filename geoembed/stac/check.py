@@ -116,7 +116,9 @@ def check_item(path: str | os.PathLike[str]) -> dict[str, Any]:
         extensions_validated=validation.extensions_validated,
         extensions_unavailable=validation.extensions_unavailable,
     )
-    assets = item.get("assets") if isinstance(item.get("assets"), dict) else {}
+    assets = item.get("assets")
+    if not isinstance(assets, dict):
+        assets = {}
     report["assets"] = {k: a.get("href") for k, a in assets.items() if isinstance(a, dict)}
     if not assets:
         problems.append("the Item lists no asset")

@@ -60,14 +60,14 @@ _HASH_BLOCK = 1 << 20
 
 
 def item_path(target: Path | str) -> Path | str:
-    """The Item's path (or URL) for the output ``target``: ``target`` + ``.stac.json``."""
+    """Return the Item's path (or URL) for ``target``: ``target`` + ``.stac.json``."""
     if isinstance(target, Path):
         return target.with_name(target.name + ITEM_SUFFIX)
     return str(target).rstrip("/") + ITEM_SUFFIX
 
 
 def multihash_sha256(hexdigest: str) -> str:
-    """A SHA-256 hex digest as a multihash (the file extension's ``file:checksum``)."""
+    """Return a SHA-256 hex digest as a multihash (the file extension's checksum)."""
     return "1220" + hexdigest
 
 
@@ -116,7 +116,7 @@ def _crs_fields(crs: Any) -> dict[str, Any]:
 
 
 def _footprint(crs: Any, bounds: tuple[float, float, float, float]) -> dict[str, Any]:
-    """The bounds as a WGS84 polygon, each edge densified so that it follows the grid."""
+    """Return the bounds as a WGS84 polygon, edges densified to follow the grid."""
     from rasterio.warp import transform as warp
 
     left, bottom, right, top = bounds
@@ -159,29 +159,38 @@ def _nodata(value: Any) -> Any:
 
 
 def class_name_token(name: str) -> str:
-    """A class name as the classification extension's ``name`` (letters, digits, -, _)."""
+    """Return a class name as the classification ``name`` (letters, digits, -, _)."""
     return _CLASS_NAME.sub("_", name) or "class"
 
 
 def _classes(src: Any) -> list[dict[str, Any]]:
-    from geoembed.colors import decode_class_names
+    """Classes of a class map: names from its tags; colours as geoembed's maps show them.
 
-    raw = src.tags(1).get("class_names") or src.tags().get("class_names")
-    if not raw:
+    A colour is the COG's colour table entry, else its ``class_colors`` tag, else
+    :func:`geoembed.colors.default_color` (the order :mod:`geoembed.viz` follows).
+    """
+    from geoembed.colors import decode_class_colors, decode_class_names, default_color
+
+    tags = {**src.tags(), **src.tags(1)}
+    if not tags.get("class_names"):
         return []
-    names = decode_class_names(raw)
+    names = decode_class_names(tags["class_names"])
     try:
-        cmap = src.colormap(1)
-    except ValueError:
+        cmap = {int(k): tuple(v) for k, v in src.colormap(1).items()}
+    except ValueError:  # no colour table
         cmap = {}
+    tagged = decode_class_colors(tags["class_colors"]) if tags.get("class_colors") else {}
     classes = []
     for value, name in sorted(names.items()):
-        entry: dict[str, Any] = {"value": int(value), "name": class_name_token(name)}
-        entry["title"] = name
-        if value in cmap:
-            r, g, b = cmap[value][:3]
-            entry["color_hint"] = f"{r:02X}{g:02X}{b:02X}"
-        classes.append(entry)
+        r, g, b = (cmap.get(value) or tagged.get(value) or default_color(value))[:3]
+        classes.append(
+            {
+                "value": int(value),
+                "name": class_name_token(name),
+                "title": name,
+                "color_hint": f"{r:02X}{g:02X}{b:02X}",
+            }
+        )
     return classes
 
 

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HASH_LIMIT", "Provenance", "describe_input", "dependency_versions", "sha256_file"]
+__all__ = ["HASH_LIMIT", "Provenance", "dependency_versions", "describe_input", "sha256_file"]
 
 #: inputs larger than this are described by size and modification time, not a hash
 HASH_LIMIT = 256 << 20
@@ -71,7 +71,7 @@ class Provenance:
         )
 
     def properties(self) -> dict[str, Any]:
-        """The ``geoembed:*`` properties of an Item (inputs described, secrets redacted)."""
+        """Return the ``geoembed:*`` properties of an Item (secrets redacted)."""
         from geoembed._version import __version__
         from geoembed.runtime.redact import redact_obj
 
@@ -122,7 +122,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The SHA-256 of a file's bytes, read 1 MiB at a time (hex)."""
+    """Return the SHA-256 of a file's bytes (hex), read 1 MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
@@ -131,7 +131,7 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def describe_input(item: str) -> dict[str, Any]:
-    """How one input is identified: a hash when cheap, else size and time, or a version.
+    """Describe one input: a hash when cheap, else size and time, or a version.
 
     Parameters
     ----------
@@ -146,8 +146,8 @@ def describe_input(item: str) -> dict[str, Any]:
         an object-store URL: ``size`` and the store's ``etag``/``md5``/``generation``
         when it gives them. An input that cannot be read is described by ``href`` alone.
     """
-    from geoembed.runtime.redact import redact_url
     from geoembed.export.atomic import is_remote
+    from geoembed.runtime.redact import redact_url
 
     out: dict[str, Any] = {"href": redact_url(item)}
     if is_remote(item) or "://" in item:

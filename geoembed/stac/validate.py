@@ -60,7 +60,7 @@ class ItemValidation:
 
 
 def schema_dirs() -> list[Path]:
-    """The local folders searched for extension schemas, in order."""
+    """Return the local folders searched for extension schemas, in order."""
     dirs = [Path(__file__).parent / "schemas"]
     extra = os.environ.get(SCHEMAS_ENV)
     if extra:
