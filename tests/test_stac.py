@@ -337,3 +337,35 @@ def test_validation_needs_no_network(classified: Path, monkeypatch: pytest.Monke
     assert result.valid and result.core_schema
     # extension schemas no local folder holds are listed, never fetched
     assert all(u.startswith("https://stac-extensions") for u in result.extensions_unavailable)
+
+
+def test_extension_schemas_from_a_local_folder(
+    classified: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a stand-in schema written here (NOT the published one), laid out like its URL
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+        "type": "object",
+        "properties": {
+            "assets": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"proj:code": {"type": ["string", "null"]}},
+                },
+            }
+        },
+    }
+    folder = tmp_path / "schemas" / "projection" / "v2.0.0"
+    folder.mkdir(parents=True)
+    (folder / "schema.json").write_text(json.dumps(schema))
+    monkeypatch.setenv("GEOEMBED_STAC_SCHEMAS", str(tmp_path / "schemas"))
+    item = _item(classified / "map.tif")
+    result = validate_item(item)
+    assert result.valid and schema["$id"] in result.extensions_validated
+    assert schema["$id"] not in result.extensions_unavailable
+    item["assets"]["data"]["proj:code"] = 32615
+    result = validate_item(item)
+    assert not result.valid
+    assert any(schema["$id"] in p and "32615" in p for p in result.problems)
