@@ -187,7 +187,8 @@ def test_model_saved_to_and_loaded_from_the_bucket(
         "arrays.npz",
         "model.json",
     ]
-    assert [k.rpartition("/")[2] for k in fs.ls(f"{bucket}/models")] == ["knn"]
+    listed = sorted(k.rpartition("/")[2] for k in fs.ls(f"{bucket}/models"))
+    assert listed == ["knn", "knn.stac.json"]  # the model directory and its STAC Item
     from click.testing import CliRunner
 
     from geoembed.cli import main

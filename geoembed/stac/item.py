@@ -80,8 +80,22 @@ def _open(location: Path | str) -> Any:
 
 
 def _file_fields(location: Path | str) -> dict[str, Any]:
+    """``file:size`` and ``file:checksum`` (SHA-256 multihash) of one file or object.
+
+    An object in a bucket larger than :data:`~geoembed.stac.provenance.HASH_LIMIT` gets
+    its size only: hashing it would download it again.
+    """
     import hashlib
 
+    if isinstance(location, str) and "://" in location:
+        from geoembed._cloud import filesystem
+        from geoembed.stac.provenance import HASH_LIMIT
+
+        fs = filesystem(location)
+        fs.invalidate_cache()
+        size = int(fs.size(location))
+        if size > HASH_LIMIT:
+            return {"file:size": size}
     digest, size = hashlib.sha256(), 0
     with _open(location) as f:
         while block := f.read(_HASH_BLOCK):
