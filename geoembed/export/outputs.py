@@ -624,7 +624,8 @@ class OutputSet:
         Returns
         -------
         dict
-            ``{what: final path}`` (the URL for an object-store output).
+            ``{what: final path}`` (the URL for an object-store output), the STAC Items
+            included (``"STAC item of the <what>"``).
 
         Raises
         ------

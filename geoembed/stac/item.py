@@ -214,9 +214,13 @@ def _raster_asset(location: Path | str) -> tuple[dict[str, Any], dict[str, Any] 
 
     from geoembed._cloud import gdal_path
 
-    path = gdal_path(str(location)) if isinstance(location, str) else str(location)
+    remote = isinstance(location, str) and "://" in location
+    path = gdal_path(str(location)) if remote else str(location)
+    # no listing of a bucket "directory" on open: GDAL would cache one that lacks the
+    # outputs about to be committed beside this temporary, and later not find them
+    env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"} if remote else {}
     try:
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+        with rasterio.Env(GDAL_PAM_ENABLED="NO", **env), rasterio.open(path) as src:
             fields: dict[str, Any] = {}
             geometry = None
             if src.crs is not None:
