@@ -78,11 +78,9 @@ def test_classify_on_a_cluster_with_no_shared_disk_matches_local(
     assert summary["outputs"]["class_map"] == f"{out}/map.tif"
     fs = filesystem(bucket)
     fs.invalidate_cache()
-    assert sorted(k.rpartition("/")[2] for k in fs.ls(out)) == [
-        "conf.tif",
-        "map.tif",
-        "report.json",
-    ]
+    names = ["conf.tif", "map.tif", "report.json"]  # each with its STAC Item
+    listed = sorted(k.rpartition("/")[2] for k in fs.ls(out))
+    assert listed == sorted([*names, *(f"{n}.stac.json" for n in names)])
     assert fs.cat(f"{out}/map.tif") == (local / "map.tif").read_bytes()
     assert fs.cat(f"{out}/conf.tif") == (local / "conf.tif").read_bytes()
     # nothing was written on the client's disk or left in the workers' directories

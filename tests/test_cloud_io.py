@@ -142,8 +142,10 @@ def test_classify_writes_every_output_to_the_bucket_byte_identical(
     )  # fmt: skip
     fs = filesystem(bucket)
     fs.invalidate_cache()
-    # the outputs, and nothing else (no temporary key is left)
-    assert sorted(k.rpartition("/")[2] for k in fs.ls(out)) == ["conf.tif", "map.tif", "r.json"]
+    # the outputs with their STAC Items, and nothing else (no temporary key is left)
+    names = ["conf.tif", "map.tif", "r.json"]
+    listed = sorted(k.rpartition("/")[2] for k in fs.ls(out))
+    assert listed == sorted([*names, *(f"{n}.stac.json" for n in names)])
     assert fs.cat(f"{out}/map.tif") == (tmp_path / "map.tif").read_bytes()
     assert fs.cat(f"{out}/conf.tif") == (tmp_path / "conf.tif").read_bytes()
     report = json.loads(fs.cat(f"{out}/r.json"))
@@ -185,7 +187,8 @@ def test_model_saved_to_and_loaded_from_the_bucket(
         "arrays.npz",
         "model.json",
     ]
-    assert [k.rpartition("/")[2] for k in fs.ls(f"{bucket}/models")] == ["knn"]
+    listed = sorted(k.rpartition("/")[2] for k in fs.ls(f"{bucket}/models"))
+    assert listed == ["knn", "knn.stac.json"]  # the model directory and its STAC Item
     from click.testing import CliRunner
 
     from geoembed.cli import main

@@ -151,7 +151,8 @@ def test_every_combination_of_outputs(source, model, tmp_path, wanted) -> None:
     assert set(summary["outputs"]) == set(wanted)
     assert summary["shape"] == {"y": 60, "x": 70}
     written = {p.name for p in tmp_path.iterdir()} - {source.name, "m.onnx", "m.json"}
-    assert written == {OUTPUT_FLAGS[k][1] for k in wanted}
+    names = {OUTPUT_FLAGS[k][1] for k in wanted}
+    assert written == names | {f"{n}.stac.json" for n in names}  # each output with its Item
     if "classes" in wanted:
         with rasterio.open(tmp_path / "c.tif") as ds:
             assert ds.read(1)[2:5, 3:7].tolist() == [[255] * 4] * 3

@@ -179,7 +179,8 @@ def test_overwrite_replaces_own_outputs_together(small: Path, tmp_path: Path) ->
               "--save-model", "model", "--cv", "none")  # fmt: skip
     first = _cli(*common, "-k", "3", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    names = ["conf.tif", "map.tif", "model", "report.json"]
+    outputs = ["conf.tif", "map.tif", "model", "report.json"]
+    names = sorted([*outputs, *(f"{n}.stac.json" for n in outputs)])  # each with its Item
     assert sorted(p.name for p in tmp_path.iterdir()) == names
     assert all(is_geoembed_output(tmp_path / n) for n in names)
     assert (tmp_path / "model" / MARKER_FILE).is_file()

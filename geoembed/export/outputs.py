@@ -18,6 +18,12 @@
   ``geoembed verify DIR`` reports them.
 * **A full disk is one clear error**: :class:`~geoembed.errors.OutputError`, with nothing
   partial left behind.
+* **Every output describes itself.** Each output gets a STAC Item beside it
+  (``map.tif`` → ``map.tif.stac.json``, see :mod:`geoembed.stac`) with its grid, bands,
+  classes, checksums and provenance (:class:`~geoembed.stac.Provenance`). The Items are
+  outputs of the set like the others: checked before any task runs, built from the
+  staged outputs at :meth:`OutputSet.commit` and renamed in the same step, so an
+  interrupted command leaves neither an output nor an Item.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geoembed._version import __version__
 from geoembed.errors import OutputError, OutputValidationError
@@ -47,6 +53,9 @@ from geoembed.export.atomic import (
     remove_path,
     temp_sibling,
 )
+
+if TYPE_CHECKING:
+    from geoembed.stac.provenance import Provenance
 
 __all__ = [
     "MARKER_FILE",
@@ -143,8 +152,7 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
         meta = _read_json(p / "model.json")  # model directories saved before the marker
         return isinstance(meta, dict) and str(meta.get("format", "")).startswith("geoembed.")
     if p.suffix.lower() == ".json":
-        payload = _read_json(p)
-        return isinstance(payload, dict) and "geoembed_version" in payload
+        return is_geoembed_json(_read_json(p))
     if p.suffix.lower() == ".skops":  # estimator files: geoembed's zip comment
         import zipfile
 
@@ -154,6 +162,18 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
         except (OSError, zipfile.BadZipFile):
             return False
     return "geoembed_version" in _cog_tags(p)
+
+
+def is_geoembed_json(payload: Any) -> bool:
+    """Whether a JSON document is geoembed's: a report, or a STAC Item it wrote."""
+    if not isinstance(payload, dict):
+        return False
+    if "geoembed_version" in payload:
+        return True
+    props = payload.get("properties")
+    return (
+        payload.get("type") == "Feature" and isinstance(props, dict) and "geoembed:version" in props
+    )
 
 
 def require_geoembed_output(
@@ -359,6 +379,8 @@ class _Output:
     stage: Path | str | None = None
     #: an object-store URL (``target`` and ``stage`` are then strings)
     remote: bool = False
+    #: for a STAC Item: the ``what`` of the output it describes
+    item_of: str | None = None
 
 
 class OutputSet:
@@ -371,6 +393,12 @@ class OutputSet:
     inputs : iterable, optional
         The command's inputs (paths; anything else is ignored). No output may be an
         input, or contain one.
+    provenance : Provenance, optional
+        How the outputs were made, written into their STAC Items (default: the
+        ``inputs``, and the command and parameters of the running ``geoembed`` command
+        line; see :class:`~geoembed.stac.Provenance`). Also :meth:`set_provenance`.
+    stac : bool, default True
+        Write a STAC Item beside each output (``NAME.stac.json``).
 
     Examples
     --------
@@ -381,12 +409,31 @@ class OutputSet:
     ...     outputs.commit()
     """
 
-    def __init__(self, *, overwrite: bool = False, inputs: Iterable[Any] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        overwrite: bool = False,
+        inputs: Iterable[Any] = (),
+        provenance: Provenance | None = None,
+        stac: bool = True,
+    ) -> None:
         self.overwrite = overwrite
+        inputs = list(inputs)
+        self._given_inputs = inputs
         self._inputs = _input_paths(inputs)
         self._remote_inputs = _input_urls(inputs)
         self._outputs: dict[str, _Output] = {}
+        self._provenance = provenance
+        self.stac = stac
         self.committed = False
+
+    def set_provenance(self, provenance: Provenance) -> None:
+        """Record how the outputs were made (see :class:`~geoembed.stac.Provenance`).
+
+        Call it any time before :meth:`commit`; the parameters known only once the job
+        ran (a cross-validation choice, a fitted threshold) can be given then.
+        """
+        self._provenance = provenance
 
     def add(
         self, what: str, path: str | os.PathLike[str] | None, *, directory: bool = False
@@ -434,7 +481,35 @@ class OutputSet:
             )
         remove_stale_temporaries(target.parent)
         self._outputs[what] = _Output(what, target, given, directory)
+        if self.stac:
+            self._add_item(what)
         return target
+
+    def _add_item(self, what: str) -> None:
+        """Register the STAC Item of output ``what`` as one more output of the set."""
+        from geoembed.stac.item import item_path
+
+        out = self._outputs[what]
+        key = _item_key(what)
+        given = str(item_path(out.given))
+        if out.remote:
+            from geoembed.export.remote import check_remote_output
+
+            url = check_remote_output(
+                str(item_path(str(out.target))), overwrite=self.overwrite, what=key
+            )
+            self._outputs[key] = _Output(key, url, given, False, remote=True, item_of=what)
+            return
+        target = Path(item_path(Path(out.target)))
+        self._check_not_input(target, key, given)
+        for other in self._outputs.values():
+            if not other.remote and Path(other.target).resolve() == target.resolve():
+                raise OutputError(
+                    f"The {key} and the {other.what} share the path {given!r}; give each its "
+                    "own output path."
+                )
+        check_output_path(target, overwrite=self.overwrite, what=key)
+        self._outputs[key] = _Output(key, target, given, False, item_of=what)
 
     def _add_remote(self, what: str, given: str, directory: bool) -> str:
         from geoembed.export.remote import check_remote_output
@@ -453,6 +528,8 @@ class OutputSet:
                 )
         target = check_remote_output(url, overwrite=self.overwrite, what=what)
         self._outputs[what] = _Output(what, target, given, directory, remote=True)
+        if self.stac:
+            self._add_item(what)
         return target
 
     def _check_not_input(self, target: Path, what: str, given: str) -> None:
@@ -547,18 +624,20 @@ class OutputSet:
         Returns
         -------
         dict
-            ``{what: final path}`` (the URL for an object-store output).
+            ``{what: final path}`` (the URL for an object-store output), the STAC Items
+            included (``"STAC item of the <what>"``).
 
         Raises
         ------
         OutputValidationError
             When a staged output is missing (nothing is moved).
         """
-        missing = [o.what for o in self._outputs.values() if not _staged(o)]
+        missing = [o.what for o in self._outputs.values() if o.item_of is None and not _staged(o)]
         if missing:
             raise OutputValidationError(
                 f"Not written: {', '.join(missing)}; no output was replaced. Run the command again."
             )
+        self._stage_items()
         done: list[tuple[_Output, Path | str | None]] = []
         with _signals_deferred():
             try:
@@ -577,6 +656,83 @@ class OutputSet:
                 if backup is not None:
                     _remove(backup)
         return {o.what: o.target for o in self._outputs.values()}
+
+    def _stage_items(self) -> None:
+        """Build and stage the STAC Item of every staged output (before any rename)."""
+        items = [o for o in self._outputs.values() if o.item_of is not None]
+        if not items:
+            return
+        from geoembed.stac.item import build_item, write_item
+        from geoembed.stac.provenance import Provenance
+
+        provenance = (self._provenance or Provenance()).resolved(self._given_inputs)
+        properties = provenance.properties()
+        accuracy = self._accuracy()
+        if accuracy:
+            properties["geoembed:accuracy"] = accuracy
+        created = datetime.now(UTC)
+        for item in items:
+            assert item.item_of is not None
+            out = self._outputs[item.item_of]
+            assert out.stage is not None
+            name = (
+                str(out.target).rstrip("/").rpartition("/")[2]
+                if out.remote
+                else Path(out.target).name
+            )
+            try:
+                payload = build_item(
+                    out.stage,
+                    name=name,
+                    what=out.what,
+                    directory=out.directory,
+                    properties=properties,
+                    created=created,
+                )
+            except OSError:
+                raise
+            except Exception as exc:  # an output the Item cannot describe: say which
+                raise OutputError(
+                    f"Cannot describe the {out.what} {out.given!r} in its STAC Item: "
+                    f"{' '.join(str(exc).split())[:300]}. Nothing was written."
+                ) from exc
+            write_item(payload, self.stage(item.what))
+
+    def _accuracy(self) -> dict[str, Any] | None:
+        """Return the cross-validation figures of a staged JSON report of the set, if any."""
+        for out in self._outputs.values():
+            if out.item_of is not None or out.directory or out.stage is None:
+                continue
+            if not str(out.target).lower().endswith(".json"):
+                continue
+            payload = _read_staged_json(out)
+            cv = payload.get("cross_validation") if isinstance(payload, dict) else None
+            if isinstance(cv, dict):
+                pooled = cv.get("pooled")
+                if not isinstance(pooled, dict):
+                    pooled = cv
+                figures = {
+                    k: v
+                    for k, v in pooled.items()
+                    if isinstance(v, int | float | str) and not isinstance(v, bool)
+                }
+                for key in ("cv", "spec", "scheme", "n_folds"):
+                    if key in cv and not isinstance(cv[key], dict | list):
+                        figures.setdefault(key, cv[key])
+                return figures
+        return None
+
+
+def _item_key(what: str) -> str:
+    return f"STAC item of the {what}"
+
+
+def _read_staged_json(out: _Output) -> Any:
+    if out.remote:
+        from geoembed.export.remote import _read_json as read_remote_json
+
+        return read_remote_json(str(out.stage))
+    return _read_json(Path(str(out.stage)))
 
 
 def sweep_discarded() -> None:

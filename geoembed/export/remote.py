@@ -117,8 +117,9 @@ def is_geoembed_remote(url: str) -> bool:
         attrs = meta.get("attributes", {}) if isinstance(meta, dict) else {}
         return isinstance(attrs, dict) and "geoembed_version" in attrs
     if url.lower().endswith(".json"):
-        payload = _read_json(url)
-        return isinstance(payload, dict) and "geoembed_version" in payload
+        from geoembed.export.outputs import is_geoembed_json
+
+        return is_geoembed_json(_read_json(url))
     import rasterio
 
     try:

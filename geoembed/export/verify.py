@@ -1,4 +1,4 @@
-"""Check that a finished output (COG or Zarr store) is complete and valid."""
+"""Check that a finished output (COG, Zarr store, STAC Item) is complete and valid."""
 
 from __future__ import annotations
 
@@ -316,13 +316,38 @@ def _verify_directory(path: Path) -> dict[str, Any]:
     }
 
 
-def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any]:
+def _with_item(report: dict[str, Any], p: Path, *, stac: bool) -> dict[str, Any]:
+    """Add the check of the STAC Item beside the output ``p`` (``NAME.stac.json``)."""
+    from geoembed.stac import check_item, item_path
+
+    item = Path(item_path(p))
+    if not item.exists():
+        report["stac_item"] = None
+        if stac:
+            report["problems"].append(
+                f"no STAC Item beside it (expected {item.name}); outputs written by a "
+                "geoembed command get one. Write the output again with this version."
+            )
+    else:
+        checked = check_item(item)
+        report["stac_item"] = {
+            k: checked.get(k) for k in ("path", "valid", "problems", "extensions_unavailable")
+        }
+        report["problems"].extend(f"STAC Item {item.name}: {x}" for x in checked["problems"])
+    report["valid"] = not report["problems"]
+    return report
+
+
+def verify(
+    path: str | os.PathLike[str], *, full: bool = False, stac: bool = False
+) -> dict[str, Any]:
     """Report whether a finished output is complete and valid.
 
     Parameters
     ----------
     path : str or path-like
-        A GeoTIFF/COG file, a Zarr store, or a directory of outputs (checked for
+        A GeoTIFF/COG file, a Zarr store, a STAC Item (``NAME.stac.json``, checked
+        against the output it describes), or a directory of outputs (checked for
         temporaries left by killed geoembed runs).
     full : bool, default False
         Decode all the data. COG: every block of the full-resolution image and of each
@@ -332,12 +357,18 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
         CRC-32 that :func:`~geoembed.export.write_zarr` records (finds corrupt, truncated
         and swapped chunks); by default only metadata and the store's key listing are
         read, which finds missing chunks.
+    stac : bool, default False
+        Require a STAC Item beside a COG or Zarr store. An Item that is there is always
+        checked (:func:`geoembed.stac.check_item`); without ``stac`` a missing one is
+        only reported (``stac_item`` None), as outputs written by :func:`write_cog` or
+        :func:`write_zarr` alone, outside a command, have none.
 
     Returns
     -------
     dict
-        Always ``path``, ``format`` (``"GeoTIFF"``, ``"Zarr"`` or ``"directory"``),
-        ``valid`` (bool), ``problems`` (list of str) and ``stale_temporaries`` (leftovers
+        Always ``path``, ``format`` (``"GeoTIFF"``, ``"Zarr"``, ``"STAC Item"`` or
+        ``"directory"``), ``valid`` (bool), ``problems`` (list of str) and
+        ``stale_temporaries`` (leftovers
         of killed geoembed runs next to the output, or in the directory; each a dict with
         ``path``, ``kind``, ``host``, ``pid``). A directory adds ``geoembed_outputs``;
         its stale temporaries are problems, and so are ``unowned_temporaries`` (left by a
@@ -348,18 +379,27 @@ def verify(path: str | os.PathLike[str], *, full: bool = False) -> dict[str, Any
         a Zarr store adds ``arrays`` (shape, dtype, chunks, n_chunks, checksum_codec,
         checksums_recorded), ``missing_chunks``, ``n_missing_chunks``, ``sparse``,
         ``crs``, ``variables`` and, with ``full``, ``corrupt_chunks`` and
-        ``n_corrupt_chunks``. Each problem is one line.
+        ``n_corrupt_chunks``. COG and Zarr add ``stac_item`` (None, or the ``path``,
+        ``valid``, ``problems`` of the Item beside them; its problems are also in
+        ``problems``). A STAC Item adds ``id``, ``assets``, ``extensions_validated`` and
+        ``extensions_unavailable``. Each problem is one line.
 
     Raises
     ------
     OutputError
         When ``path`` does not exist.
     """
+    from geoembed.stac import ITEM_SUFFIX, check_item
+
     p = Path(path).expanduser()
     if not p.exists():
         raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")
+    if p.is_file() and p.name.endswith(ITEM_SUFFIX):
+        report = check_item(p)
+        report["stale_temporaries"] = _stale(p.absolute().parent)
+        return report
     if p.is_dir() and not _is_zarr(p):
         return _verify_directory(p)
     report = _verify_zarr(p, full=full) if p.is_dir() else _verify_cog(p, full=full)
     report["stale_temporaries"] = _stale(p.absolute().parent)
-    return report
+    return _with_item(report, p, stac=stac)
