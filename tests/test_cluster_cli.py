@@ -121,5 +121,26 @@ def test_cluster_text_report(small_zarr, tmp_path):
     args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "4", "-o", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "4 clusters (cosine, lloyd)" in result.output
+    # the CLI's default metric is the library's (geoembed.cluster.KMeans: euclidean)
+    assert "4 clusters (euclidean, lloyd)" in result.output
     assert "km2" in result.output
+
+
+def test_cluster_cli_defaults_are_the_library_defaults(small_zarr, tmp_path):
+    import inspect
+
+    from geoembed.cluster import KMeans
+    from geoembed.jobs.cluster import ClusterParams
+
+    out = tmp_path / "c.tif"
+    args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "4", "-o", str(out)]
+    cli = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    init = inspect.signature(KMeans).parameters
+    assert cli["metric"] == init["metric"].default == ClusterParams.metric
+    assert cli["mode"] == init["mode"].default == ClusterParams.mode
+    # the same map as the library's KMeans with its defaults and the same seed
+    from geoembed.io import open_embeddings
+
+    field = open_embeddings(small_zarr)
+    lib = KMeans(4, random_state=0).fit(field).predict(field).values
+    assert (rioxarray.open_rasterio(out).isel(band=0).values == lib).all()

@@ -9,13 +9,13 @@
 * :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.
 * :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle;
   :func:`save_estimator`: any scikit-learn estimator as a ``.skops`` file (no pickle).
-* :func:`classify_job`: the whole ``geoembed classify`` job (labels -> CV -> COGs).
+* The whole ``geoembed classify`` job (labels -> CV -> COGs) is
+  :func:`geoembed.jobs.classify.run_classify`.
 """
 
 from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
 from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
-from geoembed.classify.job import classify_job
 from geoembed.classify.knn import KNNClassifier, exact_kneighbors
 from geoembed.classify.model_io import load_model, save_estimator, save_model
 
@@ -24,7 +24,6 @@ __all__ = [
     "KNNClassifier",
     "apply_estimator",
     "check_model_bands",
-    "classify_job",
     "classify_knn",
     "exact_kneighbors",
     "fit_model",
@@ -34,3 +33,11 @@ __all__ = [
     "save_estimator",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "classify_job":  # the job moved to geoembed.jobs.classify
+        from geoembed.classify import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

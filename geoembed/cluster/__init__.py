@@ -8,7 +8,7 @@ A fitted ``dask_ml.cluster.KMeans`` is kept with ``KMeans.from_dask_ml(km)`` (it
 same map as its own ``predict``), or bare centres with ``KMeans.from_centers(c)``.
 """
 
-from geoembed.cluster.job import ClusterResult, cluster_field, cluster_to_cog
+from geoembed.cluster.fit import ClusterResult, cluster_field
 from geoembed.cluster.kmeans import ClusterCountError, KMeans
 from geoembed.cluster.model_io import class_names, load_model, parse_names, save_model
 from geoembed.cluster.stats import adjusted_rand_index, cluster_stats, pixel_area_km2
@@ -21,9 +21,16 @@ __all__ = [
     "class_names",
     "cluster_field",
     "cluster_stats",
-    "cluster_to_cog",
     "load_model",
     "parse_names",
     "pixel_area_km2",
     "save_model",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "cluster_to_cog":  # the job moved to geoembed.jobs.cluster
+        from geoembed.cluster import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
