@@ -1,0 +1,239 @@
+"""Every job writes through one output set: train-cnn and the analysis commands too.
+
+``similar``, ``change``, ``regress`` and ``train-cnn`` check all their outputs before any
+task runs, replace with ``--overwrite`` only what geoembed wrote (GeoParquet tables,
+JSON reports, ONNX models and their sidecars included), and make their outputs appear
+together or not at all. Synthetic scene (NOT real data), real COG/Zarr/Parquet files.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from geoembed.cli import main
+from geoembed.errors import OutputError
+from geoembed.export.atomic import TEMP_MARKER
+from geoembed.export.outputs import is_geoembed_output
+
+# write_zarr stores string band names, which Zarr v3 flags as not yet specified
+pytestmark = pytest.mark.filterwarnings("ignore:The data type")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """96 x 96 synthetic scene: two years (Zarr), labelled points (GeoPackage, CSV-free)."""
+    import dask
+
+    from geoembed.datasets import synthetic_scene
+    from geoembed.export import write_zarr
+
+    d = tmp_path_factory.mktemp("scene")
+    with dask.config.set(scheduler="threads"):
+        first = synthetic_scene(96, 96, seed=0, chunks=48)
+        write_zarr(first.field, d / "a.zarr")
+        second = synthetic_scene(96, 96, seed=3, chunks=48).field
+        write_zarr(second, d / "b.zarr")
+        points = first.sample_points(12, seed=1)
+        points.to_file(d / "points.gpkg")
+        points.iloc[:6].to_file(d / "refs.gpkg")
+        points["height"] = np.arange(len(points), dtype=float)
+        points.to_file(d / "targets.gpkg")
+    return d
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _run(*args: str) -> object:
+    return CliRunner().invoke(main, ["-q", "--scheduler", "sync", *args])
+
+
+def _similar(scene: Path, work: Path, *extra: str) -> list[str]:
+    return [
+        "similar", str(scene / "a.zarr"), "--like", str(scene / "refs.gpkg"),
+        "-o", str(work / "sim.tif"), "--mask", str(work / "mask.tif"), "--threshold", "0.5",
+        "--top", "5", "--top-out", str(work / "top.parquet"), "--report", str(work / "r.json"),
+        *extra,
+    ]  # fmt: skip
+
+
+def _change(scene: Path, work: Path, *extra: str) -> list[str]:
+    return [
+        "change", str(scene / "a.zarr"), str(scene / "b.zarr"), "-o", str(work / "ch.tif"),
+        "--mask", str(work / "mask.tif"), "--labels", str(scene / "points.gpkg"),
+        "--label-column", "class_id", "--transitions", str(work / "tr.json"),
+        "--report", str(work / "r.json"), *extra,
+    ]  # fmt: skip
+
+
+def _regress(scene: Path, work: Path, *extra: str) -> list[str]:
+    return [
+        "regress", str(scene / "a.zarr"), "--labels", str(scene / "targets.gpkg"),
+        "--target-column", "height", "-k", "3", "-o", str(work / "v.tif"),
+        "--spread", str(work / "s.tif"), "--report", str(work / "r.json"), "--cv", "random:3",
+        *extra,
+    ]  # fmt: skip
+
+
+COMMANDS = {"similar": _similar, "change": _change, "regress": _regress}
+OUTPUTS = {
+    "similar": ["mask.tif", "r.json", "sim.tif", "top.parquet"],
+    "change": ["ch.tif", "mask.tif", "r.json", "tr.json"],
+    "regress": ["r.json", "s.tif", "v.tif"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_analysis_overwrite_replaces_own_outputs_together(
+    scene: Path, tmp_path: Path, command: str
+) -> None:
+    args = COMMANDS[command](scene, tmp_path)
+    first = _run(*args)
+    assert first.exit_code == 0, first.output
+    names = OUTPUTS[command]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert all(is_geoembed_output(tmp_path / n) for n in names), names
+    again = _run(*args)  # without --overwrite: refused, nothing touched
+    assert again.exit_code == 2 and "already exists" in again.output
+    before = _tree(tmp_path)
+    (tmp_path / "r.json").write_text(json.dumps({"geoembed_version": "0", "old": True}))
+    second = _run(*args, "--overwrite")
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporaries left
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "old" not in report and report["outputs"]
+    assert {k: v for k, v in _tree(tmp_path).items() if k != "r.json"}.keys() == {
+        k for k in before if k != "r.json"
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "foreign"),
+    [("similar", "top.parquet"), ("similar", "r.json"), ("change", "tr.json"),
+     ("change", "mask.tif"), ("regress", "r.json"), ("regress", "s.tif")],
+)  # fmt: skip
+def test_analysis_overwrite_never_replaces_foreign_files(
+    scene: Path, tmp_path: Path, command: str, foreign: str
+) -> None:
+    target = tmp_path / foreign
+    if foreign.endswith(".parquet"):  # a real Parquet table, but not geoembed's
+        import pyarrow as pa
+
+        pq.write_table(pa.table({"x": [1.0], "y": [2.0]}), target)
+    else:
+        target.write_text('{"mine": true}')
+    before = _tree(tmp_path)
+    res = _run(*COMMANDS[command](scene, tmp_path, "--overwrite"))
+    assert res.exit_code == 2, res.output
+    assert "Refusing to replace" in res.output
+    assert _tree(tmp_path) == before  # checked before any task: nothing written
+
+
+def test_analysis_failure_leaves_no_output(
+    scene: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the last output (the report) is written: no output appears."""
+    import geoembed.jobs._outputs as job_outputs
+
+    def disk_full(outputs: object, what: str, payload: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for name in ("geoembed.jobs.similar", "geoembed.jobs.regress"):
+        monkeypatch.setattr(f"{name}.write_report", disk_full)
+    assert job_outputs.write_report is not disk_full  # only the jobs' reference is replaced
+    for command in ("similar", "regress"):
+        res = _run(*COMMANDS[command](scene, tmp_path))
+        assert res.exit_code != 0
+        assert "disk is full" in res.output, res.output
+        assert list(tmp_path.iterdir()) == [], command  # the COGs were staged, then removed
+
+
+def test_written_parquet_is_geoparquet_with_the_mark(scene: Path, tmp_path: Path) -> None:
+    import geopandas as gpd
+
+    res = _run(*_similar(scene, tmp_path))
+    assert res.exit_code == 0, res.output
+    table = gpd.read_parquet(tmp_path / "top.parquet")
+    assert len(table) == 5 and table.crs is not None and table.geometry.geom_type.eq("Point").all()
+    assert b"geoembed_version" in (pq.read_schema(tmp_path / "top.parquet").metadata or {})
+    assert not [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
+
+
+# --- train-cnn ----------------------------------------------------------------------------
+
+FAST = dict(patch=16, block=24, n_patches=8, batch_size=4, width=4, epochs=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def labelled(scene: Path) -> tuple[object, object]:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from geoembed.datasets import synthetic_scene
+
+    s = synthetic_scene(96, 96, seed=0, chunks=48, nodata_patch=False)
+    truth = s.truth.astype("int16").rio.write_nodata(-1)
+    return s.field, truth
+
+
+def test_train_cnn_overwrite_replaces_only_its_own_model(
+    labelled: tuple[object, object], tmp_path: Path
+) -> None:
+    from geoembed.train import train_cnn
+
+    field, truth = labelled
+    out = tmp_path / "m.onnx"
+    first = train_cnn(field, out, labels_raster=truth, progress=False, seed=0, **FAST)
+    assert is_geoembed_output(out) and is_geoembed_output(out.with_suffix(".json"))
+    assert first.model_path == out
+    with pytest.raises(OutputError, match="overwrite"):
+        train_cnn(field, out, labels_raster=truth, progress=False, **FAST)
+    second = train_cnn(
+        field, out, labels_raster=truth, progress=False, seed=1, overwrite=True, **FAST
+    )
+    spec = json.loads(out.with_suffix(".json").read_text())
+    assert spec["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() == second.spec["sha256"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
+
+
+@pytest.mark.parametrize("foreign", ["model", "sidecar"])
+def test_train_cnn_overwrite_never_replaces_a_foreign_model(
+    labelled: tuple[object, object], tmp_path: Path, foreign: str
+) -> None:
+    from geoembed.train import train_cnn
+
+    field, truth = labelled
+    out = tmp_path / "m.onnx"
+    if foreign == "model":
+        out.write_bytes(b"my own model")
+    else:  # a user's sidecar for a model geoembed did not export
+        out.with_suffix(".json").write_text(json.dumps({"geoembed_model": 1, "sha256": "0"}))
+    before = _tree(tmp_path)
+    with pytest.raises(OutputError, match="Refusing to replace"):
+        train_cnn(field, out, labels_raster=truth, progress=False, overwrite=True, **FAST)
+    assert _tree(tmp_path) == before
+
+
+def test_train_cnn_sidecar_of_a_replaced_model_is_not_geoembeds(
+    labelled: tuple[object, object], tmp_path: Path
+) -> None:
+    """A geoembed sidecar whose model was replaced by another file is no longer ours."""
+    from geoembed.train import train_cnn
+
+    field, truth = labelled
+    out = tmp_path / "m.onnx"
+    train_cnn(field, out, labels_raster=truth, progress=False, **FAST)
+    out.write_bytes(b"something else")
+    assert not is_geoembed_output(out.with_suffix(".json")) and not is_geoembed_output(out)
