@@ -12,8 +12,8 @@ from rio_cogeo.cogeo import cog_validate
 from sklearn.cluster import KMeans as SKKMeans
 
 from geoembed.cli import main
-from geoembed.cluster import load_model
 from geoembed.export.cog import read_class_names
+from geoembed.jobs.model_io import load_kmeans as load_model
 
 # write_zarr stores string band names, which Zarr v3 flags as not yet specified
 pytestmark = pytest.mark.filterwarnings("ignore:The data type")

@@ -17,7 +17,6 @@ from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
 from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
 from geoembed.classify.knn import KNNClassifier, exact_kneighbors
-from geoembed.classify.model_io import load_model, save_estimator, save_model
 
 __all__ = [
     "ApproximateKNNClassifier",
@@ -27,11 +26,8 @@ __all__ = [
     "classify_knn",
     "exact_kneighbors",
     "fit_model",
-    "load_model",
     "predict_field",
     "recall_at_k",
-    "save_estimator",
-    "save_model",
 ]
 
 
@@ -40,4 +36,8 @@ def __getattr__(name: str) -> object:
         from geoembed.classify import job
 
         return getattr(job, name)
+    if name in ("load_model", "save_estimator", "save_model"):  # to geoembed.jobs.model_io
+        from geoembed.classify import model_io
+
+        return getattr(model_io, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

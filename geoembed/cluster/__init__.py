@@ -10,7 +10,7 @@ same map as its own ``predict``), or bare centres with ``KMeans.from_centers(c)`
 
 from geoembed.cluster.fit import ClusterResult, cluster_field
 from geoembed.cluster.kmeans import ClusterCountError, KMeans
-from geoembed.cluster.model_io import class_names, load_model, parse_names, save_model
+from geoembed.cluster.names import class_names, parse_names
 from geoembed.cluster.stats import adjusted_rand_index, cluster_stats, pixel_area_km2
 
 __all__ = [
@@ -21,10 +21,8 @@ __all__ = [
     "class_names",
     "cluster_field",
     "cluster_stats",
-    "load_model",
     "parse_names",
     "pixel_area_km2",
-    "save_model",
 ]
 
 
@@ -33,4 +31,8 @@ def __getattr__(name: str) -> object:
         from geoembed.cluster import job
 
         return getattr(job, name)
+    if name in ("load_model", "save_model"):  # moved to geoembed.jobs.model_io
+        from geoembed.cluster import model_io
+
+        return getattr(model_io, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

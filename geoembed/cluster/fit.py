@@ -10,7 +10,7 @@ from typing import Any
 import xarray as xr
 
 from geoembed.cluster.kmeans import KMeans
-from geoembed.cluster.model_io import class_names, parse_names
+from geoembed.cluster.names import class_names, parse_names
 from geoembed.errors import ModelError
 
 __all__ = ["ENGINES", "ClusterResult", "check_engine", "cluster_field"]

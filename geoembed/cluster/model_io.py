@@ -1,208 +1,26 @@
-"""Save and load KMeans models as plain arrays (``.npz``, no pickle) plus JSON.
+"""Deprecated: saving and loading KMeans models moved to :mod:`geoembed.jobs.model_io`.
 
-A model directory holds ``model.json`` (format, parameters, band names, cluster names,
-fit summary) and ``centers.npz`` (``cluster_centers``, ``counts``), read back with
-``allow_pickle=False``. Clusters can be named after fitting, e.g. ``0=water,3=forest``.
+Cluster names are parsed by :mod:`geoembed.cluster.names`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+import warnings
 
-import numpy as np
+__all__ = ["load_model", "save_model"]  # noqa: F822 (module __getattr__)
 
-from geoembed._version import __version__
-from geoembed.cluster.kmeans import KMeans
-from geoembed.errors import ModelError, OutputError, UnsafeModelError
-
-__all__ = ["FORMAT", "class_names", "load_model", "parse_names", "save_model"]
-
-FORMAT = "geoembed-kmeans/1"
+_NEW = {"load_model": "load_kmeans", "save_model": "save_kmeans"}
 
 
-def parse_names(spec: str | Mapping[int, str] | None, n_clusters: int) -> dict[int, str]:
-    """Parse ``"0=water,3=forest"`` (or a mapping) into ``{cluster id: name}``.
-
-    Raises
-    ------
-    ModelError
-        For malformed entries, ids outside ``0..n_clusters-1`` or repeated ids.
-    """
-    if spec is None or spec == "":
-        return {}
-    items: list[tuple[Any, Any]]
-    if isinstance(spec, Mapping):
-        items = list(spec.items())
-    else:
-        items = []
-        for part in str(spec).split(","):
-            if not part.strip():
-                continue
-            key, sep, value = part.partition("=")
-            if not sep or not value.strip():
-                raise ModelError(
-                    f"cannot read cluster name {part!r}; write names as ID=NAME pairs separated "
-                    "by commas, e.g. 0=water,3=forest."
-                )
-            items.append((key.strip(), value.strip()))
-    out: dict[int, str] = {}
-    for key, value in items:
-        try:
-            cid = int(key)
-        except (TypeError, ValueError):
-            raise ModelError(f"cluster id {key!r} is not an integer (in names {spec!r}).") from None
-        if not 0 <= cid < n_clusters:
-            raise ModelError(
-                f"cluster id {cid} is outside 0..{n_clusters - 1} (the model has {n_clusters} "
-                "clusters)."
-            )
-        if cid in out:
-            raise ModelError(f"cluster id {cid} is named twice in {spec!r}.")
-        out[cid] = str(value)
-    return out
-
-
-def class_names(n_clusters: int, names: Mapping[int, str] | None = None) -> list[str]:
-    """One name per cluster: the given names, ``cluster_<id>`` for the others."""
-    names = names or {}
-    return [names.get(i, f"cluster_{i}") for i in range(n_clusters)]
-
-
-def save_model(
-    model: KMeans,
-    path: str | os.PathLike[str],
-    *,
-    names: str | Mapping[int, str] | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Write a fitted model to the directory ``path`` (atomically).
-
-    Parameters
-    ----------
-    model : KMeans
-        A fitted estimator; a fitted ``dask_ml.cluster.KMeans`` (or scikit-learn
-        ``KMeans``) is converted with :meth:`KMeans.from_dask_ml` (its centres).
-    path : path-like
-        Directory to create.
-    names : str or mapping, optional
-        Cluster names (``"0=water,3=forest"``); default: the model's ``cluster_names_``
-        if it has any.
-    overwrite : bool
-        Replace an existing model directory that geoembed wrote (never another folder).
-
-    Returns
-    -------
-    pathlib.Path
-    """
-    if not hasattr(model, "cluster_centers_"):
-        raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
-    if not isinstance(model, KMeans):
-        model = KMeans.from_dask_ml(model)
-    path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not overwrite:
-            raise OutputError(
-                f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
-            )
-        from geoembed.export.outputs import require_geoembed_output
-
-        require_geoembed_output(path, what="model directory")
-        if not path.is_dir():
-            raise OutputError(f"{path} exists and is not a model directory.")
-    k = int(model.n_clusters)
-    named = (
-        parse_names(names, k) if names is not None else dict(getattr(model, "cluster_names_", {}))
-    )
-    init = model.init if isinstance(model.init, str) else "array"
-    params = {**model.get_params(), "init": init}
-    meta = {
-        "format": FORMAT,
-        "geoembed_version": __version__,
-        "params": params,
-        "bands": list(model.feature_names_in_),
-        "names": {str(i): n for i, n in sorted(named.items())},
-        "fit": {
-            "inertia": model.inertia_,
-            "n_iter": model.n_iter_,
-            "converged": model.converged_,
-            "sample_size": model.sample_size_,
-        },
-    }
-    from geoembed.export.atomic import atomic_directory
-
-    with atomic_directory(path, overwrite=overwrite, what="model directory") as tmp:
-        np.savez(
-            tmp / "centers.npz",
-            cluster_centers=np.asarray(model.cluster_centers_, dtype=np.float32),
-            counts=np.asarray(model.counts_, dtype=np.int64),
+def __getattr__(name: str) -> object:
+    if name in _NEW:
+        warnings.warn(
+            f"{__name__}.{name} moved to geoembed.jobs.model_io.{_NEW[name]}; the old "
+            "name goes in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2, default=_json_default))
-    return path
+        from geoembed.jobs import model_io
 
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"cannot store {type(obj).__name__} in model.json")
-
-
-def load_model(path: str | os.PathLike[str]) -> KMeans:
-    """Read a model written by :func:`save_model` (never unpickles anything).
-
-    Raises
-    ------
-    ModelError
-        When the directory is not a geoembed KMeans model or its arrays do not match.
-    UnsafeModelError
-        When ``path`` is a pickle/joblib file.
-    """
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
-        raise UnsafeModelError(
-            f"{path} is a pickle, which can run code when loaded; geoembed KMeans models are "
-            "directories written by geoembed.cluster.save_model()."
-        )
-    meta_path = path / "model.json"
-    arr_path = path / "centers.npz"
-    if not meta_path.is_file() or not arr_path.is_file():
-        raise ModelError(
-            f"{path} is not a geoembed KMeans model (expected model.json and centers.npz); "
-            "write one with geoembed.cluster.save_model() or `geoembed cluster --save-model`."
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path} is not valid JSON ({exc}).") from exc
-    if meta.get("format") != FORMAT:
-        raise ModelError(f"{meta_path} has format {meta.get('format')!r}; expected {FORMAT!r}.")
-    try:
-        with np.load(arr_path, allow_pickle=False) as npz:
-            centers = np.asarray(npz["cluster_centers"], dtype=np.float32)
-            counts = np.asarray(npz["counts"], dtype=np.int64)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ModelError(f"cannot read {arr_path}: {exc}") from exc
-    params = dict(meta["params"])
-    params.pop("init", None)
-    model = KMeans(**params)
-    k = int(model.n_clusters)
-    bands = list(meta["bands"])
-    if centers.shape != (k, len(bands)):
-        raise ModelError(
-            f"{arr_path} holds centres of shape {centers.shape}; model.json says "
-            f"({k}, {len(bands)})."
-        )
-    fit = meta.get("fit", {})
-    model.cluster_centers_ = centers
-    model.counts_ = counts
-    model.inertia_ = float(fit.get("inertia", float("nan")))
-    model.n_iter_ = int(fit.get("n_iter", 0))
-    model.converged_ = bool(fit.get("converged", False))
-    model.sample_size_ = int(fit.get("sample_size", 0))
-    model.n_features_in_ = len(bands)
-    model.feature_names_in_ = bands
-    model.cluster_names_ = {int(i): str(n) for i, n in meta.get("names", {}).items()}
-    return model
+        return getattr(model_io, _NEW[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 
 from geoembed.cluster.fit import ENGINES, ClusterResult, check_engine, cluster_field
-from geoembed.cluster.model_io import parse_names
+from geoembed.cluster.names import parse_names
 from geoembed.jobs._outputs import compute_all, plan_outputs
 
 __all__ = [
