@@ -122,7 +122,6 @@ def cluster(
     GeoTIFFs. Seeding reads a random sample of pixels; refinement makes exact passes over
     every pixel. Same --seed, same map, whatever the chunking or --workers.
     """
-    from geoembed.io import open_embeddings
     from geoembed.jobs.cluster import ClusterOutputs, ClusterParams, run_cluster
 
     params = ClusterParams(
@@ -135,16 +134,15 @@ def cluster(
         names=names,
         engine=engine,
     )
-    src = source[0] if len(source) == 1 else list(source)
-    field = open_embeddings(src, year=year, quantization=quantization)
     with job_client(ctx):
         summary = run_cluster(
-            field,
+            list(source),
             ClusterOutputs(output, distance, save_model_dir),
             params,
             overwrite=overwrite,
             progress=show_progress(ctx, as_json),
-            inputs=list(source),
+            year=year,
+            quantization=quantization,
         )
     if as_json:
         echo_json(summary)

@@ -262,17 +262,19 @@ def _maps(
             ds["confidence"],
             ds.get("probability"),
             list(fitted.class_names),
-            (fitted.colors),
+            fitted.colors,
         )
     class_map = apply_estimator(field, fitted, output="class", source=name)
     proba = None
     if out.probabilities is not None or out.confidence is not None:
         proba = apply_estimator(field, fitted, output="proba", source=name)
-    conf = proba.max("class").rename("confidence") if out.confidence is not None else None
-    if out.probabilities is None:
-        proba = None
+    conf = None
+    if out.confidence is not None and proba is not None:
+        conf = proba.max("class").rename("confidence")
     if out.confidence is not None and conf is None:
         raise GeoembedError("this model gives no confidence; do not ask for a confidence map.")
+    if out.probabilities is None:
+        proba = None
     return class_map, conf, proba, class_map.attrs["class_names"], None
 
 

@@ -70,13 +70,15 @@ class ClusterOutputs:
 
 
 def run_cluster(
-    field: xr.DataArray,
+    source: xr.DataArray | PathLike | Sequence[PathLike],
     out: ClusterOutputs,
     params: ClusterParams,
     *,
     overwrite: bool = False,
     progress: bool = False,
     inputs: Sequence[Any] = (),
+    year: int | None = None,
+    quantization: str | None = None,
 ) -> dict[str, Any]:
     """Cluster a field and write the cluster map (and optionally distances, model).
 
@@ -88,8 +90,9 @@ def run_cluster(
 
     Parameters
     ----------
-    field : xarray.DataArray
-        Canonical embedding field (with a CRS).
+    source : xarray.DataArray, path or sequence of paths
+        Canonical embedding field (with a CRS), or what
+        :func:`geoembed.io.open_embeddings` opens (several GeoTIFFs: a sequence).
     out : ClusterOutputs
         Output paths.
     params : ClusterParams
@@ -99,7 +102,10 @@ def run_cluster(
     progress : bool
         Progress bars while writing.
     inputs : sequence of path, optional
-        The paths the field was read from, so that no output overwrites them.
+        The paths the field was read from, so that no output overwrites them (the
+        ``source`` paths are always inputs).
+    year, quantization
+        Passed to :func:`geoembed.io.open_embeddings` when ``source`` is a path.
 
     Returns
     -------
@@ -110,6 +116,15 @@ def run_cluster(
     from geoembed.export import write_cog
     from geoembed.schema import check_embedding
 
+    if isinstance(source, xr.DataArray):
+        field = source
+    else:
+        from geoembed.io import open_embeddings
+
+        paths = [source] if isinstance(source, str | os.PathLike) else list(source)
+        inputs = [*paths, *inputs]
+        opened = paths[0] if len(paths) == 1 else paths
+        field = open_embeddings(opened, year=year, quantization=quantization)
     check_embedding(field)
     outputs = plan_outputs(
         {

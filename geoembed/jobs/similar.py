@@ -104,7 +104,7 @@ def run_similar(
         "source": str(source),
         "references": {"path": str(params.like), "vectors": len(refs)},
     }
-    sim = sm.similarity(field, refs, metric=params.metric, reduce=params.reduce, source=source)
+    sim = sm.similarity(field, refs, metric=params.metric, reduce=params.reduce, source=str(source))
     with outputs:
         tasks = [write_cog(sim, outputs.stage("similarity raster"), compute=False)]
         if "mask" in outputs:
