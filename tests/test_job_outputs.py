@@ -237,3 +237,32 @@ def test_train_cnn_sidecar_of_a_replaced_model_is_not_geoembeds(
     train_cnn(field, out, labels_raster=truth, progress=False, **FAST)
     out.write_bytes(b"something else")
     assert not is_geoembed_output(out.with_suffix(".json")) and not is_geoembed_output(out)
+
+
+# --- library errors name parameters; the CLI shows its flags ------------------------------
+
+
+def test_cli_spells_library_parameter_names_as_its_flags() -> None:
+    from geoembed.cli import as_cli_flags
+
+    command = main.get_command(None, "classify")  # type: ignore[arg-type]
+    msg = "give exactly one of labels=, training= or model= (got none); label_column=."
+    assert as_cli_flags(msg, command) == (
+        "give exactly one of --labels, --training or --model (got none); --label-column."
+    )
+    assert as_cli_flags("k=0 is too small; seed=3", command) == "k=0 is too small; seed=3"
+    assert as_cli_flags("labels= missing", None) == "labels= missing"
+    infer = main.get_command(None, "infer")  # type: ignore[arg-type]
+    assert as_cli_flags("in providers= 'tpu'; use", infer) == "in --providers 'tpu'; use"
+
+
+def test_train_cnn_cli_error_names_the_flag(scene: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    res = _run(
+        "train-cnn", str(scene / "a.zarr"), "--labels", str(scene / "points.gpkg"),
+        "-o", str(tmp_path / "m.onnx"),
+    )  # fmt: skip
+    assert res.exit_code == 2
+    assert "--label-column" in res.output and "label_column=" not in res.output
+    assert list(tmp_path.iterdir()) == []
