@@ -18,11 +18,10 @@ from geoembed.classify import (
     ApproximateKNNClassifier,
     KNNClassifier,
     apply_estimator,
-    load_model,
     predict_field,
-    save_model,
 )
 from geoembed.errors import BandMismatchError, ModelError, OutputError, UnsafeModelError
+from geoembed.jobs.model_io import load_model, save_model
 from geoembed.testing import make_field, raise_if_dask_computes
 
 BANDS = [f"A{i:02d}" for i in range(64)]

@@ -13,6 +13,7 @@
   :func:`geoembed.jobs.classify.run_classify`.
 """
 
+from geoembed._deprecated import moved_attributes
 from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
 from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
@@ -31,13 +32,13 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "classify_job":  # the job moved to geoembed.jobs.classify
-        from geoembed.classify import job
-
-        return getattr(job, name)
-    if name in ("load_model", "save_estimator", "save_model"):  # to geoembed.jobs.model_io
-        from geoembed.classify import model_io
-
-        return getattr(model_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# moved to geoembed.jobs (the jobs and model I/O write through geoembed.export)
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "classify_job": "geoembed.jobs.classify:classify_job",
+        "load_model": "geoembed.jobs.model_io:load_model",
+        "save_estimator": "geoembed.jobs.model_io:save_estimator",
+        "save_model": "geoembed.jobs.model_io:save_model",
+    },
+)

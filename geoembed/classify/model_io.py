@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import warnings
+from geoembed._deprecated import moved_attributes
 
 __all__ = ["load_model", "save_estimator", "save_model"]  # noqa: F822 (module __getattr__)
 
-_NEW = {"load_model": "load_model", "save_estimator": "save_estimator", "save_model": "save_model"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _NEW:
-        warnings.warn(
-            f"{__name__}.{name} moved to geoembed.jobs.model_io.{_NEW[name]}; the old "
-            "name goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from geoembed.jobs import model_io
-
-        return getattr(model_io, _NEW[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_attributes(
+    __name__, {name: f"geoembed.jobs.model_io:{name}" for name in __all__}
+)

@@ -8,6 +8,7 @@ A fitted ``dask_ml.cluster.KMeans`` is kept with ``KMeans.from_dask_ml(km)`` (it
 same map as its own ``predict``), or bare centres with ``KMeans.from_centers(c)``.
 """
 
+from geoembed._deprecated import moved_attributes
 from geoembed.cluster.fit import ClusterResult, cluster_field
 from geoembed.cluster.kmeans import ClusterCountError, KMeans
 from geoembed.cluster.names import class_names, parse_names
@@ -26,13 +27,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name == "cluster_to_cog":  # the job moved to geoembed.jobs.cluster
-        from geoembed.cluster import job
-
-        return getattr(job, name)
-    if name in ("load_model", "save_model"):  # moved to geoembed.jobs.model_io
-        from geoembed.cluster import model_io
-
-        return getattr(model_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# moved to geoembed.jobs (the jobs and model I/O write through geoembed.export)
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "cluster_to_cog": "geoembed.jobs.cluster:cluster_to_cog",
+        "load_model": "geoembed.jobs.model_io:load_kmeans",
+        "save_model": "geoembed.jobs.model_io:save_kmeans",
+    },
+)

@@ -5,8 +5,7 @@
 
 from __future__ import annotations
 
-import warnings
-
+from geoembed._deprecated import moved_attributes
 from geoembed.cluster.fit import ENGINES, ClusterResult, cluster_field
 
 __all__ = [
@@ -16,17 +15,4 @@ __all__ = [
     "cluster_to_cog",  # noqa: F822 (module __getattr__)
 ]
 
-
-def __getattr__(name: str) -> object:
-    if name == "cluster_to_cog":
-        warnings.warn(
-            "geoembed.cluster.job.cluster_to_cog moved to geoembed.jobs.cluster "
-            "(cluster_to_cog, or run_cluster with ClusterParams); the old name goes in the "
-            "next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from geoembed.jobs import cluster as job
-
-        return job.cluster_to_cog
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_attributes(__name__, {"cluster_to_cog": "geoembed.jobs.cluster:cluster_to_cog"})

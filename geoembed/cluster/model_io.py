@@ -5,22 +5,14 @@ Cluster names are parsed by :mod:`geoembed.cluster.names`.
 
 from __future__ import annotations
 
-import warnings
+from geoembed._deprecated import moved_attributes
 
 __all__ = ["load_model", "save_model"]  # noqa: F822 (module __getattr__)
 
-_NEW = {"load_model": "load_kmeans", "save_model": "save_kmeans"}
-
-
-def __getattr__(name: str) -> object:
-    if name in _NEW:
-        warnings.warn(
-            f"{__name__}.{name} moved to geoembed.jobs.model_io.{_NEW[name]}; the old "
-            "name goes in the next release.",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from geoembed.jobs import model_io
-
-        return getattr(model_io, _NEW[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "load_model": "geoembed.jobs.model_io:load_kmeans",
+        "save_model": "geoembed.jobs.model_io:save_kmeans",
+    },
+)
