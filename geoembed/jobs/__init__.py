@@ -13,9 +13,11 @@ over these functions.
 * :func:`geoembed.jobs.classify.run_classify` (``ClassifyParams``, ``ClassifyOutputs``)
 * :func:`geoembed.jobs.cluster.run_cluster` (``ClusterParams``, ``ClusterOutputs``)
 * :func:`geoembed.jobs.infer.run_infer` (``InferParams``, ``InferOutputs``)
-* :func:`geoembed.jobs.analysis.run_similar`, :func:`~geoembed.jobs.analysis.run_change`,
-  :func:`~geoembed.jobs.analysis.run_regress`
-* :func:`geoembed.jobs.train.run_train_cnn`
+* :func:`geoembed.jobs.similar.run_similar`, :func:`geoembed.jobs.change.run_change`,
+  :func:`geoembed.jobs.regress.run_regress` (``*Params``, ``*Outputs``)
+* :func:`geoembed.jobs.train.train_cnn` (also :func:`geoembed.train.train_cnn`)
+* :func:`geoembed.jobs.demo.run_demo`
+* :mod:`geoembed.jobs.model_io`: fitted models on disk
 
 Submodules are imported on use, so ``import geoembed.jobs`` stays cheap.
 """
