@@ -144,3 +144,16 @@ def test_cluster_cli_defaults_are_the_library_defaults(small_zarr, tmp_path):
     field = open_embeddings(small_zarr)
     lib = KMeans(4, random_state=0).fit(field).predict(field).values
     assert (rioxarray.open_rasterio(out).isel(band=0).values == lib).all()
+
+
+def test_cluster_table_counts_the_written_map(small_zarr, tmp_path):
+    """The per-cluster table (computed with the writes, not re-read) matches the COG."""
+    out = tmp_path / "c.tif"
+    args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "5", "-o", str(out)]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    written = rioxarray.open_rasterio(out).isel(band=0).values
+    counts = np.bincount(written[written != 255].ravel(), minlength=5)
+    assert [c["pixels"] for c in summary["clusters"]] == counts.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.tif"]

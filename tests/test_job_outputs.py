@@ -266,3 +266,44 @@ def test_train_cnn_cli_error_names_the_flag(scene: Path, tmp_path: Path) -> None
     assert res.exit_code == 2
     assert "--label-column" in res.output and "label_column=" not in res.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "params"),
+    [
+        ("classify", "geoembed.jobs.classify:ClassifyParams"),
+        ("cluster", "geoembed.jobs.cluster:ClusterParams"),
+        ("infer", "geoembed.jobs.infer:InferParams"),
+        ("similar", "geoembed.jobs.similar:SimilarParams"),
+        ("change", "geoembed.jobs.change:ChangeParams"),
+        ("regress", "geoembed.jobs.regress:RegressParams"),
+    ],
+)
+def test_cli_defaults_are_the_jobs_defaults(command: str, params: str) -> None:
+    """Every option of a command that sets a job parameter has the parameter's default."""
+    import dataclasses
+    import importlib
+
+    import click
+
+    module, name = params.split(":")
+    fields = {
+        f.name: f.default
+        for f in dataclasses.fields(getattr(importlib.import_module(module), name))
+        if f.default is not dataclasses.MISSING
+    }
+    cmd = main.get_command(None, command)  # type: ignore[arg-type]
+    shared = {
+        p.name: p.default
+        for p in cmd.params
+        if isinstance(p, click.Option) and p.name in fields and not p.is_flag
+    }
+    assert len(shared) >= 2, (command, sorted(fields))  # the comparison is not empty
+    for option, default in shared.items():
+        want = fields[option]
+        assert default == want or (_unset(default) and _unset(want)), (option, default, want)
+
+
+def _unset(value: object) -> bool:
+    """An option left out: None, an empty tuple, False, or click's own "unset" marker."""
+    return value is None or value == () or value is False or "UNSET" in repr(value)
