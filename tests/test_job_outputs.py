@@ -307,3 +307,27 @@ def test_cli_defaults_are_the_jobs_defaults(command: str, params: str) -> None:
 def _unset(value: object) -> bool:
     """An option left out: None, an empty tuple, False, or click's own "unset" marker."""
     return value is None or value == () or value is False or "UNSET" in repr(value)
+
+
+def test_run_infer_on_an_opened_field_commits_every_output(tmp_path: Path) -> None:
+    """The infer job from Python: a DataArray in, the class map and features together."""
+    pytest.importorskip("onnxruntime")
+    import dask
+    import rioxarray
+
+    from geoembed.infer import predict
+    from geoembed.infer.models import conv_stack
+    from geoembed.jobs.infer import InferOutputs, InferParams, run_infer
+    from geoembed.testing import make_field
+
+    model = conv_stack(tmp_path / "m.onnx", bands=64, depth=1, n_classes=3)
+    field = make_field(40, 48, chunks=24)
+    out = InferOutputs(classes=tmp_path / "c.tif", features=tmp_path / "f.zarr")
+    with dask.config.set(scheduler="threads"):
+        summary = run_infer(field, out, InferParams(model, tile=16, overlap=4))
+        want = predict(field, model, tile=16, overlap=4)["classes"].values
+    assert summary["source"] == "<DataArray>" and set(summary["outputs"]) == {"classes", "features"}
+    assert (rioxarray.open_rasterio(tmp_path / "c.tif").isel(band=0).values == want).all()
+    assert is_geoembed_output(tmp_path / "f.zarr")
+    with pytest.raises(OutputError, match="already exists"):
+        run_infer(field, out, InferParams(model, tile=16, overlap=4))

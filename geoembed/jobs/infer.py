@@ -69,13 +69,10 @@ _WHAT = {
 }
 
 
-def _open_field(source: PathLike | Sequence[PathLike], chunks: int | None) -> Any:
+def _open_field(sources: list[Any], chunks: int | None) -> Any:
     from geoembed.io import open_embeddings
 
-    src: Any = source if isinstance(source, str | os.PathLike) else list(source)
-    if isinstance(src, list) and len(src) == 1:
-        src = src[0]
-    return open_embeddings(src, chunks=chunks)
+    return open_embeddings(sources[0] if len(sources) == 1 else sources, chunks=chunks)
 
 
 def run_infer(
@@ -91,8 +88,9 @@ def run_infer(
 
     Parameters
     ----------
-    source : path, URL or sequence of them
-        What :func:`geoembed.io.open_embeddings` opens (several GeoTIFFs: a list).
+    source : path, URL, sequence of them, or xarray.DataArray
+        What :func:`geoembed.io.open_embeddings` opens (several GeoTIFFs: a list), or
+        an embedding field already opened.
     out : InferOutputs
         Output paths (at least one).
     params : InferParams
@@ -121,7 +119,14 @@ def run_infer(
         raise OutputError(
             "give at least one output: a class map, confidences, probabilities or features."
         )
-    sources = [source] if isinstance(source, str | os.PathLike) else list(source)
+    import xarray as xr
+
+    if isinstance(source, xr.DataArray):
+        sources: list[Any] = []
+    elif isinstance(source, str | os.PathLike):
+        sources = [source]
+    else:
+        sources = list(source)
     # every output checked before anything runs; built aside, made visible together
     outputs = plan_outputs(
         {what: getattr(out, key) for key, what in _WHAT.items()},
@@ -129,7 +134,7 @@ def run_infer(
         inputs=[*sources, params.model, params.model_config],
         directories={"feature map"},
     )
-    field = _open_field(source, params.chunks)
+    field = source if isinstance(source, xr.DataArray) else _open_field(sources, params.chunks)
     if check_field is not None:
         check_field(field)
     wanted = []
@@ -184,7 +189,7 @@ def run_infer(
         outputs.commit()
     elapsed = time.perf_counter() - start
     first = next(iter(res.data_vars.values()))
-    shown = sources[0] if len(sources) == 1 else sources
+    shown = sources[0] if len(sources) == 1 else (sources or "<DataArray>")
     return {
         "source": str(shown),
         "model": params.model,
