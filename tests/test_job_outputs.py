@@ -331,3 +331,30 @@ def test_run_infer_on_an_opened_field_commits_every_output(tmp_path: Path) -> No
     assert is_geoembed_output(tmp_path / "f.zarr")
     with pytest.raises(OutputError, match="already exists"):
         run_infer(field, out, InferParams(model, tile=16, overlap=4))
+
+
+# --- the demo: one folder, built aside, swapped in whole ----------------------------------
+
+
+def test_demo_folder_is_replaced_whole_and_only_when_it_holds_only_the_demo(
+    tmp_path: Path,
+) -> None:
+    from geoembed.errors import OutputError
+    from geoembed.export.outputs import MARKER_FILE
+    from geoembed.jobs.demo import run_demo
+
+    out = tmp_path / "demo"
+    opts = dict(size=64, chunks=32, points_per_class=6, k=3)
+    first = run_demo(out, seed=0, **opts)
+    names = sorted(p.name for p in out.iterdir())
+    assert MARKER_FILE in names and "summary.json" in names and is_geoembed_output(out)
+    second = run_demo(out, seed=1, **opts)
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert second["scene"]["seed"] == 1 != first["scene"]["seed"]
+    assert json.loads((out / "summary.json").read_text())["scene"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporaries left
+    (out / "notes.txt").write_text("mine")
+    before = _tree(out)
+    with pytest.raises(OutputError, match=r"notes\.txt"):
+        run_demo(out, **opts)
+    assert _tree(out) == before

@@ -15,6 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from geoembed.export.outputs import OutputSet
+from geoembed.jobs._outputs import marked, plan_outputs
+
 __all__ = ["run_demo"]
 
 log = logging.getLogger(__name__)
@@ -47,22 +50,52 @@ def _check_options(*, size: int, chunks: int, k: int, points_per_class: int) -> 
         )
 
 
-def _demo_folder(out: Path) -> Path:
-    """Create the demo folder, or reuse one the demo made; never take over another folder."""
+#: what the demo writes in its folder (with the folder's marker)
+_NAMES = {
+    "field": "field.zarr",
+    "truth": "truth.tif",
+    "quicklook": "quicklook.png",
+    "knn_map": "knn_classes.tif",
+    "knn_confidence": "knn_confidence.tif",
+    "clusters": "kmeans_clusters.tif",
+    "summary": "summary.json",
+}
+
+
+def _plan_folder(out: Path) -> OutputSet:
+    """Check the demo folder before anything is written; return its output set.
+
+    The folder is one output: built aside and swapped in whole when complete. An existing
+    folder is replaced only when an earlier demo made it and it holds nothing but the
+    demo's own files; a folder that geoembed did not create, or files added to a demo
+    folder, are never touched.
+    """
     from geoembed.errors import OutputError
-    from geoembed.export.outputs import MARKER_FILE, is_geoembed_output, write_marker
+    from geoembed.export.outputs import MARKER_FILE, is_geoembed_output
 
     if out.exists() and not out.is_dir():
         raise OutputError(f"The demo output folder {str(out)!r} is a file; choose a folder.")
-    if out.is_dir() and any(out.iterdir()) and not is_geoembed_output(out):
-        raise OutputError(
-            f"The demo output folder {str(out)!r} already holds files that geoembed did not "
-            "write; the demo replaces its own files only. Choose a new folder (--out)."
+    if out.is_dir() and any(out.iterdir()):
+        if not is_geoembed_output(out):
+            raise OutputError(
+                f"The demo output folder {str(out)!r} already holds files that geoembed did "
+                "not write; the demo replaces its own files only. Choose a new folder (--out)."
+            )
+        extra = sorted(
+            p.name for p in out.iterdir() if p.name not in {*_NAMES.values(), MARKER_FILE}
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / MARKER_FILE).exists():
-        write_marker(out, "demo output folder")
-    return out
+        if extra:
+            raise OutputError(
+                f"The demo output folder {str(out)!r} also holds {', '.join(extra[:5])}, "
+                "which the demo did not write; the demo replaces its whole folder. Move them "
+                "away or choose a new folder (--out)."
+            )
+    elif out.is_dir():  # an empty folder: ours to fill
+        out.rmdir()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return plan_outputs(
+        {"demo output folder": out}, overwrite=True, directories={"demo output folder"}
+    )
 
 
 def run_demo(
@@ -81,8 +114,8 @@ def run_demo(
     ----------
     out : path
         Output folder: created (and marked as geoembed's), or one an earlier demo made,
-        whose files are replaced. A non-empty folder that geoembed did not create is
-        refused.
+        which is replaced whole once the new one is complete. A non-empty folder that
+        geoembed did not create, or a demo folder holding other files, is refused.
     size : int
         The scene is ``size`` x ``size`` pixels (10 m).
     seed : int
@@ -106,6 +139,38 @@ def run_demo(
     SchemaError, LabelError, OutputError
         Bad settings or output folder, before anything is written.
     """
+    from geoembed.export.outputs import write_marker
+
+    _check_options(size=size, chunks=chunks, k=k, points_per_class=points_per_class)
+    out = Path(out)
+    outputs = _plan_folder(out)
+    summary: dict[str, Any] = {
+        "scene": {"height": size, "width": size, "seed": seed, "synthetic": True},
+        "outputs": {key: str(out / name) for key, name in _NAMES.items()},
+        "seconds": {},
+    }
+    with outputs:  # the folder appears (or replaces the last demo's) when complete
+        staged = Path(outputs.stage("demo output folder"))
+        staged.mkdir()
+        write_marker(staged, "demo output folder")
+        _run(staged, summary, size=size, seed=seed, chunks=chunks, k=k,
+             points_per_class=points_per_class, progress=progress)  # fmt: skip
+        outputs.commit()
+    return summary
+
+
+def _run(
+    folder: Path,
+    summary: dict[str, Any],
+    *,
+    size: int,
+    seed: int,
+    chunks: int,
+    k: int,
+    points_per_class: int,
+    progress: bool,
+) -> None:
+    """Write every demo output into ``folder`` and fill ``summary``."""
     from geoembed.assess import accuracy_from_confusion
     from geoembed.classify import classify_knn
     from geoembed.cluster import KMeans, adjusted_rand_index
@@ -116,33 +181,17 @@ def run_demo(
     from geoembed.labels import training_from_geometries
     from geoembed.viz import quicklook_png
 
-    _check_options(size=size, chunks=chunks, k=k, points_per_class=points_per_class)
-    out = _demo_folder(Path(out))
-    paths = {
-        "field": out / "field.zarr",
-        "truth": out / "truth.tif",
-        "quicklook": out / "quicklook.png",
-        "knn_map": out / "knn_classes.tif",
-        "knn_confidence": out / "knn_confidence.tif",
-        "clusters": out / "kmeans_clusters.tif",
-        "summary": out / "summary.json",
-    }
-    summary: dict[str, Any] = {
-        "scene": {"height": size, "width": size, "seed": seed, "synthetic": True},
-        "outputs": {key: str(p) for key, p in paths.items()},
-        "seconds": {},
-    }
+    paths = {key: folder / name for key, name in _NAMES.items()}
     t = t0 = time.perf_counter()
 
     scene = synthetic_scene(size, size, seed=seed, chunks=chunks)
     names = scene.class_names
-    write_zarr(scene.field, paths["field"], overwrite=True, progress=progress)
+    write_zarr(scene.field, paths["field"], progress=progress)
     write_cog(
         scene.truth,
         paths["truth"],
         class_names=names,
         colors=scene.colors,
-        overwrite=True,
         progress=progress,
     )
     quicklook_png(scene.field, paths["quicklook"])
@@ -161,10 +210,9 @@ def run_demo(
         paths["knn_map"],
         class_names=knn_names,
         colors=knn_colors,
-        overwrite=True,
         progress=progress,
     )
-    write_cog(result["confidence"], paths["knn_confidence"], overwrite=True, progress=progress)
+    write_cog(result["confidence"], paths["knn_confidence"], progress=progress)
     table = contingency_table(scene.truth, result["class"], n_a=len(names), n_b=len(ids))
     confusion = table[ids, :]  # truth rows in the classifier's class order
     n_missed = int(table.sum() - confusion.sum())
@@ -181,7 +229,7 @@ def run_demo(
 
     kmeans = KMeans(n_clusters=len(names), random_state=seed).fit(field)
     clusters = kmeans.predict(field)
-    write_cog(clusters, paths["clusters"], overwrite=True, progress=progress)
+    write_cog(clusters, paths["clusters"], progress=progress)
     summary["kmeans"] = {
         "n_clusters": len(names),
         "inertia": float(kmeans.inertia_),
@@ -191,5 +239,4 @@ def run_demo(
     }
     _step(summary, "kmeans", t)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 2)
-    paths["summary"].write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+    paths["summary"].write_text(json.dumps(marked(summary), indent=2, default=str))
