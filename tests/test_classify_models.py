@@ -18,11 +18,10 @@ from geoembed.classify import (
     ApproximateKNNClassifier,
     KNNClassifier,
     apply_estimator,
-    load_model,
     predict_field,
-    save_model,
 )
 from geoembed.errors import BandMismatchError, ModelError, OutputError, UnsafeModelError
+from geoembed.jobs.model_io import load_model, save_model
 from geoembed.testing import make_field, raise_if_dask_computes
 
 BANDS = [f"A{i:02d}" for i in range(64)]
@@ -205,8 +204,9 @@ def test_random_forest_saved_with_skops_loads_without_pickle_on_workers(
 
     from sklearn.ensemble import RandomForestClassifier
 
-    from geoembed.classify import apply_estimator, load_model, save_estimator
+    from geoembed.classify import apply_estimator
     from geoembed.errors import OutputError
+    from geoembed.jobs.model_io import load_model, save_estimator
     from geoembed.testing import make_field
 
     field = make_field(30, 40, chunks=(16, 23), seed=9)
@@ -241,8 +241,8 @@ class _Custom:
 def test_skops_file_with_unknown_types_is_refused(tmp_path) -> None:
     import skops.io as sio
 
-    from geoembed.classify import load_model
     from geoembed.errors import UnsafeModelError
+    from geoembed.jobs.model_io import load_model
 
     sio.dump({"model": _Custom()}, tmp_path / "odd.skops")
     with pytest.raises(UnsafeModelError, match="_Custom"):

@@ -12,8 +12,8 @@ from rio_cogeo.cogeo import cog_validate
 from sklearn.cluster import KMeans as SKKMeans
 
 from geoembed.cli import main
-from geoembed.cluster import load_model
 from geoembed.export.cog import read_class_names
+from geoembed.jobs.model_io import load_kmeans as load_model
 
 # write_zarr stores string band names, which Zarr v3 flags as not yet specified
 pytestmark = pytest.mark.filterwarnings("ignore:The data type")
@@ -121,5 +121,39 @@ def test_cluster_text_report(small_zarr, tmp_path):
     args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "4", "-o", str(out)]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "4 clusters (cosine, lloyd)" in result.output
+    # the CLI's default metric is the library's (geoembed.cluster.KMeans: euclidean)
+    assert "4 clusters (euclidean, lloyd)" in result.output
     assert "km2" in result.output
+
+
+def test_cluster_cli_defaults_are_the_library_defaults(small_zarr, tmp_path):
+    import inspect
+
+    from geoembed.cluster import KMeans
+    from geoembed.jobs.cluster import ClusterParams
+
+    out = tmp_path / "c.tif"
+    args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "4", "-o", str(out)]
+    cli = json.loads(CliRunner().invoke(main, [*args, "--json"]).stdout)
+    init = inspect.signature(KMeans).parameters
+    assert cli["metric"] == init["metric"].default == ClusterParams.metric
+    assert cli["mode"] == init["mode"].default == ClusterParams.mode
+    # the same map as the library's KMeans with its defaults and the same seed
+    from geoembed.io import open_embeddings
+
+    field = open_embeddings(small_zarr)
+    lib = KMeans(4, random_state=0).fit(field).predict(field).values
+    assert (rioxarray.open_rasterio(out).isel(band=0).values == lib).all()
+
+
+def test_cluster_table_counts_the_written_map(small_zarr, tmp_path):
+    """The per-cluster table (computed with the writes, not re-read) matches the COG."""
+    out = tmp_path / "c.tif"
+    args = ["--scheduler", "threads", "cluster", str(small_zarr), "-k", "5", "-o", str(out)]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    written = rioxarray.open_rasterio(out).isel(band=0).values
+    counts = np.bincount(written[written != 255].ravel(), minlength=5)
+    assert [c["pixels"] for c in summary["clusters"]] == counts.tolist()
+    assert not [p for p in tmp_path.iterdir() if ".geoembed-tmp-" in p.name]

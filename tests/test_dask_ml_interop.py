@@ -20,9 +20,11 @@ from click.testing import CliRunner
 
 from geoembed.classify import apply_estimator
 from geoembed.cli import main
-from geoembed.cluster import KMeans, load_model, save_model
+from geoembed.cluster import KMeans
 from geoembed.errors import ModelError
 from geoembed.io import open_embeddings
+from geoembed.jobs.model_io import load_kmeans as load_model
+from geoembed.jobs.model_io import save_kmeans as save_model
 
 dask_ml_cluster = pytest.importorskip("dask_ml.cluster")
 dask_ml_wrappers = pytest.importorskip("dask_ml.wrappers")

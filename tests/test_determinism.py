@@ -210,7 +210,7 @@ class _Collect(logging.Handler):
 
 
 def test_demo_on_a_local_cluster_prints_no_run_spec_warnings(tmp_path: Path, dask_client) -> None:
-    from geoembed.demo import run_demo
+    from geoembed.jobs.demo import run_demo
 
     def run_spec_logs(dask_scheduler: Any) -> list[str]:
         return [m for _, m in dask_scheduler.get_logs() if "run_spec" in m]

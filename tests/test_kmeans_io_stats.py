@@ -16,12 +16,12 @@ from geoembed.cluster import (
     class_names,
     cluster_field,
     cluster_stats,
-    load_model,
     parse_names,
-    save_model,
 )
 from geoembed.cluster._init import draw_sample
 from geoembed.errors import ModelError, OutputError, UnsafeModelError
+from geoembed.jobs.model_io import load_kmeans as load_model
+from geoembed.jobs.model_io import save_kmeans as save_model
 from geoembed.testing import make_field
 
 

@@ -211,8 +211,8 @@ def test_demo_rejects_bad_options_before_writing(
         res = CliRunner().invoke(main, ["--scheduler", "sync", "demo", "--out", "d", *bad])
         assert res.exit_code == 2, (bad, res.output)
         assert not (tmp_path / "d").exists()
-    from geoembed.demo import run_demo
     from geoembed.errors import LabelError
+    from geoembed.jobs.demo import run_demo
 
     with pytest.raises(LabelError, match="k=0"):
         run_demo(tmp_path / "lib", k=0)

@@ -9,28 +9,36 @@
 * :func:`apply_estimator`: any fitted scikit-learn classifier or regressor, blockwise.
 * :func:`save_model` / :func:`load_model`: models as arrays + JSON, never pickle;
   :func:`save_estimator`: any scikit-learn estimator as a ``.skops`` file (no pickle).
-* :func:`classify_job`: the whole ``geoembed classify`` job (labels -> CV -> COGs).
+* The whole ``geoembed classify`` job (labels -> CV -> COGs) is
+  :func:`geoembed.jobs.classify.run_classify`.
 """
 
+from geoembed._deprecated import moved_attributes
 from geoembed.classify.approximate import ApproximateKNNClassifier, recall_at_k
 from geoembed.classify.estimator import apply_estimator
 from geoembed.classify.field import check_model_bands, classify_knn, fit_model, predict_field
-from geoembed.classify.job import classify_job
 from geoembed.classify.knn import KNNClassifier, exact_kneighbors
-from geoembed.classify.model_io import load_model, save_estimator, save_model
 
 __all__ = [
     "ApproximateKNNClassifier",
     "KNNClassifier",
     "apply_estimator",
     "check_model_bands",
-    "classify_job",
     "classify_knn",
     "exact_kneighbors",
     "fit_model",
-    "load_model",
     "predict_field",
     "recall_at_k",
-    "save_estimator",
-    "save_model",
 ]
+
+
+# moved to geoembed.jobs (the jobs and model I/O write through geoembed.export)
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "classify_job": "geoembed.jobs.classify:classify_job",
+        "load_model": "geoembed.jobs.model_io:load_model",
+        "save_estimator": "geoembed.jobs.model_io:save_estimator",
+        "save_model": "geoembed.jobs.model_io:save_model",
+    },
+)

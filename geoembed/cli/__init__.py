@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -84,7 +85,9 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except GeoembedError as exc:
-            _fail(str(exc), exc.exit_code)
+            sub = ctx.invoked_subcommand
+            command = self.get_command(ctx, sub) if sub else None
+            _fail(as_cli_flags(str(exc), command), exc.exit_code)
         except KeyboardInterrupt:
             _quiet_distributed()
             click.echo("interrupted", err=True)
@@ -103,6 +106,23 @@ class LazyGroup(click.Group):
             first = (str(exc).strip().splitlines() or [""])[0]
             detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
             _fail(f"unexpected error ({detail}); run with -vv for the traceback.", 1)
+
+
+def as_cli_flags(message: str, command: click.Command | None) -> str:
+    """Spell the library's parameter names in an error (``label_column=``) as flags.
+
+    Library errors name a parameter as ``name=`` (followed by a space, punctuation or
+    the end); the CLI shows the option of ``command`` with that name instead
+    (``--label-column``). ``name=value`` is left alone.
+    """
+    if command is None:
+        return message
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name:
+            flag = max(param.opts, key=len)
+            pattern = rf"(?<![\w-]){re.escape(param.name)}=(?=[\s,.;:)]|$)"
+            message = re.sub(pattern, flag, message)
+    return message
 
 
 def _fail(message: str, code: int) -> NoReturn:

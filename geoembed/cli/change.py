@@ -87,8 +87,8 @@ def change(
     overwrite: bool,
 ) -> None:
     """Map the change between two years of embeddings (FIRST, SECOND on one grid)."""
-    from geoembed.cli._analysis_io import check_outputs, write_json
     from geoembed.errors import LabelError
+    from geoembed.jobs.change import ChangeOutputs, ChangeParams, run_change
 
     thr = _threshold(threshold)
     given = [n for n, v in (("--training", training), ("--labels", labels)) if v is not None]
@@ -99,75 +99,23 @@ def change(
         )
     if given and not label_column:
         raise LabelError(f"{given[0]} needs --label-column.")
-    outputs = check_outputs(
-        {"change raster": output, "mask": mask, "transitions": transitions, "report": report},
-        overwrite,
+    params = ChangeParams(
+        threshold=thr,
+        training=training,
+        labels=labels,
+        label_column=label_column,
+        class_table=class_table,
+        k=k,
     )
-    import dask
-    import numpy as np
-
-    from geoembed import change as ch
-    from geoembed.export import write_cog
-    from geoembed.io import open_embeddings
-    from geoembed.runtime import compute
-
-    a = open_embeddings(first)
-    b = open_embeddings(second)
-    names = [first, second]
-    magnitude = ch.change_magnitude(a, b, names=names)
-    summary: dict = {"first": first, "second": second}
-    jobs = [write_cog(magnitude, outputs["change raster"], overwrite=overwrite, compute=False)]
-    model = None
-    if given:
-        import geoembed.labels as gl
-        from geoembed.classify import KNNClassifier
-
-        assert label_column is not None  # checked with the other options above
-
-        if training is not None:
-            ts = gl.training_from_table(
-                training, a, label_column=label_column, class_table=class_table
-            )
-        else:
-            ts = gl.training_from_geometries(
-                a, labels, label_column=label_column, class_table=class_table
-            )
-        model = KNNClassifier.from_training(ts, k)
-        counts = ch.transitions(model, a, b, names=names)[0]
-        # a Delayed like the writes: dask.compute does not keep the order of mixed
-        # Array / Delayed arguments (seen with dask 2026.8)
-        jobs.append(dask.delayed(np.asarray, pure=True)(counts.data))
-        counts_at = len(jobs) - 1
     with job_client(ctx):
-        progress = show_progress(ctx, as_json)
-        if mask is not None:
-            info = ch.choose_change_threshold(magnitude, thr)
-            summary["threshold"] = info
-            m = ch.change_mask(magnitude, info["threshold"])
-            jobs.append(
-                write_cog(
-                    m,
-                    outputs["mask"],
-                    class_names=m.attrs["class_names"],
-                    overwrite=overwrite,
-                    compute=False,
-                )
-            )
-        done = compute(*jobs, progress=progress, label="change")
-    summary["outputs"] = {"change": str(outputs["change raster"])}
-    if mask is not None:
-        summary["outputs"]["mask"] = str(outputs["mask"])
-    if model is not None:
-        tr = ch.transition_report(
-            done[counts_at], model.class_names, pixel_area_ha=ch.pixel_area_hectares(a)
+        summary = run_change(
+            first,
+            second,
+            ChangeOutputs(output, mask, transitions, report),
+            params,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
         )
-        write_json(tr, outputs["transitions"])
-        summary["outputs"]["transitions"] = str(outputs["transitions"])
-        summary["changed_hectares"] = tr.get("changed_hectares")
-        summary["top_changes"] = tr["changes"][:10]
-    if report is not None:
-        write_json(summary, outputs["report"])
-        summary["outputs"]["report"] = str(outputs["report"])
     if as_json:
         echo_json(summary)
     elif not ctx.obj.get("quiet"):

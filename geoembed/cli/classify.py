@@ -14,6 +14,7 @@ from geoembed.cli._options import (
     show_progress,
 )
 from geoembed.cli._urls import InputPath, OutputPath
+from geoembed.errors import LabelError
 
 __all__ = ["classify"]
 
@@ -165,33 +166,41 @@ def classify(
     overwrite: bool,
 ) -> None:
     """Classify an embedding field with exact kNN (or a saved model) into a COG map."""
-    from geoembed.classify.job import classify_job
+    from geoembed.jobs.classify import ClassifyOutputs, ClassifyParams, run_classify
 
+    given = [
+        flag
+        for flag, value in (("--labels", labels), ("--training", training), ("--model", model))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise LabelError(
+            "give exactly one of --labels FILE, --training TABLE or --model DIR "
+            f"(got {', '.join(given) or 'none'})."
+        )
+    if model is None and not label_column:
+        raise LabelError("--label-column is required with --labels / --training.")
+    if model is not None and (cv not in (None, "none") or save_model is not None):
+        raise LabelError("--cv and --save-model need training labels, not --model.")
+    params = ClassifyParams(
+        labels=labels,
+        training=training,
+        label_column=label_column,
+        class_table=class_table,
+        model=model,
+        allow_pickle=allow_pickle,
+        k=k,
+        metric=metric,
+        weights=weights,
+        approximate=approximate or False,
+        cv=cv,
+        seed=seed,
+        allow_single_class=allow_single_class,
+    )
+    out = ClassifyOutputs(output, confidence, probabilities, report, save_model)
     progress = show_progress(ctx, as_json)
     with job_client(ctx):
-        summary = classify_job(
-            source,
-            output,
-            labels=labels,
-            training=training,
-            label_column=label_column,
-            class_table=class_table,
-            model=model,
-            allow_pickle=allow_pickle,
-            k=k,
-            metric=metric,
-            weights=weights,
-            approximate=approximate or False,
-            confidence=confidence,
-            probabilities=probabilities,
-            report=report,
-            cv=cv,
-            save_model=save_model,
-            overwrite=overwrite,
-            progress=progress,
-            seed=seed,
-            allow_single_class=allow_single_class,
-        )
+        summary = run_classify(source, out, params, overwrite=overwrite, progress=progress)
     if as_json:
         echo_json(summary)
         return

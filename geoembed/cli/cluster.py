@@ -57,10 +57,11 @@ __all__ = ["cluster"]
 )
 @click.option(
     "--metric",
-    type=click.Choice(["cosine", "euclidean"]),
-    default=None,
-    help="cosine = spherical k-means, for unit-length embeddings "
-    "[default: cosine; euclidean with --engine dask-ml].",
+    type=click.Choice(["euclidean", "cosine"]),
+    default="euclidean",
+    show_default=True,
+    help="euclidean (as geoembed.cluster.KMeans and dask-ml), or cosine = spherical "
+    "k-means, for unit-length embeddings.",
 )
 @click.option(
     "--engine",
@@ -104,7 +105,7 @@ def cluster(
     distance: Path | None,
     sample_size: int | None,
     max_iter: int | None,
-    metric: str | None,
+    metric: str,
     engine: str,
     mode: str,
     seed: int,
@@ -121,29 +122,27 @@ def cluster(
     GeoTIFFs. Seeding reads a random sample of pixels; refinement makes exact passes over
     every pixel. Same --seed, same map, whatever the chunking or --workers.
     """
-    from geoembed.cluster.job import cluster_to_cog
-    from geoembed.io import open_embeddings
+    from geoembed.jobs.cluster import ClusterOutputs, ClusterParams, run_cluster
 
-    metric = metric or ("euclidean" if engine == "dask-ml" else "cosine")
-    src = source[0] if len(source) == 1 else list(source)
-    field = open_embeddings(src, year=year, quantization=quantization)
+    params = ClusterParams(
+        n_clusters,
+        metric=metric,
+        mode=mode,
+        sample_size=sample_size,
+        max_iter=max_iter,
+        seed=seed,
+        names=names,
+        engine=engine,
+    )
     with job_client(ctx):
-        summary = cluster_to_cog(
-            field,
-            output,
-            n_clusters,
-            distance=distance,
-            save_model_dir=save_model_dir,
-            metric=metric,
-            mode=mode,
-            sample_size=sample_size,
-            max_iter=max_iter,
-            seed=seed,
-            names=names,
+        summary = run_cluster(
+            list(source),
+            ClusterOutputs(output, distance, save_model_dir),
+            params,
             overwrite=overwrite,
             progress=show_progress(ctx, as_json),
-            inputs=list(source),
-            engine=engine,
+            year=year,
+            quantization=quantization,
         )
     if as_json:
         echo_json(summary)

@@ -50,7 +50,7 @@ def demo(
     from sampled labels, clusters it with KMeans, writes COGs/Zarr and scores both maps
     against the scene's ground truth.
     """
-    from geoembed.demo import run_demo
+    from geoembed.jobs.demo import run_demo
 
     with job_client(ctx):
         summary = run_demo(

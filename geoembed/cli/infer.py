@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -93,99 +92,40 @@ def infer(
     The model is checked against the field before anything runs. Outputs are written
     atomically; all of them come from one model run per block.
     """
-    from geoembed.export import write_cog, write_zarr
-    from geoembed.infer import predict
-    from geoembed.io import open_embeddings
-    from geoembed.runtime import compute
+    from geoembed.jobs.infer import InferOutputs, InferParams, run_infer
 
     if not any((out, confidence, probabilities, features)):
         raise click.UsageError("give at least one output: -o, --probabilities or --features.")
-    from geoembed.export.outputs import OutputSet
+    params = InferParams(
+        model,
+        model_config=model_config,
+        tile=tile,
+        overlap=overlap,
+        step=step,
+        blend=blend,
+        batch_size=batch_size,
+        bands=list(bands) or None,
+        providers=providers,
+        chunks=chunks,
+        uint8_probabilities=uint8_probabilities,
+    )
 
-    # every output checked before anything runs; built aside, made visible together
-    outputs = OutputSet(overwrite=overwrite, inputs=[*source, model, model_config])
-    outputs.add("class map", out)
-    outputs.add("confidence raster", confidence)
-    outputs.add("probability raster", probabilities)
-    outputs.add("feature map", features, directory=True)
-    src: Any = source[0] if len(source) == 1 else list(source)
-    field = open_embeddings(src, chunks=chunks)
-    check_tile_memory(tile, overlap, len(bands) or int(field.sizes["band"]), batch_size)
-    wanted = []
-    if out or confidence:
-        wanted.append("classes")
-    if probabilities:
-        wanted.append("probabilities")
-    if features:
-        wanted.append("features")
-    start = time.perf_counter()
+    def fits_in_memory(field: Any) -> None:
+        check_tile_memory(tile, overlap, len(bands) or int(field.sizes["band"]), batch_size)
+
     with job_client(ctx):
-        res = predict(
-            field,
-            model,
-            model_config=model_config,
-            tile=tile,
-            overlap=overlap,
-            batch_size=batch_size,
-            output=wanted,
-            bands=list(bands) or None,
-            blend=blend,
-            step=step,
-            providers=providers,
-            probabilities_dtype="uint8" if uint8_probabilities else "float32",
+        summary = run_infer(
+            list(source),
+            InferOutputs(out, confidence, probabilities, features),
+            params,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
+            check_field=fits_in_memory,
         )
-        with outputs:
-            jobs = []
-            if out:
-                jobs.append(write_cog(res["classes"], outputs.stage("class map"), compute=False))
-            if confidence:
-                jobs.append(
-                    write_cog(res["confidence"], outputs.stage("confidence raster"), compute=False)
-                )
-            if probabilities:
-                scale = 1 / 254 if uint8_probabilities else None
-                jobs.append(
-                    write_cog(
-                        res["probabilities"],
-                        outputs.stage("probability raster"),
-                        compute=False,
-                        scale=scale,
-                    )
-                )
-            if features:
-                jobs.append(
-                    write_zarr(
-                        res["features"].rename("embedding"),  # a canonical embedding field
-                        outputs.stage("feature map"),
-                        compute=False,
-                    )
-                )
-            compute(*jobs, progress=show_progress(ctx, as_json), label="infer")
-            outputs.commit()
-    elapsed = time.perf_counter() - start
-    written = {
-        k: v
-        for k, v in {
-            "classes": out,
-            "confidence": confidence,
-            "probabilities": probabilities,
-            "features": features,
-        }.items()
-        if v
-    }
-    first = next(iter(res.data_vars.values()))
-    summary = {
-        "source": str(src),
-        "model": model,
-        "model_sha256": first.attrs.get("model_sha256"),
-        "tiling": {k: first.attrs.get(k) for k in ("tile", "overlap", "output_stride", "blend")},
-        "outputs": written,
-        "shape": {"y": int(res.sizes["y"]), "x": int(res.sizes["x"])},
-        "seconds": round(elapsed, 3),
-    }
     if as_json:
         echo_json(summary)
     else:
-        for kind, path in written.items():
+        for kind, path in summary["outputs"].items():
             click.echo(f"wrote {kind}: {path}")
-        click.echo(f"{res.sizes['y']} x {res.sizes['x']} pixels in {elapsed:.1f} s")
+        shape = summary["shape"]
+        click.echo(f"{shape['y']} x {shape['x']} pixels in {summary['seconds']:.1f} s")

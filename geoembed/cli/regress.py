@@ -84,59 +84,33 @@ def regress(
     overwrite: bool,
 ) -> None:
     """Predict a continuous target for every pixel with exact kNN regression."""
-    from geoembed.cli._analysis_io import check_outputs, write_json
     from geoembed.errors import LabelError
+    from geoembed.jobs.regress import RegressOutputs, RegressParams, run_regress
 
     if (labels is None) == (training is None):
         raise LabelError("give exactly one of --labels FILE or --training TABLE.")
-    outputs = check_outputs(
-        {"prediction raster": output, "spread raster": spread, "report": report}, overwrite
+    params = RegressParams(
+        target_column,
+        labels=labels,
+        training=training,
+        k=k,
+        metric=metric,
+        weights=weights,
+        cv=cv,
+        seed=seed,
     )
-    from geoembed import regress as rg
-    from geoembed.classify.job import default_cv
-    from geoembed.export import write_cog
-    from geoembed.io import open_embeddings
-    from geoembed.runtime import compute
-
-    field = open_embeddings(source)
-    if labels is not None:
-        targets = rg.targets_from_geometries(field, labels, target_column=target_column)
-    else:
-        targets = rg.targets_from_table(training, field, target_column=target_column)
-    model = rg.KNNRegressor.from_targets(targets, k, metric=metric, weights=weights)
-    summary: dict = {
-        "source": source,
-        "training": {"n_samples": len(targets), "report": targets.report},
-        "model": {"type": "KNNRegressor", **model.params()},
-    }
-    if cv != "none" and (report is not None or cv is not None):
-        spec = cv or default_cv(targets)
-        summary["cross_validation"] = rg.cross_validate_regression(
-            lambda: rg.KNNRegressor(min(k, len(targets) - 1), metric=metric, weights=weights),
-            targets,
-            cv=spec,
-            seed=seed,
-        )
-    ds = rg.predict_regression(model, field, source=source)
-    jobs = [
-        write_cog(ds["value"], outputs["prediction raster"], overwrite=overwrite, compute=False)
-    ]
-    if spread is not None:
-        jobs.append(
-            write_cog(ds["spread"], outputs["spread raster"], overwrite=overwrite, compute=False)
-        )
     with job_client(ctx):
-        compute(*jobs, progress=show_progress(ctx, as_json), label="regressing")
-    summary["outputs"] = {"prediction": str(outputs["prediction raster"])}
-    if spread is not None:
-        summary["outputs"]["spread"] = str(outputs["spread raster"])
-    if report is not None:
-        write_json(summary, outputs["report"])
-        summary["outputs"]["report"] = str(outputs["report"])
+        summary = run_regress(
+            source,
+            RegressOutputs(output, spread, report),
+            params,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
+        )
     if as_json:
         echo_json(summary)
     elif not ctx.obj.get("quiet"):
-        click.echo(f"training samples: {len(targets)} ({target_column})")
+        click.echo(f"training samples: {summary['training']['n_samples']} ({target_column})")
         cvr = summary.get("cross_validation")
         if cvr:
             p = cvr["pooled"]

@@ -95,72 +95,36 @@ def similar(
     overwrite: bool,
 ) -> None:
     """Map how similar every pixel is to reference places (float32 COG)."""
-    from geoembed.cli._analysis_io import check_outputs, write_geoparquet, write_json
     from geoembed.errors import LabelError
+    from geoembed.jobs.similar import SimilarOutputs, SimilarParams, run_similar
 
     if (top is None) != (top_out is None):
         raise LabelError("--top N and --top-out FILE go together.")
     if unlike is not None and (mask is None or threshold is not None):
         raise LabelError("--unlike only chooses the --mask threshold; drop it or add --mask.")
-    outputs = check_outputs(
-        {"similarity raster": output, "mask": mask, "top table": top_out, "report": report},
-        overwrite,
+    params = SimilarParams(
+        like,
+        unlike=unlike,
+        metric=metric,
+        reduce=reduce,
+        threshold=threshold,
+        precision=precision,
+        quantile=quantile,
+        top=top,
+        seed=seed,
     )
-    from geoembed import similar as sm
-    from geoembed.export import write_cog
-    from geoembed.io import open_embeddings
-    from geoembed.runtime import compute
-
-    field = open_embeddings(source)
-    refs, groups = sm.reference_vectors(field, like)
-    summary: dict = {"source": source, "references": {"path": str(like), "vectors": len(refs)}}
-    sim = sm.similarity(field, refs, metric=metric, reduce=reduce, source=source)
-    jobs = [write_cog(sim, outputs["similarity raster"], overwrite=overwrite, compute=False)]
-    if mask is not None:
-        if threshold is not None:
-            info = {"threshold": threshold, "method": "fixed"}
-        else:
-            neg = sm.reference_vectors(field, unlike)[0] if unlike is not None else None
-            info = sm.choose_threshold(
-                refs,
-                negatives=neg,
-                groups=groups,
-                metric=metric,
-                reduce=reduce,
-                precision=precision,
-                quantile=quantile,
-                seed=seed,
-            )
-        summary["threshold"] = info
-        m = sm.similarity_mask(sim, float(info["threshold"]))  # type: ignore[arg-type]
-        jobs.append(
-            write_cog(
-                m,
-                outputs["mask"],
-                class_names=m.attrs["class_names"],
-                overwrite=overwrite,
-                compute=False,
-            )
-        )
-    if top is not None:
-        jobs.append(sm.top_similar(sim, top))
     with job_client(ctx):
-        done = compute(*jobs, progress=show_progress(ctx, as_json), label="similarity")
-    summary["outputs"] = {"similarity": str(outputs["similarity raster"])}
-    if mask is not None:
-        summary["outputs"]["mask"] = str(outputs["mask"])
-    if top is not None:
-        frame = done[-1]
-        write_geoparquet(frame, field.rio.crs, outputs["top table"])
-        summary["outputs"]["top"] = str(outputs["top table"])
-        summary["top"] = frame.head(10).to_dict(orient="records")
-    if report is not None:
-        write_json(summary, outputs["report"])
-        summary["outputs"]["report"] = str(outputs["report"])
+        summary = run_similar(
+            source,
+            SimilarOutputs(output, mask, top_out, report),
+            params,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
+        )
     if as_json:
         echo_json(summary)
     elif not ctx.obj.get("quiet"):
-        click.echo(f"references: {len(refs)} vectors from {like}")
+        click.echo(f"references: {summary['references']['vectors']} vectors from {like}")
         if "threshold" in summary:
             t = summary["threshold"]
             click.echo(f"mask threshold {t['threshold']:.4f} ({t['method']})")

@@ -121,7 +121,7 @@ def train_cnn(
     compares the CNN with a per-pixel kNN on the same pixels. Run the model with
     ``geoembed infer SOURCE --model OUTPUT``.
     """
-    from geoembed.train import train_cnn as run
+    from geoembed.jobs.train import train_cnn as run
 
     if (labels is None) == (labels_raster is None):
         raise LabelError("Pass either --labels (with --label-column) or --labels-raster.")

@@ -8,9 +8,10 @@ A fitted ``dask_ml.cluster.KMeans`` is kept with ``KMeans.from_dask_ml(km)`` (it
 same map as its own ``predict``), or bare centres with ``KMeans.from_centers(c)``.
 """
 
-from geoembed.cluster.job import ClusterResult, cluster_field, cluster_to_cog
+from geoembed._deprecated import moved_attributes
+from geoembed.cluster.fit import ClusterResult, cluster_field
 from geoembed.cluster.kmeans import ClusterCountError, KMeans
-from geoembed.cluster.model_io import class_names, load_model, parse_names, save_model
+from geoembed.cluster.names import class_names, parse_names
 from geoembed.cluster.stats import adjusted_rand_index, cluster_stats, pixel_area_km2
 
 __all__ = [
@@ -21,9 +22,17 @@ __all__ = [
     "class_names",
     "cluster_field",
     "cluster_stats",
-    "cluster_to_cog",
-    "load_model",
     "parse_names",
     "pixel_area_km2",
-    "save_model",
 ]
+
+
+# moved to geoembed.jobs (the jobs and model I/O write through geoembed.export)
+__getattr__ = moved_attributes(
+    __name__,
+    {
+        "cluster_to_cog": "geoembed.jobs.cluster:cluster_to_cog",
+        "load_model": "geoembed.jobs.model_io:load_kmeans",
+        "save_model": "geoembed.jobs.model_io:save_kmeans",
+    },
+)

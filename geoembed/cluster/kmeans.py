@@ -265,7 +265,7 @@ class KMeans:
         -------
         KMeans
             A fitted estimator: ``predict``, ``distance``, ``transform`` and
-            :func:`~geoembed.cluster.save_model` work on it.
+            :func:`~geoembed.jobs.model_io.save_kmeans` work on it.
         """
         c = np.asarray(centers)
         if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:

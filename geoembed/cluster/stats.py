@@ -17,7 +17,14 @@ import xarray as xr
 
 from geoembed.schema import CLASS_NODATA, check_embedding
 
-__all__ = ["adjusted_rand_index", "cluster_stats", "contingency_table", "pixel_area_km2"]
+__all__ = [
+    "adjusted_rand_index",
+    "cluster_stats",
+    "contingency_table",
+    "pixel_area_km2",
+    "stats_table",
+    "stats_totals",
+]
 
 _WGS84_AUTHALIC_RADIUS_M = 6371007.181
 
@@ -121,43 +128,68 @@ def cluster_stats(
         and the band names.
     """
     k = int(n_clusters if n_clusters is not None else labels.attrs["n_clusters"])
+    if field is None:
+        (total,) = dask.compute(stats_totals(labels, n_clusters=k))
+        return stats_table(total, n_clusters=k, names=names)
+    check_embedding(field, require_crs=False)
     nodata = CLASS_NODATA.get(str(labels.dtype), -1)
     lab = _as_dask(labels)
     areas = dsa.from_array(pixel_area_km2(labels), chunks=(lab.chunks[0],))
-    bands: list[str] = []
-    if field is not None:
-        check_embedding(field, require_crs=False)
-        data = _as_dask(field).rechunk((-1, lab.chunks[0], lab.chunks[1]))
-        bands = [str(b) for b in field["band"].values]
-        parts = dsa.blockwise(
-            functools.partial(_stats_block, k=k, nodata=nodata),
-            "zij",
-            lab,
-            "ij",
-            data,
-            "bij",
-            areas,
-            "i",
-            concatenate=True,
-            new_axes={"z": k * (2 + len(bands))},
-            adjust_chunks={"i": 1, "j": 1},
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0)),
-        )
-    else:
-        parts = dsa.blockwise(
-            functools.partial(_stats_labels_only, k=k, nodata=nodata),
-            "zij",
-            lab,
-            "ij",
-            areas,
-            "i",
-            new_axes={"z": 2 * k},
-            adjust_chunks={"i": 1, "j": 1},
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0)),
-        )
+    data = _as_dask(field).rechunk((-1, lab.chunks[0], lab.chunks[1]))
+    bands = [str(b) for b in field["band"].values]
+    parts = dsa.blockwise(
+        functools.partial(_stats_block, k=k, nodata=nodata),
+        "zij",
+        lab,
+        "ij",
+        data,
+        "bij",
+        areas,
+        "i",
+        concatenate=True,
+        new_axes={"z": k * (2 + len(bands))},
+        adjust_chunks={"i": 1, "j": 1},
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0)),
+    )
     (total,) = dask.compute(parts.sum(axis=(1, 2)))
+    return stats_table(total, n_clusters=k, names=names, bands=bands)
+
+
+def stats_totals(labels: xr.DataArray, *, n_clusters: int) -> dsa.Array:
+    """Lazy per-cluster pixel counts and areas of ``labels``, for :func:`stats_table`.
+
+    Computed together with the writes of the same cluster map, the labels are predicted
+    once for both.
+    """
+    nodata = CLASS_NODATA.get(str(labels.dtype), -1)
+    lab = _as_dask(labels)
+    areas = dsa.from_array(pixel_area_km2(labels), chunks=(lab.chunks[0],))
+    k = int(n_clusters)
+    parts = dsa.blockwise(
+        functools.partial(_stats_labels_only, k=k, nodata=nodata),
+        "zij",
+        lab,
+        "ij",
+        areas,
+        "i",
+        new_axes={"z": 2 * k},
+        adjust_chunks={"i": 1, "j": 1},
+        dtype=np.float64,
+        meta=np.empty((0, 0, 0)),
+    )
+    return parts.sum(axis=(1, 2))
+
+
+def stats_table(
+    total: np.ndarray,
+    *,
+    n_clusters: int,
+    names: Sequence[str] | None = None,
+    bands: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Build the table of :func:`cluster_stats` from its totals (see :func:`stats_totals`)."""
+    k = int(n_clusters)
     counts = total[:k]
     table = pd.DataFrame(
         {

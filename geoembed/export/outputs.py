@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from geoembed.stac.provenance import Provenance
 
 __all__ = [
+    "GEOPARQUET_MARK",
     "MARKER_FILE",
     "OutputSet",
     "StaleTemporary",
@@ -72,11 +73,14 @@ __all__ = [
 
 #: marker file inside every directory geoembed creates (model directories)
 MARKER_FILE = ".geoembed-output.json"
+#: schema metadata key of the GeoParquet tables geoembed writes (its version)
+GEOPARQUET_MARK = "geoembed_version"
 #: parses ``.geoembed-tmp-<tag>-<host>-<pid>-<random>`` in a temporary name
 _TEMP_RE = re.compile(
     re.escape(TEMP_MARKER) + r"(?P<tag>[a-z]+)-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{12}"
 )
 _MAX_JSON_BYTES = 64 << 20
+_MAX_ONNX_BYTES = 2 << 30
 #: output sets discarded in this process; swept again once the Dask workers are gone
 _DISCARDED: list[OutputSet] = []
 _DISCARDED_LOCK = threading.Lock()
@@ -136,9 +140,11 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
     -------
     bool
         True for a directory holding :data:`MARKER_FILE`, a Zarr store or a model
-        directory written by geoembed, a COG with the ``geoembed_version`` tag, or a JSON
-        report with a ``geoembed_version`` key. False for anything else, symbolic links
-        included.
+        directory written by geoembed, a COG with the ``geoembed_version`` tag, a JSON
+        report with a ``geoembed_version`` key, a GeoParquet table with the
+        :data:`GEOPARQUET_MARK` schema metadata, an ONNX model exported by geoembed
+        (producer ``geoembed``) or the sidecar JSON of one (same sha256). False for
+        anything else, symbolic links included.
     """
     p = Path(path)
     if p.is_symlink() or not p.exists():
@@ -152,7 +158,14 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
         meta = _read_json(p / "model.json")  # model directories saved before the marker
         return isinstance(meta, dict) and str(meta.get("format", "")).startswith("geoembed.")
     if p.suffix.lower() == ".json":
-        return is_geoembed_json(_read_json(p))
+        payload = _read_json(p)
+        if is_geoembed_json(payload):
+            return True
+        return isinstance(payload, dict) and _sidecar_of_geoembed_onnx(p, payload)
+    if p.suffix.lower() == ".parquet":
+        return _parquet_marked(p)
+    if p.suffix.lower() == ".onnx":
+        return _onnx_by_geoembed(p)
     if p.suffix.lower() == ".skops":  # estimator files: geoembed's zip comment
         import zipfile
 
@@ -174,6 +187,40 @@ def is_geoembed_json(payload: Any) -> bool:
     return (
         payload.get("type") == "Feature" and isinstance(props, dict) and "geoembed:version" in props
     )
+
+
+def _parquet_marked(path: Path) -> bool:
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+    except Exception:  # not a Parquet file, or pyarrow missing: not geoembed's
+        return False
+    return GEOPARQUET_MARK.encode() in meta
+
+
+def _onnx_by_geoembed(path: Path) -> bool:
+    """Tell whether ``geoembed train-cnn`` exported this ONNX model (producer, metadata)."""
+    try:
+        import onnx
+
+        if path.stat().st_size > _MAX_ONNX_BYTES:
+            return False
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not an ONNX file, or onnx missing: not geoembed's
+        return False
+    props = {p.key: p.value for p in proto.metadata_props}
+    return proto.producer_name == "geoembed" and "geoembed_model" in props
+
+
+def _sidecar_of_geoembed_onnx(path: Path, payload: dict[str, Any]) -> bool:
+    """Tell whether this sidecar JSON describes the geoembed-exported ONNX model next to it."""
+    import hashlib
+
+    model = path.with_suffix(".onnx")
+    if not model.is_file() or model.is_symlink() or not _onnx_by_geoembed(model):
+        return False
+    return payload.get("sha256") == hashlib.sha256(model.read_bytes()).hexdigest()
 
 
 def require_geoembed_output(

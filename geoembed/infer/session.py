@@ -77,7 +77,7 @@ def _provider_names(providers: str | Sequence[str]) -> list[str]:
     items = providers.split(",") if isinstance(providers, str) else [str(p) for p in providers]
     names = [PROVIDER_ALIASES.get(i.strip().lower(), i.strip()) for i in items if i.strip()]
     if not names:
-        raise ModelError(f"--providers {providers!r} names no execution provider; use e.g. cpu.")
+        raise ModelError(f"providers= {providers!r} names no execution provider; use e.g. cpu.")
     return names
 
 
@@ -106,9 +106,9 @@ def resolve_providers(providers: str | Sequence[str] | None) -> tuple[str, ...]:
         short = {v: k for k, v in PROVIDER_ALIASES.items()}
         valid = ", ".join(f"{short.get(p, p)} ({p})" if p in short else p for p in available)
         raise ModelError(
-            f"unknown ONNX Runtime execution provider(s) {unknown} in --providers "
+            f"unknown ONNX Runtime execution provider(s) {unknown} in providers= "
             f"{providers!r}; available here: {valid}. Separate several with commas, e.g. "
-            "--providers cuda,cpu."
+            "'cuda,cpu'."
         )
     chosen = tuple(dict.fromkeys(p for p in wanted if p in available))
     missing = [p for p in wanted if p not in available]

@@ -146,7 +146,7 @@ def targets_from_table(
     if target_column not in df.columns:
         raise LabelError(
             f"{where} has no target column {target_column!r}; columns are "
-            f"{[str(c) for c in df.columns][:20]}... Pass --target-column."
+            f"{[str(c) for c in df.columns][:20]}... Give the right target_column=."
         )
     df[target_column] = _numeric(df[target_column], target_column, where)
     ts = training_from_table(

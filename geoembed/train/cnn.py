@@ -1,4 +1,4 @@
-"""``train_cnn``: from a field and labels to an ONNX model that ``geoembed infer`` runs.
+"""``fit_cnn``: from a field and labels to a trained CNN that ``geoembed infer`` runs.
 
 Steps (all checks come before anything is read or trained):
 
@@ -13,7 +13,8 @@ Steps (all checks come before anything is read or trained):
    loss, progress bar);
 6. validation metrics of the CNN and of a per-pixel kNN baseline (k=5, standardised
    bands) on the same held-out pixels;
-7. ONNX + sidecar JSON (:mod:`geoembed.train.export`).
+7. ONNX + sidecar JSON (:mod:`geoembed.train.export`), written by the job
+   :func:`geoembed.jobs.train.train_cnn`.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from geoembed.train.data import (
     standardise,
 )
 
-__all__ = ["TrainResult", "train_cnn", "validation_metrics"]
+__all__ = ["TrainResult", "fit_cnn", "validation_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ DEFAULT_DILATIONS: tuple[int, ...] = (1, 2, 4, 2, 1)
 
 @dataclass
 class TrainResult:
-    """What :func:`train_cnn` produced.
+    """What :func:`fit_cnn` (and the job :func:`geoembed.train.train_cnn`) produced.
 
     Attributes
     ----------
@@ -135,17 +136,6 @@ def validation_metrics(
     }
 
 
-def _open_field(source: Any) -> xr.DataArray:
-    if isinstance(source, xr.DataArray):
-        check_embedding(source)
-        return source
-    from geoembed.io import open_embeddings
-
-    da = open_embeddings(source)
-    check_embedding(da, source=str(source))
-    return da
-
-
 def _knn_baseline(
     xs: Sequence[np.ndarray],
     ys: Sequence[np.ndarray],
@@ -182,9 +172,8 @@ def _knn_baseline(
     return out
 
 
-def train_cnn(
-    field: xr.DataArray | str | os.PathLike[str],
-    output: str | os.PathLike[str] | None,
+def fit_cnn(
+    field: xr.DataArray,
     *,
     labels: Any = None,
     label_column: str | None = None,
@@ -210,18 +199,18 @@ def train_cnn(
     threads: int | None = None,
     baseline: bool = True,
     progress: bool = True,
-    overwrite: bool = False,
 ) -> TrainResult:
-    """Train a compact fully convolutional network and export it to ONNX + sidecar JSON.
+    """Train a compact fully convolutional network (nothing is written).
+
+    :func:`geoembed.train.train_cnn` (the job in :mod:`geoembed.jobs.train`) opens the
+    field, checks the output paths, calls this and exports the model to ONNX + sidecar
+    JSON.
 
     Parameters
     ----------
-    field : xarray.DataArray or path
-        Embedding field or imagery (canonical ``(band, y, x)`` float32 with a CRS), or a
-        source :func:`geoembed.io.open_embeddings` reads. Only sampled windows are read.
-    output : path or None
-        Destination ``.onnx``; the sidecar goes to the same name with ``.json``. ``None``
-        trains without writing anything.
+    field : xarray.DataArray
+        Embedding field or imagery (canonical ``(band, y, x)`` float32 with a CRS). Only
+        sampled windows are read.
     labels : path or geopandas.GeoDataFrame, optional
         Labelled polygons (give ``label_column``). Exactly one of ``labels`` and
         ``labels_raster``.
@@ -274,12 +263,12 @@ def train_cnn(
         Also score a per-pixel kNN on the same split.
     progress : bool, default True
         Show a progress bar.
-    overwrite : bool, default False
-        Replace existing output files.
 
     Returns
     -------
     TrainResult
+        With ``model_path`` and ``config_path`` None and ``spec`` the sidecar keys
+        (without the ONNX digest).
 
     Raises
     ------
@@ -288,18 +277,14 @@ def train_cnn(
         than two classes or ``min_labelled`` pixels, no room for a training patch.
     MissingDependencyError
         PyTorch (extra ``train``) or onnx is not installed.
-    OutputError
-        ``output`` exists (without ``overwrite``) or does not end in ``.onnx``.
     """
     require("torch", extra="train", feature="geoembed train-cnn")
     require("onnx", extra="train", feature="geoembed train-cnn (ONNX export)")
-    from geoembed.train.export import export_onnx, output_paths
     from geoembed.train.fit import ValWindow, fit, predict_windows
     from geoembed.train.model import receptive_radius
 
-    da = _open_field(field)
-    if output is not None:
-        output_paths(output, overwrite=overwrite)
+    check_embedding(field)
+    da = field
     if (labels is None) == (labels_raster is None):
         raise LabelError(
             "Give exactly one label source: labelled polygons (labels=..., label_column=...) "
@@ -307,7 +292,7 @@ def train_cnn(
         )
     if labels is not None:
         if not label_column:
-            raise LabelError("Polygon labels need label_column= (--label-column).")
+            raise LabelError("Polygon labels need label_column=.")
         grid = labels_from_polygons(
             da, labels, label_column=label_column, name_column=name_column, nodata=label_nodata
         )
@@ -434,17 +419,11 @@ def train_cnn(
             },
         },
     }
-    model_path = config_path = None
-    spec = sidecar
-    if output is not None:
-        model_path, config_path, spec = export_onnx(
-            result.model, output, sidecar, overwrite=overwrite
-        )
     return TrainResult(
         model=result.model,
-        model_path=model_path,
-        config_path=config_path,
-        spec=spec,
+        model_path=None,
+        config_path=None,
+        spec=sidecar,
         metrics=metrics,
         history=result.history,
         labels=grid,

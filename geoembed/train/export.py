@@ -26,9 +26,10 @@ JSON read by :mod:`geoembed.infer` (format in :mod:`geoembed.infer.spec`), e.g.:
       "extra": {"class_values": [...], "training": {...}}
     }
 
-Both files are written under temporary names and renamed into place only after the ONNX
-model has been checked (``onnx.checker``) and, when onnxruntime is installed, run against
-the PyTorch model on a random tile.
+Both files are written under temporary names of one output set
+(:class:`geoembed.export.outputs.OutputSet`) and renamed into place together, only after
+the ONNX model has been checked (``onnx.checker``) and, when onnxruntime is installed, run
+against the PyTorch model on a random tile.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,17 @@ import numpy as np
 
 from geoembed.errors import ModelError, OutputError, require
 
-__all__ = ["FEATURES_NAME", "INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_model", "verify"]
+__all__ = [
+    "FEATURES_NAME",
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "export_onnx",
+    "onnx_export",
+    "onnx_model",
+    "onnx_paths",
+    "verify",
+    "write_export",
+]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -186,52 +196,23 @@ def _check_sidecar(path: Path) -> None:
     read_sidecar(path)
 
 
-def _atomic_write(path: Path, data: bytes, check: Callable[[Path], None] | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        if check is not None:
-            check(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def export_onnx(
-    model: Any,
-    path: str | os.PathLike[str],
-    sidecar: Mapping[str, Any],
-    *,
-    overwrite: bool = False,
-) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``model`` as ONNX to ``path`` and its sidecar JSON next to it.
+def onnx_export(model: Any, sidecar: Mapping[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """Build and verify the ONNX bytes of ``model`` and its sidecar contents (writes nothing).
 
     Parameters
     ----------
     model : DilatedFCN
         The trained network.
-    path : path-like
-        Destination ``.onnx`` file; the sidecar goes to the same name with ``.json``.
     sidecar : mapping
         Sidecar keys (see the module docstring); ``geoembed_model``, ``input_name``,
         ``output_name``, ``features_output`` and ``sha256`` are filled in here.
-    overwrite : bool, default False
-        Replace existing files.
 
     Returns
     -------
-    (pathlib.Path, pathlib.Path, dict)
-        The ONNX path, the sidecar path and the sidecar contents (including
+    (bytes, dict)
+        The serialised ONNX model and the sidecar contents (including
         ``extra.onnx_max_abs_diff``, the verification result).
-
-    Raises
-    ------
-    OutputError
-        The files exist (without ``overwrite``) or the folder is missing.
     """
-    onnx_path, json_path = output_paths(path, overwrite=overwrite)
     model.eval()
     proto = onnx_model(model, metadata={"geoembed_model": "1"})
     data = proto.SerializeToString()
@@ -246,30 +227,78 @@ def export_onnx(
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     spec["extra"] = {**dict(spec.get("extra") or {}), "onnx_max_abs_diff": diff}
-    _atomic_write(onnx_path, data)
-    try:
-        _atomic_write(json_path, json.dumps(spec, indent=2).encode(), check=_check_sidecar)
-    except BaseException:
-        onnx_path.unlink(missing_ok=True)
-        raise
-    return onnx_path, json_path, spec
+    return data, spec
 
 
-def output_paths(path: str | os.PathLike[str], *, overwrite: bool) -> tuple[Path, Path]:
-    """Return the ``.onnx`` and ``.json`` paths for ``path``, checked for writing.
+def write_export(
+    data: bytes,
+    spec: Mapping[str, Any],
+    onnx_path: str | os.PathLike[str],
+    json_path: str | os.PathLike[str],
+) -> None:
+    """Write the ONNX bytes and the sidecar (read back with ``geoembed infer``'s reader).
+
+    The paths are the staged names of an output set; the caller commits them.
+    """
+    Path(onnx_path).write_bytes(data)
+    Path(json_path).write_text(json.dumps(spec, indent=2))
+    _check_sidecar(Path(json_path))
+
+
+def onnx_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Return the ``.onnx`` path and its sidecar's ``.json`` path for ``path``.
 
     Raises
     ------
     OutputError
-        Wrong suffix, missing folder, or existing files without ``overwrite``.
+        ``path`` does not end in ``.onnx``.
     """
     onnx_path = Path(path).expanduser()
     if onnx_path.suffix.lower() != ".onnx":
         raise OutputError(f"{onnx_path}: the model file must end in .onnx (e.g. model.onnx).")
-    json_path = onnx_path.with_suffix(".json")
-    if not onnx_path.parent.is_dir():
-        raise OutputError(f"{onnx_path}: folder {onnx_path.parent} does not exist; create it.")
-    for p in (onnx_path, json_path):
-        if p.exists() and not overwrite:
-            raise OutputError(f"{p} exists; pass overwrite=True (--overwrite) to replace it.")
-    return onnx_path, json_path
+    return onnx_path, onnx_path.with_suffix(".json")
+
+
+def export_onnx(
+    model: Any,
+    path: str | os.PathLike[str],
+    sidecar: Mapping[str, Any],
+    *,
+    overwrite: bool = False,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """Write ``model`` as ONNX to ``path`` and its sidecar JSON next to it, together.
+
+    Parameters
+    ----------
+    model : DilatedFCN
+        The trained network.
+    path : path-like
+        Destination ``.onnx`` file; the sidecar goes to the same name with ``.json``.
+    sidecar : mapping
+        Sidecar keys (see :func:`onnx_export`).
+    overwrite : bool, default False
+        Replace existing files that geoembed wrote (an ONNX model it exported and the
+        sidecar describing it; never other files).
+
+    Returns
+    -------
+    (pathlib.Path, pathlib.Path, dict)
+        The ONNX path, the sidecar path and the sidecar contents.
+
+    Raises
+    ------
+    OutputError
+        The files exist (without ``overwrite``, or not written by geoembed) or the
+        folder is missing.
+    """
+    from geoembed.export.outputs import OutputSet
+
+    onnx_path, json_path = onnx_paths(path)
+    outputs = OutputSet(overwrite=overwrite)
+    outputs.add("ONNX model", onnx_path)
+    outputs.add("model sidecar", json_path)
+    data, spec = onnx_export(model, sidecar)
+    with outputs:
+        write_export(data, spec, outputs.stage("ONNX model"), outputs.stage("model sidecar"))
+        outputs.commit()
+    return onnx_path, json_path, spec
