@@ -104,7 +104,8 @@ def test_analysis_overwrite_replaces_own_outputs_together(
     first = _run(*args)
     assert first.exit_code == 0, first.output
     names = OUTPUTS[command]
-    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    listing = sorted(names + [f"{n}.stac.json" for n in names])  # each with its STAC Item
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
     assert all(is_geoembed_output(tmp_path / n) for n in names), names
     again = _run(*args)  # without --overwrite: refused, nothing touched
     assert again.exit_code == 2 and "already exists" in again.output
@@ -112,7 +113,7 @@ def test_analysis_overwrite_replaces_own_outputs_together(
     (tmp_path / "r.json").write_text(json.dumps({"geoembed_version": "0", "old": True}))
     second = _run(*args, "--overwrite")
     assert second.exit_code == 0, second.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no temporaries left
     report = json.loads((tmp_path / "r.json").read_text())
     assert "old" not in report and report["outputs"]
     assert {k: v for k, v in _tree(tmp_path).items() if k != "r.json"}.keys() == {
@@ -205,7 +206,9 @@ def test_train_cnn_overwrite_replaces_only_its_own_model(
     )
     spec = json.loads(out.with_suffix(".json").read_text())
     assert spec["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest() == second.spec["sha256"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.json", "m.json.stac.json", "m.onnx", "m.onnx.stac.json"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("foreign", ["model", "sidecar"])
@@ -352,7 +355,7 @@ def test_demo_folder_is_replaced_whole_and_only_when_it_holds_only_the_demo(
     assert sorted(p.name for p in out.iterdir()) == names
     assert second["scene"]["seed"] == 1 != first["scene"]["seed"]
     assert json.loads((out / "summary.json").read_text())["scene"]["seed"] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporaries left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo", "demo.stac.json"]  # no temps
     (out / "notes.txt").write_text("mine")
     before = _tree(out)
     with pytest.raises(OutputError, match=r"notes\.txt"):
