@@ -242,7 +242,7 @@ class LabelCollector:
             raise OutputError(f"Cannot save labels to {out}: folder {out.parent} does not exist.")
         if out.exists() and not overwrite:
             raise OutputError(f"{out} exists; pass overwrite=True to replace it.")
-        tmp = out.with_name(f".{out.name}.partial")
+        tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
         try:
             if suffix == ".gpkg":
                 self.labels.to_file(

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from geoembed.colors import decode_class_names
 from geoembed.errors import LabelError, SchemaError, require
 from geoembed.viz.labeling import LabelCollector
 
@@ -69,13 +70,15 @@ def suggest_points(
     avoid: Any = None,
     min_distance: float | None = None,
     class_names: list[str] | None = None,
+    tolerance: float = 0.1,
 ) -> Any:
     """Propose where to label next: low confidence, spread out, across predicted classes.
 
-    Candidates are the least confident tenth of the pixels (on a grid of at most 256 px
-    a side). They are taken in turns per predicted class (least confident class first),
-    each time the least confident candidate at least ``min_distance`` from every point
-    already chosen and from ``avoid``; the distance is halved when no class can place one.
+    Candidates are the least confident tenth of the pixels (at least ``20 n``), on a
+    grid of at most 256 px a side. Each next point is the least confident candidate at
+    least ``min_distance`` from every point already chosen and from ``avoid``; among the
+    candidates within ``tolerance`` of that confidence the predicted classes take turns,
+    so suggestions spread across classes. The distance is halved when none is left.
 
     Parameters
     ----------
@@ -89,6 +92,8 @@ def suggest_points(
         In the map's CRS units; default: the extent's diagonal / (2 sqrt(n)).
     class_names : list of str, optional
         Names of the class ids (default: ``classes.attrs["class_names"]``).
+    tolerance : float
+        How much less unsure (in vote share) a point of another class may be.
 
     Returns
     -------
@@ -122,32 +127,34 @@ def suggest_points(
     if avoid is not None and len(avoid):
         pts = avoid.to_crs(classes.rio.crs).geometry.representative_point()
         fixed = np.column_stack([pts.x.values, pts.y.values])
-    by_class = [k for k in dict.fromkeys(pcls.tolist())]  # least confident class first
+    turn = 0  # classes take turns: the class after the last one served goes first
     while len(chosen) < n and not taken.all():
-        placed = False
-        for k in by_class:
-            if len(chosen) >= n:
-                break
-            anchors = np.vstack([fixed, px[chosen]]) if chosen else fixed
-            cand = np.flatnonzero((pcls == k) & ~taken)
-            if anchors.shape[0]:
-                d = np.min(
-                    np.hypot(
-                        px[cand, 0, None] - anchors[None, :, 0],
-                        px[cand, 1, None] - anchors[None, :, 1],
-                    ),
-                    axis=1,
-                )
-                cand = cand[d >= dist]
-            if cand.size:
-                chosen.append(int(cand[0]))  # candidates are sorted by confidence
-                taken[cand[0]] = True
-                placed = True
-        if not placed:
+        anchors = np.vstack([fixed, px[chosen]]) if chosen else fixed
+        ok = ~taken
+        if anchors.shape[0]:
+            near = np.zeros(ok.shape, dtype=bool)
+            for a in anchors:  # few anchors (labels and suggestions), many candidates
+                near |= np.hypot(px[:, 0] - a[0], px[:, 1] - a[1]) < dist
+            ok &= ~near
+        eligible = np.flatnonzero(ok)  # sorted by confidence
+        if eligible.size == 0:
             dist /= 2.0
             if dist < 1e-9:
                 break
-    names = class_names or list(classes.attrs.get("class_names", []))
+            continue
+        best = pconf[eligible[0]]
+        close = eligible[pconf[eligible] <= best + tolerance]
+        classes_close = sorted({int(v) for v in pcls[close]})
+        after = [k for k in classes_close if k > turn] or classes_close
+        k = after[0]
+        pick = int(close[pcls[close] == k][0])
+        chosen.append(pick)
+        taken[pick] = True
+        turn = k
+    names_map = decode_class_names(
+        class_names if class_names is not None else classes.attrs.get("class_names")
+    )
+    names = [names_map.get(i, str(i)) for i in range(max(names_map, default=-1) + 1)]
     picked = np.array(chosen, dtype=np.int64)
     gdf = gpd.GeoDataFrame(
         {
