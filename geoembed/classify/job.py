@@ -207,6 +207,9 @@ def classify_job(
     outputs.add("confidence raster", confidence)
     outputs.add("probability raster", probabilities)
     outputs.add("report", report)
+    from geoembed.viz.panel import confusion_plot_path
+
+    outputs.add("confusion plot", confusion_plot_path(report))
     outputs.add("model directory", save_model, directory=True)
 
     from geoembed.io import open_embeddings
@@ -339,6 +342,11 @@ def classify_job(
         summary["class_names"] = class_names
         if "report" in outputs:
             summary["outputs"]["report"] = str(outputs.target("report"))
+            if "confusion plot" in outputs and "cross_validation" in summary:
+                from geoembed.viz.panel import confusion_png
+
+                summary["outputs"]["confusion_plot"] = str(outputs.target("confusion plot"))
+                confusion_png(summary["cross_validation"], outputs.stage("confusion plot"))
             _write_json(summary, outputs.stage("report"))
         outputs.commit()
     return summary

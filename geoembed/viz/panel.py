@@ -21,7 +21,7 @@ import numpy as np
 from geoembed.errors import MissingInputError, OutputError, SchemaError, require
 from geoembed.viz._render import Rendered, render
 
-__all__ = ["confusion_png", "map_png", "panel_figure", "panel_png"]
+__all__ = ["confusion_plot_path", "confusion_png", "map_png", "panel_figure", "panel_png"]
 
 #: legend entries shown in full; more classes are listed up to this many
 _MAX_LEGEND = 20
@@ -66,7 +66,7 @@ def _open_map(obj: Any) -> Any:
     import rioxarray
     import xarray as xr
 
-    da = rioxarray.open_rasterio(p, chunks=True, mask_and_scale=False)
+    da = rioxarray.open_rasterio(p, chunks={"band": 1, "y": 2048, "x": 2048}, mask_and_scale=False)
     if not isinstance(da, xr.DataArray):
         raise SchemaError(f"{str(p)!r} holds several subdatasets; open one map.")
     if da.sizes.get("band", 1) == 1:
@@ -261,6 +261,23 @@ def map_png(
     name = title or (Path(str(source)).name if isinstance(source, str | Path) else "map")
     fig = panel_figure([(name, source)], max_size=max_size)
     return _save(fig, out, dpi)
+
+
+def confusion_plot_path(report: str | os.PathLike[str] | None) -> Path | None:
+    """Return where the confusion-matrix PNG beside a JSON report goes (``X.confusion.png``).
+
+    None when there is no report, the report goes to an object store, or matplotlib is
+    not installed (the ``viz`` extra): the JSON report holds the matrix either way.
+    """
+    import importlib.util
+
+    if report is None or "://" in str(report):
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    p = Path(report)
+    stem = p.name[: -len(p.suffix)] if p.suffix else p.name
+    return p.with_name(f"{stem}.confusion.png")
 
 
 def confusion_png(
