@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from geoembed.colors import default_color, to_hex
+from geoembed.colors import decode_class_colors, default_color, to_hex
 from geoembed.errors import LabelError, OutputError, require
 from geoembed.labels.classes import ClassTable, load_class_table
 
@@ -26,16 +26,18 @@ CLASS_COLUMN = "class"
 _DRAWN_KINDS = ("Point", "Polygon", "MultiPolygon")
 
 
-def _as_table(classes: Any) -> ClassTable:
+def _as_table(classes: Any, colors: Any = None) -> ClassTable:
     """Make a class table from a table, ``"dynamic_world"``, a list of names or ``{id: name}``."""
     if isinstance(classes, Sequence) and not isinstance(classes, str):
         if all(isinstance(c, str) for c in classes):
             classes = {i: c for i, c in enumerate(classes)}
     table = load_class_table(classes)
-    colors = tuple(
-        c if c is not None else to_hex(default_color(i)) for i, c in zip(table.ids, table.colors)
+    given = decode_class_colors(colors) if colors is not None else {}
+    hexes = tuple(
+        to_hex(given[i]) if i in given else c if c is not None else to_hex(default_color(i))
+        for i, c in zip(table.ids, table.colors)
     )
-    return ClassTable(table.ids, table.names, colors)
+    return ClassTable(table.ids, table.names, hexes)
 
 
 class LabelCollector:
@@ -51,6 +53,8 @@ class LabelCollector:
     labels : GeoDataFrame or path, optional
         Labels to start from (a file written by :meth:`save`, or any GeoDataFrame with a
         ``class`` column of names or ids).
+    colors : list or mapping, optional
+        Colours by class id (e.g. ``scene.colors``), over those of the table.
 
     Examples
     --------
@@ -61,8 +65,8 @@ class LabelCollector:
     [['water', 0]]
     """
 
-    def __init__(self, classes: Any, labels: Any = None) -> None:
-        self._table = _as_table(classes)
+    def __init__(self, classes: Any, labels: Any = None, *, colors: Any = None) -> None:
+        self._table = _as_table(classes, colors)
         self._features: list[dict[str, Any]] = []
         self._current = self._table.names[0]
         self._listeners: list[Callable[[LabelCollector], None]] = []
@@ -382,7 +386,7 @@ class LabelCollector:
             options=list(self._table.names),
             value=self._current,
             description="class",
-            style={"button_width": "90px"},
+            style={"button_width": "68px"},
         )
         picker.observe(lambda ch: setattr(self, "current_class", ch["new"]), names="value")
         undo = ipywidgets.Button(description="undo", icon="undo", layout={"width": "80px"})

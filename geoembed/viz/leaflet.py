@@ -237,7 +237,7 @@ def _new_map(bounds: tuple[tuple[float, float], tuple[float, float]], basemap: b
     (south, west), (north, east) = bounds
     m = ipyleaflet.Map(
         center=((south + north) / 2.0, (west + east) / 2.0),
-        zoom=_zoom_for(bounds),
+        zoom=_zoom_for(bounds, 400),  # the whole map in the default 400 px high view
         scroll_wheel_zoom=True,
         max_zoom=24,
     )
