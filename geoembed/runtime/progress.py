@@ -109,7 +109,7 @@ def _one_kind(objs: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _graph_size(objs: Sequence[Any]) -> int:
-    """Number of tasks in the graphs of ``objs``: the bar's total up front."""
+    """Count the tasks in the graphs of ``objs``: the bar's total up front."""
     keys: set[Any] = set()
     for o in objs:
         if _is_collection(o):
@@ -291,7 +291,7 @@ def progress_bar(total: int | None, label: str, *, unit: str = "it", initial: in
 
 
 def _local_progress(label: str) -> Any:
-    """A Dask callback for the local schedulers: tqdm's own on a TTY, log lines else."""
+    """Return a Dask callback for the local schedulers: tqdm's own on a TTY, else log lines."""
     if sys.stderr.isatty():
         from tqdm.dask import TqdmCallback
 
