@@ -81,3 +81,23 @@ def test_line_progress_without_a_total(total, caplog) -> None:
         with LineProgress(total, "open-ended") as bar:
             bar.update(3)
     assert caplog.records[-1].getMessage().startswith("open-ended: done (3 it")
+
+
+def test_kmeans_passes_show_one_bar(caplog, monkeypatch) -> None:
+    import dask
+
+    from geoembed.cluster import KMeans
+    from geoembed.testing import make_field
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    field = make_field(40, 40, chunks=20)
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        with dask.config.set({"geoembed.progress": True}):
+            km = KMeans(n_clusters=3, random_state=0, max_iter=7).fit(field)
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("KMeans passes")]
+    assert msgs[0] == "KMeans passes: started (7 pass)"  # max_iter, known before pass 1
+    assert msgs[-1].startswith(f"KMeans passes: done ({km.n_iter_} pass")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        KMeans(n_clusters=3, random_state=0, max_iter=7).fit(field)  # no bar unless asked
+    assert not caplog.records

@@ -220,17 +220,18 @@ def cluster_to_cog(
     parse_names(names, n_clusters)
     _check_engine(engine, metric)
 
-    result = cluster_field(
-        field,
-        n_clusters,
-        metric=metric,
-        mode=mode,
-        sample_size=sample_size,
-        max_iter=max_iter,
-        seed=seed,
-        names=names,
-        engine=engine,
-    )
+    with dask.config.set({"geoembed.progress": bool(progress)}):  # the KMeans passes' bar
+        result = cluster_field(
+            field,
+            n_clusters,
+            metric=metric,
+            mode=mode,
+            sample_size=sample_size,
+            max_iter=max_iter,
+            seed=seed,
+            names=names,
+            engine=engine,
+        )
     import rioxarray
 
     with outputs:  # all outputs appear together at commit(), or none does
