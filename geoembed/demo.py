@@ -179,7 +179,10 @@ def run_demo(
     }
     t = _step(summary, "knn", t)
 
-    kmeans = KMeans(n_clusters=len(names), random_state=seed).fit(field)
+    import dask
+
+    with dask.config.set({"geoembed.progress": bool(progress)}):  # one bar for the passes
+        kmeans = KMeans(n_clusters=len(names), random_state=seed).fit(field)
     clusters = kmeans.predict(field)
     write_cog(
         clusters,
