@@ -141,6 +141,9 @@ def test_session_classifies_scores_and_suggests(scene, tmp_path: Path) -> None:
     left, bottom, right, top = scene.field.rio.bounds()
     part = sess.classify((left, bottom, (left + right) / 2, top))
     assert part["class"].sizes["x"] == scene.field.sizes["x"] // 2
+    quick = sess.classify("field", max_size=40)  # a quick look at screen resolution
+    assert max(quick["class"].shape) == 40
+    sess.classify("field")
     sug = sess.suggest_points(6)
     assert len(sug) == 6 and sug.crs.to_epsg() == 4326
     assert (np.diff(sug["confidence"].values) >= -1).all()
@@ -155,7 +158,7 @@ def test_session_classifies_scores_and_suggests(scene, tmp_path: Path) -> None:
         if cid != 255:
             lc.add(sug.geometry.iloc[list(xy).index(pt)], cid)
     sess.classify("field")
-    assert len(sess.history) == 3 and sess.history[-1]["labels"] > first["labels"]
+    assert len(sess.history) == 5 and sess.history[-1]["labels"] > first["labels"]
     fig = sess.accuracy_plot()
     assert len(fig.axes[0].lines) >= 1
     fig.savefig(tmp_path / "acc.png")

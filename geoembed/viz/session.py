@@ -228,7 +228,9 @@ class MappingSession:
             extent = (min(xs), min(ys), max(xs), max(ys))
         return _clip(self.field, extent)
 
-    def classify(self, extent: Any = "view", *, cv: str | None = None) -> xr.Dataset:
+    def classify(
+        self, extent: Any = "view", *, cv: str | None = None, max_size: int | None = None
+    ) -> xr.Dataset:
         """Classify with the current labels; refresh the map; score by spatial CV.
 
         Parameters
@@ -239,6 +241,9 @@ class MappingSession:
         cv : str, optional
             Cross-validation spec (:func:`geoembed.assess.make_folds`); default spatial
             (:func:`geoembed.classify.job.default_cv`).
+        max_size : int, optional
+            Classify every ``s``-th pixel so that the longest side is at most this (a
+            quick look at screen resolution; the full resolution when None).
 
         Returns
         -------
@@ -257,6 +262,9 @@ class MappingSession:
         k = max(1, min(self.k, int(sizes.min())))
         model = fit_model(ts, k=k)
         sub = self._extent(extent)
+        if max_size is not None:
+            stride = max(1, math.ceil(max(sub.sizes["y"], sub.sizes["x"]) / int(max_size)))
+            sub = sub.isel(y=slice(None, None, stride), x=slice(None, None, stride))
         ds = classify_knn(sub, model).compute()
         self.result = ds
         work = self._workdir
@@ -349,7 +357,8 @@ class MappingSession:
         suggest = ipywidgets.Button(description="Suggest points", icon="map-marker")
         report = ipywidgets.HTML(value="<i>draw labels, then classify</i>")
         plot = ipywidgets.Output()
-        run.on_click(lambda _: self._guarded(lambda: self.classify("view")))
+        # the view at about screen resolution (seconds); the whole field at full resolution
+        run.on_click(lambda _: self._guarded(lambda: self.classify("view", max_size=1024)))
         run_all.on_click(lambda _: self._guarded(lambda: self.classify("field")))
         suggest.on_click(lambda _: self._guarded(lambda: self.suggest_points()))
         self._ui.update(report=report, plot=plot)
