@@ -9,13 +9,14 @@ TEST_EXTRAS := dev,cnn,ml,viz,k8s,train,test
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --out demo-output
 
-.PHONY: help demo test test-slow bench lint format clean
+.PHONY: help demo test test-slow bench browser lint format clean
 
 help:
 	@echo "make demo   - run the whole job on a built-in synthetic scene (no network, no data)"
 	@echo "make test   - run the default test suite"
 	@echo "make test-slow - run the slow tests too"
 	@echo "make bench  - run the benchmarks (prints ratios against baselines)"
+	@echo "make browser - JupyterLab + headless Chromium tests of the maps (installs chromium)"
 	@echo "make lint   - ruff and mypy"
 
 $(PY):
@@ -41,6 +42,21 @@ test-slow: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed
 	$(BIN)/pytest tests/benchmarks -m bench -s -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
+
+# Debian's chromium for the browser tests (root, or sudo where there is one)
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null || \
+	{ $$SUDO apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
+
+$(VENV)/.browser-installed: pyproject.toml $(VENV)/.dev-installed
+	$(PIP) install -q -e ".[$(TEST_EXTRAS),browser]"
+	@touch $@
+
+browser: $(VENV)/.browser-installed $(CHROMIUM)
+	GEOEMBED_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check geoembed tests

@@ -177,7 +177,9 @@ def test_render_is_lazy_until_called() -> None:
 
 def test_show_map_overlay_and_bounds(scene) -> None:
     ipyleaflet = pytest.importorskip("ipyleaflet")
-    m = show_map(scene.truth, class_names=scene.class_names, colors=scene.colors, opacity=0.6)
+    m = show_map(
+        scene.truth, class_names=scene.class_names, colors=scene.colors, opacity=0.6, tiles=False
+    )
     assert isinstance(m, ipyleaflet.Map)
     overlays = [lay for lay in m.layers if isinstance(lay, ipyleaflet.ImageOverlay)]
     assert len(overlays) == 1
@@ -210,9 +212,9 @@ def test_show_map_overlay_and_bounds(scene) -> None:
 
 def test_show_map_field_adds_to_existing_map(scene) -> None:
     ipyleaflet = pytest.importorskip("ipyleaflet")
-    m = show_map(scene.field, max_size=64, name="embedding PCA")
+    m = show_map(scene.field, max_size=64, name="embedding PCA", tiles=False)
     n_layers = len(m.layers)
-    m2 = show_map(scene.truth, m=m, colors=scene.colors, name="truth")
+    m2 = show_map(scene.truth, m=m, colors=scene.colors, name="truth", tiles=False)
     assert m2 is m
     assert len(m.layers) == n_layers + 1
     assert [lay.name for lay in m.layers if isinstance(lay, ipyleaflet.ImageOverlay)] == [

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "similar": "geoembed.cli.similar:similar",
     "change": "geoembed.cli.change:change",
     "regress": "geoembed.cli.regress:regress",
+    "quicklook": "geoembed.cli.quicklook:quicklook",
 }
 
 

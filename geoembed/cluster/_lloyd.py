@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import dask
 import dask.array as dsa
@@ -236,14 +237,45 @@ def lloyd(
     tol: float,
     pool: np.ndarray,
     inertia_tol: float = 0.0,
+    progress_label: str | None = None,
 ) -> LloydResult:
     """Lloyd iterations driven by ``run_pass(centers, want_sumsq)``.
 
     Stops when the squared centre shift is at most ``tol``, when a pass lowered the
     inertia by less than the fraction ``inertia_tol``, or after ``max_iter`` passes.
     The returned inertia is that of the last assignment pass, an upper bound of the
-    inertia of the returned (updated) centres.
+    inertia of the returned (updated) centres. With ``progress_label`` and the Dask config
+    ``geoembed.progress`` set, the passes show one bar of ``max_iter`` passes.
     """
+    bar: Any = None
+    if progress_label is not None:
+        if dask.config.get("geoembed.progress", False):
+            from geoembed.runtime.progress import progress_bar
+
+            bar = progress_bar(max_iter, progress_label, unit="pass")
+    try:
+        it, centers, inertia, counts, converged = _iterate(
+            run_pass, centers, metric, max_iter, tol, pool, inertia_tol, bar
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    return LloydResult(
+        centers=centers, inertia=inertia, n_iter=it, converged=converged, counts=counts
+    )
+
+
+def _iterate(
+    run_pass: Callable[[np.ndarray, bool], PassStats],
+    centers: np.ndarray,
+    metric: str,
+    max_iter: int,
+    tol: float,
+    pool: np.ndarray,
+    inertia_tol: float,
+    bar: Any,
+) -> tuple[int, np.ndarray, float, np.ndarray, bool]:
+    """Run the Lloyd passes of :func:`lloyd`; advance ``bar`` once per pass."""
     sumsq: float | None = None
     inertia = float("inf")
     counts = np.zeros(centers.shape[0], dtype=np.int64)
@@ -260,12 +292,12 @@ def lloyd(
         shift = float(np.sum((new.astype(np.float64) - centers.astype(np.float64)) ** 2))
         centers = new
         log.debug("lloyd iteration %d: inertia %.6g, shift %.3g", it, inertia, shift)
+        if bar is not None:
+            bar.update(1)
         if shift <= tol or (inertia_tol > 0 and previous - inertia <= inertia_tol * inertia):
             converged = True
             break
-    return LloydResult(
-        centers=centers, inertia=inertia, n_iter=it, converged=converged, counts=counts
-    )
+    return it, centers, inertia, counts, converged
 
 
 def minibatch(

@@ -461,6 +461,7 @@ class KMeans:
                 tol=tol,
                 pool=xs,
                 inertia_tol=float(self.inertia_tol),
+                progress_label="KMeans passes",
             )
         elif self.mode == "minibatch":
             window = 128

@@ -200,6 +200,10 @@ class Layout:
         return int(hash_u64(self.seed, name) >> np.uint64(8))
 
 
+#: rotation of the parcel grid against the pixel grid (radians, about 17 degrees)
+GRID_ANGLE = 0.3
+
+
 def labels_at(rows: np.ndarray, cols: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """Class id and parcel id at global pixel indices.
 
@@ -231,21 +235,29 @@ def labels_at(rows: np.ndarray, cols: np.ndarray, layout: Layout) -> tuple[np.nd
     town = _fbm(r, c, lay.macro * 0.8, lay.key(2), 2)
     lakes = _fbm(r, c, lay.macro * 0.6, lay.key(3), 3)
 
-    # parcel grid: cells of p x p, each split into two fields at a hashed position
-    ci = np.floor_divide(rows, p)
-    cj = np.floor_divide(cols, p)
+    # parcel grid: cells of p x p, each split into two fields at a hashed position. The
+    # grid is turned by GRID_ANGLE: an axis-aligned grid of p | 512 px cells drew straight
+    # field edges across the whole scene on every chunk boundary, which looked like
+    # chunk seams in quicklooks.
+    ca, sa = np.cos(GRID_ANGLE), np.sin(GRID_ANGLE)
+    gu = (r + 0.5) * ca + (c + 0.5) * sa
+    gv = (c + 0.5) * ca - (r + 0.5) * sa
+    ci = np.floor(gu / p).astype(np.int64)
+    cj = np.floor(gv / p).astype(np.int64)
     hc = hash_u64(lay.key(4), ci + (1 << 40), cj + (1 << 40))
     split = 0.3 + 0.4 * uniform(hc)
     vertical = (hc & np.uint64(1)) == 1
-    fr = (rows - ci * p + 0.5) / p
-    fc = (cols - cj * p + 0.5) / p
+    fr = (gu - ci * p) / p
+    fc = (gv - cj * p) / p
     half = np.where(vertical, fc >= split, fr >= split).astype(np.uint64)
     parcel = hash_u64(lay.key(5), ci + (1 << 40), cj + (1 << 40), half) | np.uint64(1)
     u = uniform(hash_u64(parcel, 7))
 
     # zone of a parcel is read at its cell centre so that fields stay rectangular
-    cr = (ci * p + p // 2).astype(np.float64)
-    cc = (cj * p + p // 2).astype(np.float64)
+    cu = ci * p + p / 2.0
+    cv = cj * p + p / 2.0
+    cr = cu * ca - cv * sa
+    cc = cu * sa + cv * ca
     in_town = _fbm(cr, cc, lay.macro * 0.8, lay.key(2), 2) > 0.62
     cls = np.full(shape, CROPS, dtype=np.uint8)
     cls = np.where(u < 0.24, GRASS, cls)
@@ -258,8 +270,8 @@ def labels_at(rows: np.ndarray, cols: np.ndarray, layout: Layout) -> tuple[np.nd
 
     # roads: two pixels wide on selected grid lines; a full grid inside towns
     w_road = 2 if p >= 16 else 1
-    on_h = (rows - ci * p) < w_road
-    on_v = (cols - cj * p) < w_road
+    on_h = (gu - ci * p) < w_road
+    on_v = (gv - cj * p) < w_road
     road_row = uniform(hash_u64(lay.key(6), ci + (1 << 40))) < 0.22
     road_col = uniform(hash_u64(lay.key(7), cj + (1 << 40))) < 0.22
     town_px = town > 0.62

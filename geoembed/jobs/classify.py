@@ -310,6 +310,7 @@ def run_classify(
     """
     from geoembed.export import write_cog
     from geoembed.io import open_embeddings
+    from geoembed.viz.panel import confusion_plot_path, confusion_png
 
     check_params(params)
     if params.model is not None and out.model_dir is not None:
@@ -320,6 +321,12 @@ def run_classify(
             "confidence raster": out.confidence,
             "probability raster": out.probabilities,
             "report": out.report,
+            # drawn from the cross-validation, which needs training labels
+            "confusion plot": (
+                confusion_plot_path(out.report)
+                if params.model is None and params.cv != "none"
+                else None
+            ),
             "model directory": out.model_dir,
         },
         overwrite=overwrite,
@@ -404,6 +411,9 @@ def run_classify(
         summary["class_names"] = class_names
         if "report" in outputs:
             summary["outputs"]["report"] = str(outputs.target("report"))
+            if "confusion plot" in outputs and "cross_validation" in summary:
+                summary["outputs"]["confusion_plot"] = str(outputs.target("confusion plot"))
+                confusion_png(summary["cross_validation"], outputs.stage("confusion plot"))
             write_report(outputs, "report", summary)
         outputs.commit()
     return summary

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import xarray as xr
 
 from geoembed.cluster.fit import ENGINES, ClusterResult, check_engine, cluster_field
@@ -139,17 +140,18 @@ def run_cluster(
     parse_names(params.names, params.n_clusters)
     check_engine(params.engine, params.metric)
 
-    result = cluster_field(
-        field,
-        params.n_clusters,
-        metric=params.metric,
-        mode=params.mode,
-        sample_size=params.sample_size,
-        max_iter=params.max_iter,
-        seed=params.seed,
-        names=params.names,
-        engine=params.engine,
-    )
+    with dask.config.set({"geoembed.progress": bool(progress)}):  # the KMeans passes' bar
+        result = cluster_field(
+            field,
+            params.n_clusters,
+            metric=params.metric,
+            mode=params.mode,
+            sample_size=params.sample_size,
+            max_iter=params.max_iter,
+            seed=params.seed,
+            names=params.names,
+            engine=params.engine,
+        )
     with outputs:  # all outputs appear together at commit(), or none does
         t0 = time.perf_counter()
         writes = [

@@ -9,6 +9,7 @@ instead of the command waiting forever on a wedged worker.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -16,7 +17,9 @@ from typing import Any
 
 from geoembed.errors import StalledJobError
 
-__all__ = ["compute"]
+__all__ = ["LineProgress", "compute", "progress_bar"]
+
+log = logging.getLogger("geoembed.progress")
 
 #: stall timeout (seconds) when neither the argument nor the Dask config sets one
 _DEFAULT_STALL = 1800.0
@@ -63,17 +66,16 @@ def compute(
     client = _client_or_none()
     if client is None:
         if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(out=sys.stderr, minimum=0.5):
+            with _local_progress(label):
                 return dask.compute(*objs)
         return dask.compute(*objs)
 
     if stall_timeout is None:
         stall_timeout = float(dask.config.get("geoembed.stall-timeout", _DEFAULT_STALL))
+    total = _graph_size(objs) if progress else None
     futures = client.compute(list(objs))
     try:
-        _watch(client, futures, label, progress=progress, stall_timeout=stall_timeout)
+        _watch(client, futures, label, progress=progress, stall_timeout=stall_timeout, total=total)
     except BaseException:
         # a failure or an interrupt: tasks not yet started (e.g. the final rename of a
         # write) must not run after the caller has cleaned up
@@ -106,23 +108,44 @@ def _one_kind(objs: Sequence[Any]) -> tuple[Any, ...]:
     )
 
 
+def _graph_size(objs: Sequence[Any]) -> int:
+    """Count the tasks in the graphs of ``objs``: the bar's total up front."""
+    keys: set[Any] = set()
+    for o in objs:
+        if _is_collection(o):
+            keys.update(o.__dask_graph__().keys())
+    return len(keys)
+
+
+def _is_collection(obj: Any) -> bool:
+    import dask
+
+    return bool(dask.is_dask_collection(obj))
+
+
 def _watch(
-    client: Any, futures: list[Any], label: str, *, progress: bool, stall_timeout: float
+    client: Any,
+    futures: list[Any],
+    label: str,
+    *,
+    progress: bool,
+    stall_timeout: float,
+    total: int | None = None,
 ) -> None:
     """Wait for ``futures``, drawing a bar and raising if no task finishes for too long."""
     from contextlib import nullcontext
 
     from distributed import wait
-    from tqdm import tqdm
 
     # how often to look at the scheduler; a finished job is noticed at once (wait)
     poll = 0.3 if progress else 2.0
     if stall_timeout > 0:
         poll = min(poll, stall_timeout / 4)
     keys = [f.key for f in futures]
-    total = None
     last_done, last_change = -1, time.monotonic()
-    bar_cm = tqdm(desc=label, unit="task", file=sys.stderr, leave=False) if progress else None
+    # the bar has its total from the first frame (the graph's size, corrected by the
+    # scheduler's own count once it has the tasks)
+    bar_cm = progress_bar(total, label, unit="task") if progress else None
     with bar_cm if bar_cm is not None else nullcontext() as bar:
         while True:
             try:
@@ -182,3 +205,116 @@ def _task_counts(keys: list[Any], dask_scheduler: Any = None) -> tuple[int, int]
             done += 1
         stack.extend(ts.dependencies)
     return done, len(seen)
+
+
+class LineProgress:
+    """A progress "bar" for logs: one line at each tenth of the total (no TTY control codes).
+
+    It has the part of tqdm's interface that geoembed uses (``n``, ``total``,
+    ``update``, ``refresh``, a context manager), so callers need not care which they got.
+    """
+
+    def __init__(self, total: int | None, label: str, unit: str = "it", initial: int = 0) -> None:
+        self.total = total
+        self.n = initial
+        self.label = label
+        self.unit = unit
+        self._t0 = time.monotonic()
+        self._shown = 0  # the "started" line stands for 0 %
+        log.info("%s: started (%s %s)", label, total if total is not None else "?", unit)
+
+    def update(self, k: int = 1) -> None:
+        """Advance by ``k``."""
+        self.n += k
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Log a line when a new tenth of the total is reached."""
+        if not self.total:
+            return
+        tenth = min(10, int(10 * self.n / self.total))
+        if tenth > self._shown and tenth < 10:
+            self._shown = tenth
+            log.info(
+                "%s: %d%% (%d/%d %s, %.1f s)",
+                self.label,
+                10 * tenth,
+                self.n,
+                self.total,
+                self.unit,
+                time.monotonic() - self._t0,
+            )
+
+    def close(self) -> None:
+        """Log the end."""
+        log.info(
+            "%s: done (%d %s in %.1f s)",
+            self.label,
+            self.n,
+            self.unit,
+            time.monotonic() - self._t0,
+        )
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def progress_bar(total: int | None, label: str, *, unit: str = "it", initial: int = 0) -> Any:
+    """One progress bar with its total from the first frame: tqdm on a TTY, log lines else.
+
+    Parameters
+    ----------
+    total : int
+        Steps in all (tasks, passes...).
+    label : str
+        Text in front of the bar.
+    unit : str
+        Name of a step.
+    initial : int
+        Steps already done.
+
+    Returns
+    -------
+    tqdm.tqdm or LineProgress
+        A context manager with ``update(k)``, ``n``, ``total`` and ``refresh()``.
+    """
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total, initial=initial, desc=label, unit=unit, file=sys.stderr, leave=False
+        )
+    return LineProgress(total, label, unit=unit, initial=initial)
+
+
+def _local_progress(label: str) -> Any:
+    """Return a Dask callback for the local schedulers: tqdm's own on a TTY, else log lines."""
+    if sys.stderr.isatty():
+        from tqdm.dask import TqdmCallback
+
+        # TqdmCallback sizes its bar from the graph before the first task runs
+        return TqdmCallback(desc=label, file=sys.stderr, leave=False, unit="task")
+    return _LineCallback(label)
+
+
+class _LineCallback:
+    """Dask local-scheduler callback logging a line at each tenth of the tasks."""
+
+    def __new__(cls, label: str) -> Any:
+        from dask.callbacks import Callback
+
+        class _Cb(Callback):  # type: ignore[misc]
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+                self.bar = LineProgress(total, label, unit="task")
+
+            def _posttask(self, *args: Any) -> None:
+                self.bar.update(1)
+
+            def _finish(self, *args: Any) -> None:
+                self.bar.close()
+
+        return _Cb()
