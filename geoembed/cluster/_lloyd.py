@@ -250,7 +250,7 @@ def lloyd(
     bar: Any = None
     if progress_label is not None:
         if dask.config.get("geoembed.progress", False):
-            from geoembed.runtime.progress import progress_bar
+            from geoembed._bars import progress_bar
 
             bar = progress_bar(max_iter, progress_label, unit="pass")
     try:

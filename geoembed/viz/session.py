@@ -240,7 +240,7 @@ class MappingSession:
             field, or a box in the field's CRS.
         cv : str, optional
             Cross-validation spec (:func:`geoembed.assess.make_folds`); default spatial
-            (:func:`geoembed.classify.job.default_cv`).
+            (:func:`geoembed.jobs.classify.default_cv`).
         max_size : int, optional
             Classify every ``s``-th pixel so that the longest side is at most this (a
             quick look at screen resolution; the full resolution when None).
@@ -253,8 +253,8 @@ class MappingSession:
         from geoembed.assess import cross_validate
         from geoembed.classify import classify_knn
         from geoembed.classify.field import fit_model
-        from geoembed.classify.job import default_cv
         from geoembed.export import write_cog
+        from geoembed.jobs.classify import default_cv
 
         t0 = time.perf_counter()
         ts = self.collector.training(self.field)
