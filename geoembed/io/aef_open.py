@@ -1,0 +1,325 @@
+"""``open_aef``: the public AlphaEarth COGs by bounding box and year, lazily, across UTM zones.
+
+The files are opened with the GeoTIFF reader of :mod:`geoembed.io.geotiff` (windowed reads
+through GDAL's virtual file systems: ``/vsigs/``, ``/vsis3/``, ``/vsicurl/`` or a local path),
+so only the storage blocks under the requested area are ever read, on the Dask workers,
+and the AEF codes are decoded by :mod:`geoembed.io.aef` (``-128`` in any band masks the
+pixel; ``sign(q) * (q / 127.5) ** 2``). Bottom-up files (the Source Cooperative copy) give
+north-up fields like the others.
+
+Why nearest-neighbour only: an AEF pixel is a unit-length 64-d vector, not a physical
+quantity. Bilinear or cubic resampling averages the vectors of neighbouring land covers
+into one that belongs to none of them (and is no longer unit length), and spreads masked
+pixels; nearest-neighbour keeps every output pixel an embedding the model produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from functools import reduce
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from affine import Affine
+
+from geoembed._cloud import gdal_path, is_url
+from geoembed.errors import DataRequestError, SchemaError
+from geoembed.io.aef_index import AefFile, resolve_source, select_files
+
+__all__ = ["BASE_RESOLUTION", "lonlat_bounds", "open_aef", "overview_level"]
+
+log = logging.getLogger(__name__)
+
+#: pixel size of the AEF release, in metres
+BASE_RESOLUTION = 10.0
+
+Bounds = tuple[float, float, float, float]
+
+
+def lonlat_bounds(area: Any, *, bbox_crs: Any = None) -> Bounds:
+    """Longitude/latitude bounds ``(west, south, east, north)`` of a bbox or geometry.
+
+    Parameters
+    ----------
+    area : (west, south, east, north), shapely geometry, GeoSeries or GeoDataFrame
+        A bbox or geometry; a GeoSeries/GeoDataFrame carries its CRS, anything else is in
+        ``bbox_crs``.
+    bbox_crs : optional
+        CRS of ``area`` (default longitude/latitude, EPSG:4326).
+
+    Raises
+    ------
+    SchemaError
+        For a bbox that is not four numbers with west < east and south < north, or that
+        lies outside -180..180 / -90..90 degrees.
+    """
+    from pyproj import CRS
+
+    if hasattr(area, "to_crs") and hasattr(area, "total_bounds"):
+        if area.crs is None:
+            raise SchemaError(
+                "the geometry given to open_aef() has no CRS; set it, e.g. gdf.set_crs(4326)."
+            )
+        bbox_crs, bounds = area.crs, tuple(float(v) for v in area.total_bounds)
+    elif hasattr(area, "bounds") and hasattr(area, "geom_type"):
+        bounds = tuple(float(v) for v in area.bounds)
+    else:
+        try:
+            bounds = tuple(float(v) for v in area)
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(
+                f"bbox {area!r} is not four numbers (west, south, east, north) or a geometry."
+            ) from exc
+    if len(bounds) != 4 or not all(math.isfinite(v) for v in bounds):
+        raise SchemaError(f"bbox {area!r} must be four finite numbers (west, south, east, north).")
+    west, south, east, north = bounds
+    if not (west < east and south < north):
+        raise SchemaError(
+            f"bbox {bounds} is empty or in the wrong order; give west, south, east, north "
+            "(west < east, south < north)."
+        )
+    crs = CRS.from_user_input(bbox_crs) if bbox_crs is not None else None
+    if crs is not None and not crs.equals(CRS.from_epsg(4326)):
+        from pyproj import Transformer
+
+        tr = Transformer.from_crs(crs, 4326, always_xy=True)
+        west, south, east, north = tr.transform_bounds(west, south, east, north, densify_pts=21)
+    if west < -180 or east > 180 or south < -90 or north > 90:
+        raise SchemaError(
+            f"bbox {(west, south, east, north)} is outside longitude -180..180 / latitude "
+            "-90..90; is it in another CRS? Say which with bbox_crs= (--bbox-crs)."
+        )
+    return (west, south, east, north)
+
+
+def overview_level(path: str, resolution: float | None) -> tuple[int | None, float]:
+    """Find the coarsest overview of ``path`` that is no coarser than ``resolution``.
+
+    Returns
+    -------
+    (level or None, pixel size)
+        ``None`` for the full-resolution image.
+    """
+    import rasterio
+
+    base_path = gdal_path(path) if is_url(path) else path
+    with rasterio.open(base_path) as ds:
+        res = abs(ds.transform.a)
+        if resolution is None or resolution <= res:
+            return None, res
+        sizes: list[float] = []  # pixel size of each overview, as stored
+        for i in range(len(ds.overviews(1))):
+            with rasterio.open(base_path, overview_level=i) as ovr:
+                sizes.append(abs(ovr.transform.a))
+    level, size = None, res
+    for i, s in enumerate(sizes):
+        if s <= resolution * (1 + 1e-9):
+            level, size = i, s
+    return level, size
+
+
+def _crop(field: xr.DataArray, bounds: Bounds, margin: float = 0.5) -> xr.DataArray | None:
+    """Crop ``field`` to the pixels that touch ``bounds`` (same CRS); None when none.
+
+    ``margin`` is in pixels around the bounds, measured from pixel centres (0.5: every
+    pixel that intersects them).
+    """
+    rx, ry = (abs(float(v)) * margin for v in field.rio.resolution())
+    x0, y0, x1, y1 = bounds[0] - rx, bounds[1] - ry, bounds[2] + rx, bounds[3] + ry
+    xs, ys = field["x"].values, field["y"].values
+    ix = np.nonzero((xs >= x0) & (xs <= x1))[0]
+    iy = np.nonzero((ys >= y0) & (ys <= y1))[0]
+    if ix.size == 0 or iy.size == 0:
+        return None
+    part = field.isel(x=slice(ix[0], ix[-1] + 1), y=slice(iy[0], iy[-1] + 1))
+    if part.sizes["y"] > 1 and float(part["y"][0]) < float(part["y"][-1]):
+        part = part.isel(y=slice(None, None, -1))  # bottom-up file -> north-up field
+    # the stored GeoTransform describes the whole file: give the crop its own
+    rx, ry = (abs(float(v)) for v in field.rio.resolution())
+    x_left = float(part["x"][0]) - rx / 2
+    y_top = float(part["y"][0]) + ry / 2
+    return part.rio.write_transform(Affine(rx, 0.0, x_left, 0.0, -ry, y_top))
+
+
+def _mosaic(parts: Sequence[xr.DataArray], *, what: str) -> xr.DataArray:
+    """Put crops of files on one zone's 10 m grid into one lazy field (first file wins)."""
+    first = parts[0]
+    if len(parts) == 1:
+        return first
+    rx, ry = (abs(float(v)) for v in first.rio.resolution())
+    x_min = min(float(p["x"].min()) for p in parts)
+    x_max = max(float(p["x"].max()) for p in parts)
+    y_min = min(float(p["y"].min()) for p in parts)
+    y_max = max(float(p["y"].max()) for p in parts)
+    for p in parts[1:]:
+        dx = (float(p["x"][0]) - x_min) / rx
+        dy = (y_max - float(p["y"][0])) / ry
+        if abs(dx - round(dx)) > 0.01 or abs(dy - round(dy)) > 0.01:
+            raise SchemaError(
+                f"the AEF files of {what} are not on one pixel grid ({p.attrs.get('source')} is "
+                "offset by a fraction of a pixel); pass crs= and resolution= to resample them "
+                "onto one grid."
+            )
+    xs = x_min + rx * np.arange(round((x_max - x_min) / rx) + 1)
+    ys = y_max - ry * np.arange(round((y_max - y_min) / ry) + 1)
+    cy = max(max(p.chunksizes["y"]) for p in parts)
+    cx = max(max(p.chunksizes["x"]) for p in parts)
+    aligned = [p.reindex(x=xs, y=ys, method="nearest", tolerance=min(rx, ry) / 4) for p in parts]
+    out = reduce(lambda a, b: a.combine_first(b), aligned)
+    out = out.chunk({"band": -1, "y": cy, "x": cx})
+    out.attrs = dict(first.attrs)
+    return out.rio.write_crs(first.rio.crs).rio.write_nodata(np.nan, encoded=False)
+
+
+def _zone_field(
+    files: Sequence[AefFile],
+    bounds: Bounds,
+    *,
+    resolution: float | None,
+    chunks: Any,
+    what: str,
+    margin: float = 0.5,
+) -> tuple[xr.DataArray | None, float]:
+    from pyproj import Transformer
+
+    from geoembed.io.geotiff import open_geotiff
+
+    crs = files[0].crs
+    tr = Transformer.from_crs(4326, crs, always_xy=True)
+    local = tr.transform_bounds(*bounds, densify_pts=21)
+    parts, size = [], BASE_RESOLUTION
+    for f in files:
+        level, size = overview_level(f.path, resolution)
+        field = open_geotiff(f.path, quantization="aef", chunks=chunks, overview_level=level)
+        part = _crop(field, local, margin)
+        if part is not None:
+            parts.append(part)
+    if not parts:
+        return None, size
+    return _mosaic(parts, what=what), size
+
+
+def _to_grid(
+    fields: Sequence[xr.DataArray], bounds: Bounds, crs: Any, resolution: float
+) -> xr.DataArray:
+    """Resample fields of several zones onto one grid, nearest-neighbour (see module doc)."""
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_reproject
+    from pyproj import CRS, Transformer
+
+    target = CRS.from_user_input(crs)
+    tr = Transformer.from_crs(4326, target, always_xy=True)
+    local = tr.transform_bounds(*bounds, densify_pts=21)
+    geobox = GeoBox.from_bbox(local, crs=target.to_wkt(), resolution=resolution)
+    # where zones overlap, the one already in the target CRS wins (no resampling there)
+    fields = sorted(fields, key=lambda f: not target.equals(f.rio.crs))
+    outs = []
+    for f in fields:
+        moved = xr_reproject(f, geobox, resampling="nearest", dst_nodata=np.nan)
+        outs.append(moved.rename({d: n for d, n in zip(moved.dims[-2:], ("y", "x"))}))
+    out = reduce(lambda a, b: a.combine_first(b), outs) if len(outs) > 1 else outs[0]
+    out = out.drop_vars([c for c in out.coords if c not in ("band", "y", "x")])
+    out.attrs = dict(fields[0].attrs)
+    out = out.rio.write_crs(target).rio.write_nodata(np.nan, encoded=False)
+    return out.rename("embedding").transpose("band", "y", "x")
+
+
+def open_aef(
+    area: Any,
+    year: int,
+    *,
+    source: str | os.PathLike[str] = "gcs",
+    crs: Any = None,
+    resolution: float | None = None,
+    bbox_crs: Any = None,
+    chunks: Any = None,
+) -> Mapping[str, xr.DataArray] | xr.DataArray:
+    """Open the AlphaEarth Satellite Embedding COGs of an area and a year, lazily.
+
+    The release's index is read once (only the columns needed; remote indexes are cached
+    in ``~/.cache/geoembed/aef``, or ``$GEOEMBED_CACHE/aef``), the files that intersect the
+    area are selected and opened with windowed reads: nothing but metadata is read here,
+    and each Dask task reads the blocks of its chunk.
+
+    Parameters
+    ----------
+    area : (west, south, east, north) or geometry
+        Bounding box in longitude/latitude (unless ``bbox_crs`` says otherwise), or a
+        shapely geometry / GeoSeries / GeoDataFrame (its bounds are used).
+    year : int
+        Year of the annual embeddings (2017-2025).
+    source : {"gcs", "source-coop"} or path or URL, default "gcs"
+        The Google bucket, the Source Cooperative copy (bottom-up COGs, read anonymously
+        over HTTPS), or a mirror (a directory or ``gs://``/``s3://``/``https://`` prefix laid
+        out like the release below ``satellite_embedding/v1/annual/``, with
+        ``aef_index.parquet`` at its root; index paths under the public prefix or relative
+        ones are resolved against the mirror).
+    crs : optional
+        Return one field on a grid in this CRS (e.g. ``"EPSG:32616"``), the zones resampled
+        with nearest-neighbour (never interpolated: see the module documentation).
+    resolution : float, optional
+        Pixel size in metres (of ``crs``'s units with ``crs``). Coarser than 10 m reads the
+        coarsest overview that is no coarser (a quick look), resampled nearest-neighbour to
+        exactly ``resolution`` when it is not a power-of-two multiple of 10 m.
+    bbox_crs : optional
+        CRS of a bbox ``area`` (default EPSG:4326).
+    chunks : optional
+        Spatial chunks, as :func:`geoembed.io.open_embeddings` takes them.
+
+    Returns
+    -------
+    dict of str to xarray.DataArray, or xarray.DataArray
+        Without ``crs``: one canonical field per UTM zone (keys like ``"16N"``), each on
+        its zone's grid, north-up. With ``crs``: one field on that grid.
+
+    Raises
+    ------
+    SchemaError, DataRequestError, MissingInputError
+        Before any task runs: a bad bbox, a year or area without files, a missing mirror.
+
+    Examples
+    --------
+    >>> fields = open_aef((-88.78, 44.29, -88.76, 44.30), 2024)  # doctest: +SKIP
+    >>> fields["16N"].sizes  # doctest: +SKIP
+    Frozen({'band': 64, 'y': 112, 'x': 160})
+    """
+    bounds = lonlat_bounds(area, bbox_crs=bbox_crs)
+    if resolution is not None and not (float(resolution) > 0):
+        raise SchemaError(f"resolution={resolution!r} must be a positive pixel size.")
+    src = resolve_source(source)
+    files = select_files(src, int(year), bounds)
+    zones: dict[str, list[AefFile]] = {}
+    for f in files:
+        zones.setdefault(f.zone, []).append(f)
+    what = f"aef:{int(year)}:{','.join(f'{v:g}' for v in bounds)}"
+    fields: dict[str, xr.DataArray] = {}
+    for zone, zone_files in zones.items():
+        field, size = _zone_field(
+            zone_files,
+            bounds,
+            resolution=None if crs is not None and resolution is None else resolution,
+            chunks=chunks,
+            what=f"zone {zone}",
+            # resampled later: a pixel more, so that edge pixels have their nearest source
+            margin=0.5 if crs is None and resolution is None else 1.5,
+        )
+        if field is None:
+            continue
+        field.attrs.update({"source": f"{what} (zone {zone})", "aef_year": int(year)})
+        if crs is None and resolution is not None and not math.isclose(size, resolution):
+            field = _to_grid([field], bounds, field.rio.crs, float(resolution))
+        fields[zone] = field
+    if not fields:
+        raise DataRequestError(
+            f"The AEF files of {year} that {src.name!r} lists for {bounds} hold no pixel "
+            "centre inside the bbox; enlarge it."
+        )
+    if crs is None:
+        return fields
+    out = _to_grid(list(fields.values()), bounds, crs, float(resolution or BASE_RESOLUTION))
+    out.attrs["source"] = what
+    return out
