@@ -30,7 +30,17 @@ from geoembed._cloud import gdal_path, is_url
 from geoembed.errors import DataRequestError, SchemaError
 from geoembed.io.aef_index import AefFile, resolve_source, select_files
 
-__all__ = ["BASE_RESOLUTION", "lonlat_bounds", "open_aef", "overview_level"]
+__all__ = [
+    "BASE_RESOLUTION",
+    "is_aef_spec",
+    "lonlat_bounds",
+    "open_aef",
+    "open_aef_field",
+    "open_aef_spec",
+    "overview_level",
+    "parse_aef_spec",
+    "utm_crs_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -323,3 +333,99 @@ def open_aef(
     out = _to_grid(list(fields.values()), bounds, crs, float(resolution or BASE_RESOLUTION))
     out.attrs["source"] = what
     return out
+
+
+def utm_crs_of(bounds: Bounds) -> str:
+    """Return the WGS84 / UTM CRS (``EPSG:326zz`` / ``EPSG:327zz``) of the bbox's centre."""
+    lon = (bounds[0] + bounds[2]) / 2
+    lat = (bounds[1] + bounds[3]) / 2
+    zone = min(60, int((lon + 180) // 6) + 1)
+    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+
+
+def open_aef_field(
+    area: Any,
+    year: int,
+    *,
+    source: str | os.PathLike[str] = "gcs",
+    crs: Any = None,
+    resolution: float | None = None,
+    bbox_crs: Any = None,
+    chunks: Any = None,
+) -> xr.DataArray:
+    """Open an AEF area as one field (what the command line and ``aef:`` inputs use).
+
+    Like :func:`open_aef`, but always one field: the zone's own grid when the area lies in
+    one UTM zone, else (without ``crs``) the UTM zone of the area's centre, the other zones
+    resampled nearest-neighbour onto it.
+    """
+    kwargs: dict[str, Any] = {"source": source, "bbox_crs": bbox_crs, "chunks": chunks}
+    if crs is not None:
+        out = open_aef(area, year, crs=crs, resolution=resolution, **kwargs)
+        assert isinstance(out, xr.DataArray)
+        return out
+    fields = open_aef(area, year, resolution=resolution, **kwargs)
+    assert not isinstance(fields, xr.DataArray)
+    if len(fields) == 1:
+        return next(iter(fields.values()))
+    target = utm_crs_of(lonlat_bounds(area, bbox_crs=bbox_crs))
+    log.info("the area spans the UTM zones %s; resampling them onto %s", sorted(fields), target)
+    out = open_aef(area, year, crs=target, resolution=resolution, **kwargs)
+    assert isinstance(out, xr.DataArray)
+    return out
+
+
+#: spelling of an AEF input: ``aef:YEAR:W,S,E,N`` with optional ``?source=...&crs=...``
+SPEC_PREFIX = "aef:"
+_SPEC_KEYS = ("source", "crs", "resolution", "bbox_crs")
+
+
+def is_aef_spec(source: Any) -> bool:
+    """Whether ``source`` is an ``aef:YEAR:W,S,E,N[?...]`` input."""
+    return isinstance(source, str) and source.lower().startswith(SPEC_PREFIX)
+
+
+def parse_aef_spec(spec: str) -> tuple[int, Bounds, dict[str, Any]]:
+    """Parse ``aef:YEAR:W,S,E,N[?source=S&crs=C&resolution=R&bbox_crs=B]``.
+
+    ``source`` defaults to ``$GEOEMBED_AEF_SOURCE``, else ``"gcs"``.
+
+    Returns
+    -------
+    (year, (west, south, east, north), options for :func:`open_aef_field`)
+
+    Raises
+    ------
+    SchemaError
+        Naming the part that cannot be read and the expected spelling.
+    """
+    from urllib.parse import parse_qsl
+
+    usage = (
+        f"{spec!r} is not an AEF input; write aef:YEAR:WEST,SOUTH,EAST,NORTH (degrees), "
+        "optionally followed by ?source=gcs|source-coop|MIRROR&crs=EPSG:....&resolution=M, "
+        "e.g. aef:2024:-88.78,44.29,-88.76,44.30"
+    )
+    body, _, query = spec[len(SPEC_PREFIX) :].partition("?")
+    year_text, _, bbox_text = body.partition(":")
+    try:
+        year = int(year_text)
+        bounds = tuple(float(v) for v in bbox_text.split(","))
+    except ValueError as exc:
+        raise SchemaError(usage) from exc
+    if len(bounds) != 4:
+        raise SchemaError(usage)
+    options: dict[str, Any] = {"source": os.environ.get("GEOEMBED_AEF_SOURCE") or "gcs"}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key not in _SPEC_KEYS:
+            raise SchemaError(f"{usage} ({key!r} is not one of {', '.join(_SPEC_KEYS)})")
+        options[key] = float(value) if key == "resolution" else value
+    return year, (bounds[0], bounds[1], bounds[2], bounds[3]), options
+
+
+def open_aef_spec(spec: str, *, chunks: Any = None) -> xr.DataArray:
+    """Open an ``aef:YEAR:W,S,E,N[?...]`` input as one field (see :func:`parse_aef_spec`)."""
+    year, bounds, options = parse_aef_spec(spec)
+    field = open_aef_field(bounds, year, chunks=chunks, **options)
+    field.attrs["source"] = spec
+    return field
