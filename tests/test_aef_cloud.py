@@ -18,6 +18,7 @@ from pyproj import Transformer
 from test_cloud_io import _classify
 
 from geoembed._cloud import filesystem
+from geoembed.cli import main
 from geoembed.io.aef import dequantize_block
 from geoembed.io.aef_open import open_aef
 
@@ -93,11 +94,9 @@ def test_fetch_aef_from_a_bucket_to_a_bucket(mirror: Mirror, bucket: str, tmp_pa
     root = upload(mirror, bucket)
     bbox = bbox_of(mirror, slice(10, 90), slice(55, 95))
     out = f"{bucket}/out/field.zarr"
-    res = CliRunner().invoke(
-        __import__("geoembed.cli", fromlist=["main"]).main,
-        ["--scheduler", "threads", "-q", "fetch-aef", "--bbox", *map(str, bbox)]
-        + ["--year", "2024", "--source", root, "-o", out, "--json"],
-    )
+    args = ["--scheduler", "threads", "-q", "fetch-aef", "--bbox", *map(str, bbox)]
+    args += ["--year", "2024", "--source", root, "-o", out, "--json"]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["dtype"] == "int8"
     fs = filesystem(bucket)
