@@ -132,11 +132,11 @@ def overview_level(path: str, resolution: float | None) -> tuple[int | None, flo
     return level, size
 
 
-def _crop(field: xr.DataArray, bounds: Bounds, margin: float = 0.5) -> xr.DataArray | None:
-    """Crop ``field`` to the pixels that touch ``bounds`` (same CRS); None when none.
+def _window(field: Any, bounds: Bounds, margin: float) -> tuple[slice, slice] | None:
+    """Row and column slices of the pixels of ``field`` that touch ``bounds`` (same CRS).
 
     ``margin`` is in pixels around the bounds, measured from pixel centres (0.5: every
-    pixel that intersects them).
+    pixel that intersects them). ``None`` when no pixel does.
     """
     rx, ry = (abs(float(v)) * margin for v in field.rio.resolution())
     x0, y0, x1, y1 = bounds[0] - rx, bounds[1] - ry, bounds[2] + rx, bounds[3] + ry
@@ -145,14 +145,76 @@ def _crop(field: xr.DataArray, bounds: Bounds, margin: float = 0.5) -> xr.DataAr
     iy = np.nonzero((ys >= y0) & (ys <= y1))[0]
     if ix.size == 0 or iy.size == 0:
         return None
-    part = field.isel(x=slice(ix[0], ix[-1] + 1), y=slice(iy[0], iy[-1] + 1))
+    return slice(int(iy[0]), int(iy[-1]) + 1), slice(int(ix[0]), int(ix[-1]) + 1)
+
+
+def _aligned(window: slice, step: int) -> tuple[int, ...]:
+    """Chunk sizes over ``window`` whose boundaries fall on multiples of ``step``."""
+    start, stop = int(window.start), int(window.stop)
+    edges = [start, *range((start // step + 1) * step, stop, step), stop]
+    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
+
+
+def _open_window(
+    path: str,
+    bounds: Bounds,
+    *,
+    margin: float,
+    level: int | None,
+    chunks: Any,
+) -> xr.DataArray | None:
+    """Open the pixels of one AEF file under ``bounds`` as a lazy, north-up, decoded field.
+
+    The window is cut from the lazily indexed file before chunking, so each Dask task
+    reads only its own window (chunk edges on the file's storage blocks), and the codes
+    are decoded by the shared readers' :func:`~geoembed.io._finalize.finalize`.
+    """
+    import rioxarray
+
+    from geoembed.io._chunks import spatial_chunks
+    from geoembed.io._finalize import finalize
+    from geoembed.io.geotiff import raster_info
+    from geoembed.schema import aef_band_names, feature_band_names
+
+    info = raster_info(path, overview_level=level)
+    opts: dict[str, Any] = {} if level is None else {"overview_level": level}
+    raw = rioxarray.open_rasterio(
+        info.path, lock=False, mask_and_scale=False, cache=False, parse_coordinates=True, **opts
+    )
+    assert isinstance(raw, xr.DataArray)
+    window = _window(raw, bounds, margin)
+    if window is None:
+        return None
+    sy, sx = window
+    cy, cx = spatial_chunks(
+        chunks,
+        height=info.height,
+        width=info.width,
+        bands=info.count,
+        block=info.block,
+        source=path,
+    )
+    part = raw.isel(y=sy, x=sx).chunk({"band": -1, "y": _aligned(sy, cy), "x": _aligned(sx, cx)})
     if part.sizes["y"] > 1 and float(part["y"][0]) < float(part["y"][-1]):
         part = part.isel(y=slice(None, None, -1))  # bottom-up file -> north-up field
-    # the stored GeoTransform describes the whole file: give the crop its own
-    rx, ry = (abs(float(v)) for v in field.rio.resolution())
-    x_left = float(part["x"][0]) - rx / 2
-    y_top = float(part["y"][0]) + ry / 2
-    return part.rio.write_transform(Affine(rx, 0.0, x_left, 0.0, -ry, y_top))
+    rx, ry = (abs(float(v)) for v in raw.rio.resolution())
+    transform = Affine(
+        rx, 0.0, float(part["x"][0]) - rx / 2, 0.0, -ry, float(part["y"][0]) + ry / 2
+    )
+    part = part.rio.write_transform(transform)
+    part.attrs.pop("long_name", None)
+    names = info.descriptions
+    if not all(names) or len(set(names)) != info.count:
+        names = aef_band_names(info.count) if info.count == 64 else feature_band_names(info.count)
+    return finalize(
+        part,
+        source=path,
+        quantization="aef",
+        nodata=info.nodata,
+        crs=info.crs,
+        band_names=[str(n) for n in names],
+        extra_attrs={"storage_block": list(info.block)},
+    )
 
 
 def _mosaic(parts: Sequence[xr.DataArray], *, what: str) -> xr.DataArray:
@@ -185,6 +247,17 @@ def _mosaic(parts: Sequence[xr.DataArray], *, what: str) -> xr.DataArray:
     return out.rio.write_crs(first.rio.crs).rio.write_nodata(np.nan, encoded=False)
 
 
+def _bounds_in(bounds: Bounds, crs: Any, given: tuple[Any, Bounds] | None) -> Bounds:
+    """``bounds`` (lon/lat) in ``crs``; the caller's own bounds when given in that CRS."""
+    from pyproj import CRS, Transformer
+
+    target = CRS.from_user_input(crs)
+    if given is not None and CRS.from_user_input(given[0]).equals(target):
+        return given[1]
+    tr = Transformer.from_crs(4326, target, always_xy=True)
+    return tr.transform_bounds(*bounds, densify_pts=21)
+
+
 def _zone_field(
     files: Sequence[AefFile],
     bounds: Bounds,
@@ -193,19 +266,14 @@ def _zone_field(
     chunks: Any,
     what: str,
     margin: float = 0.5,
+    given: tuple[Any, Bounds] | None = None,
 ) -> tuple[xr.DataArray | None, float]:
-    from pyproj import Transformer
-
-    from geoembed.io.geotiff import open_geotiff
-
     crs = files[0].crs
-    tr = Transformer.from_crs(4326, crs, always_xy=True)
-    local = tr.transform_bounds(*bounds, densify_pts=21)
+    local = _bounds_in(bounds, crs, given)
     parts, size = [], BASE_RESOLUTION
     for f in files:
         level, size = overview_level(f.path, resolution)
-        field = open_geotiff(f.path, quantization="aef", chunks=chunks, overview_level=level)
-        part = _crop(field, local, margin)
+        part = _open_window(f.path, local, margin=margin, level=level, chunks=chunks)
         if part is not None:
             parts.append(part)
     if not parts:
@@ -214,16 +282,19 @@ def _zone_field(
 
 
 def _to_grid(
-    fields: Sequence[xr.DataArray], bounds: Bounds, crs: Any, resolution: float
+    fields: Sequence[xr.DataArray],
+    bounds: Bounds,
+    crs: Any,
+    resolution: float,
+    given: tuple[Any, Bounds] | None = None,
 ) -> xr.DataArray:
     """Resample fields of several zones onto one grid, nearest-neighbour (see module doc)."""
     from odc.geo.geobox import GeoBox
     from odc.geo.xr import xr_reproject
-    from pyproj import CRS, Transformer
+    from pyproj import CRS
 
     target = CRS.from_user_input(crs)
-    tr = Transformer.from_crs(4326, target, always_xy=True)
-    local = tr.transform_bounds(*bounds, densify_pts=21)
+    local = _bounds_in(bounds, target, given)
     geobox = GeoBox.from_bbox(local, crs=target.to_wkt(), resolution=resolution)
     # where zones overlap, the one already in the target CRS wins (no resampling there)
     fields = sorted(fields, key=lambda f: not target.equals(f.rio.crs))
@@ -298,6 +369,9 @@ def open_aef(
     Frozen({'band': 64, 'y': 112, 'x': 160})
     """
     bounds = lonlat_bounds(area, bbox_crs=bbox_crs)
+    given = None
+    if bbox_crs is not None and not hasattr(area, "geom_type") and not hasattr(area, "crs"):
+        given = (bbox_crs, tuple(float(v) for v in area))
     if resolution is not None and not (float(resolution) > 0):
         raise SchemaError(f"resolution={resolution!r} must be a positive pixel size.")
     src = resolve_source(source)
@@ -316,12 +390,13 @@ def open_aef(
             what=f"zone {zone}",
             # resampled later: a pixel more, so that edge pixels have their nearest source
             margin=0.5 if crs is None and resolution is None else 1.5,
+            given=given,
         )
         if field is None:
             continue
         field.attrs.update({"source": f"{what} (zone {zone})", "aef_year": int(year)})
         if crs is None and resolution is not None and not math.isclose(size, resolution):
-            field = _to_grid([field], bounds, field.rio.crs, float(resolution))
+            field = _to_grid([field], bounds, field.rio.crs, float(resolution), given)
         fields[zone] = field
     if not fields:
         raise DataRequestError(
@@ -330,7 +405,7 @@ def open_aef(
         )
     if crs is None:
         return fields
-    out = _to_grid(list(fields.values()), bounds, crs, float(resolution or BASE_RESOLUTION))
+    out = _to_grid(list(fields.values()), bounds, crs, float(resolution or BASE_RESOLUTION), given)
     out.attrs["source"] = what
     return out
 
