@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from functools import reduce
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -152,7 +153,7 @@ def _aligned(window: slice, step: int) -> tuple[int, ...]:
     """Chunk sizes over ``window`` whose boundaries fall on multiples of ``step``."""
     start, stop = int(window.start), int(window.stop)
     edges = [start, *range((start // step + 1) * step, stop, step), stop]
-    return tuple(b - a for a, b in zip(edges[:-1], edges[1:]))
+    return tuple(b - a for a, b in pairwise(edges))
 
 
 def _open_window(
