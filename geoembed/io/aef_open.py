@@ -370,9 +370,10 @@ def open_aef(
     Frozen({'band': 64, 'y': 112, 'x': 160})
     """
     bounds = lonlat_bounds(area, bbox_crs=bbox_crs)
-    given = None
+    given: tuple[Any, Bounds] | None = None
     if bbox_crs is not None and not hasattr(area, "geom_type") and not hasattr(area, "crs"):
-        given = (bbox_crs, tuple(float(v) for v in area))
+        w, s, e, n = (float(v) for v in area)
+        given = (bbox_crs, (w, s, e, n))
     if resolution is not None and not (float(resolution) > 0):
         raise SchemaError(f"resolution={resolution!r} must be a positive pixel size.")
     src = resolve_source(source)
