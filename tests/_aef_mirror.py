@@ -164,15 +164,22 @@ def copy_mirror(mirror: Mirror, dst: Path) -> Path:
     return dst
 
 
-def lonlat_of_tile_window(transform: Affine, rows: slice, cols: slice) -> tuple[float, ...]:
-    """A lon/lat bbox strictly inside the pixels rows x cols of the tile (pixel centres)."""
-    x0 = transform.c + transform.a * (cols.start + 0.25)
-    x1 = transform.c + transform.a * (cols.stop - 0.25)
-    y1 = transform.f + transform.e * (rows.start + 0.25)
-    y0 = transform.f + transform.e * (rows.stop - 0.25)
+def bbox_of(m: Mirror, rows: slice, cols: slice) -> tuple[float, float, float, float]:
+    """Lon/lat bounds of a window of the tile's pixels (rows, cols of the north-up tile)."""
     from pyproj import Transformer
 
+    t = m.transform
     tr = Transformer.from_crs(32616, 4326, always_xy=True)
-    # the inner lon/lat rectangle of the UTM window (corners transformed, then shrunk)
-    xs, ys = tr.transform([x0, x1, x0, x1], [y0, y0, y1, y1])
-    return (max(xs[0], xs[2]), max(ys[0], ys[1]), min(xs[1], xs[3]), min(ys[2], ys[3]))
+    x0, x1 = t.c + t.a * cols.start, t.c + t.a * cols.stop
+    y0, y1 = t.f + t.e * rows.stop, t.f + t.e * rows.start
+    return tr.transform_bounds(x0, y0, x1, y1)
+
+
+def codes_at(m: Mirror, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The tile's (masked) int8 codes at UTM 16N pixel centres x, y."""
+    t = m.transform
+    cols = np.round((x - t.c) / t.a - 0.5).astype(int)
+    rows = np.round((y - t.f) / t.e - 0.5).astype(int)
+    assert cols.min() >= 0 and rows.min() >= 0
+    assert cols.max() < m.codes.shape[2] and rows.max() < m.codes.shape[1]
+    return m.codes[:, rows][:, :, cols]

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from _aef_mirror import Mirror, build_mirror
+from _aef_mirror import Mirror, bbox_of, build_mirror, codes_at
 from click.testing import CliRunner
-from pyproj import Transformer
 from test_cloud_io import _classify
 
 from geoembed._cloud import filesystem
@@ -48,21 +47,6 @@ def upload(m: Mirror, bucket: str) -> str:
     fs.put(str(m.root) + "/", root + "/", recursive=True)
     fs.invalidate_cache()
     return root
-
-
-def bbox_of(m: Mirror, rows: slice, cols: slice) -> tuple[float, float, float, float]:
-    t = m.transform
-    tr = Transformer.from_crs(32616, 4326, always_xy=True)
-    return tr.transform_bounds(
-        t.c + t.a * cols.start, t.f + t.e * rows.stop, t.c + t.a * cols.stop, t.f + t.e * rows.start
-    )
-
-
-def codes_at(m: Mirror, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    t = m.transform
-    cols = np.round((x - t.c) / t.a - 0.5).astype(int)
-    rows = np.round((y - t.f) / t.e - 0.5).astype(int)
-    return m.codes[:, rows][:, :, cols]
 
 
 def test_open_aef_from_a_bucket_equals_the_local_mirror(

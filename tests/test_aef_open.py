@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from _aef_mirror import MASK_COLS, MASK_ROWS, SPLIT_COL, Mirror, build_mirror
+from _aef_mirror import MASK_COLS, MASK_ROWS, SPLIT_COL, Mirror, bbox_of, build_mirror, codes_at
 from _io_data import formula
-from pyproj import Transformer
 
 from geoembed.errors import DataRequestError, MissingInputError, SchemaError
 from geoembed.io.aef import dequantize_block
@@ -32,14 +31,6 @@ def mirror(
     return build_mirror(aef_tif, root, bottom_up=request.param)
 
 
-def utm_bbox_lonlat(t, rows: slice, cols: slice) -> tuple[float, float, float, float]:
-    """Lon/lat bounds of a window of tile pixels (rows, cols of the north-up tile)."""
-    tr = Transformer.from_crs(32616, 4326, always_xy=True)
-    x0, x1 = t.c + t.a * cols.start, t.c + t.a * cols.stop
-    y0, y1 = t.f + t.e * rows.stop, t.f + t.e * rows.start
-    return tr.transform_bounds(x0, y0, x1, y1)
-
-
 def decoded(q: np.ndarray) -> np.ndarray:
     """Reference decoding: float32 as geoembed computes it, checked against float64 maths."""
     v = dequantize_block(q, axis=0)
@@ -51,16 +42,11 @@ def decoded(q: np.ndarray) -> np.ndarray:
 
 def tile_values_at(m: Mirror, field) -> np.ndarray:
     """The tile's de-quantized vectors at the pixel centres of a zone-16 field."""
-    t = m.transform
-    cols = np.round((field["x"].values - t.c) / t.a - 0.5).astype(int)
-    rows = np.round((field["y"].values - t.f) / t.e - 0.5).astype(int)
-    assert cols.min() >= 0 and rows.min() >= 0
-    assert cols.max() < m.codes.shape[2] and rows.max() < m.codes.shape[1]
-    return decoded(m.codes[:, rows][:, :, cols])
+    return decoded(codes_at(m, field["x"].values, field["y"].values))
 
 
 def test_bbox_across_zones_gives_the_tiles_vectors(mirror: Mirror) -> None:
-    bbox = utm_bbox_lonlat(mirror.transform, slice(20, 70), slice(20, 80))
+    bbox = bbox_of(mirror, slice(20, 70), slice(20, 80))
     with raise_if_dask_computes():
         fields = open_aef(bbox, 2024, source=str(mirror.root))
     assert set(fields) == {"15N", "16N"}
@@ -96,7 +82,7 @@ def test_bbox_across_zones_gives_the_tiles_vectors(mirror: Mirror) -> None:
 
 
 def test_one_grid_nearest_neighbour(mirror: Mirror) -> None:
-    bbox = utm_bbox_lonlat(mirror.transform, slice(20, 70), slice(20, 80))
+    bbox = bbox_of(mirror, slice(20, 70), slice(20, 80))
     with raise_if_dask_computes():
         field = open_aef(bbox, 2024, source=str(mirror.root), crs="EPSG:32616", resolution=10)
     assert field.rio.crs.to_epsg() == 32616
@@ -115,7 +101,7 @@ def test_one_grid_nearest_neighbour(mirror: Mirror) -> None:
 
 
 def test_coarse_resolution_reads_an_overview(mirror: Mirror) -> None:
-    bbox = utm_bbox_lonlat(mirror.transform, slice(0, 97), slice(50, 97))
+    bbox = bbox_of(mirror, slice(0, 97), slice(50, 97))
     fields = open_aef(bbox, 2024, source=str(mirror.root), resolution=20)
     z16 = fields["16N"]
     assert z16.rio.resolution() == (20.0, -20.0)
@@ -135,7 +121,7 @@ def test_coarse_resolution_reads_an_overview(mirror: Mirror) -> None:
 
 def test_year_selects_files(mirror: Mirror) -> None:
     src = resolve_source(str(mirror.root))
-    bbox = utm_bbox_lonlat(mirror.transform, slice(0, 97), slice(0, 97))
+    bbox = bbox_of(mirror, slice(0, 97), slice(0, 97))
     assert {f.zone for f in select_files(src, 2024, bbox)} == {"15N", "16N"}
     assert [f.zone for f in select_files(src, 2023, bbox)] == ["16N"]
     with pytest.raises(DataRequestError, match="no file for year 2019"):

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from _aef_mirror import Mirror, build_mirror
+from _aef_mirror import Mirror, bbox_of, build_mirror, codes_at
 from click.testing import CliRunner
-from pyproj import Transformer
 from sklearn.neighbors import KNeighborsClassifier
 
 from geoembed.cli import main
@@ -37,14 +36,6 @@ def mirror(
     return build_mirror(aef_tif, root, bottom_up=request.param)
 
 
-def bbox_of(m: Mirror, rows: slice, cols: slice) -> tuple[float, float, float, float]:
-    t = m.transform
-    tr = Transformer.from_crs(32616, 4326, always_xy=True)
-    return tr.transform_bounds(
-        t.c + t.a * cols.start, t.f + t.e * rows.stop, t.c + t.a * cols.stop, t.f + t.e * rows.start
-    )
-
-
 def spec(m: Mirror, bbox: tuple[float, ...], **extra: str) -> str:
     query = "&".join([f"source={m.root}", *(f"{k}={v}" for k, v in extra.items())])
     return "aef:2024:" + ",".join(f"{v:.7f}" for v in bbox) + "?" + query
@@ -52,13 +43,6 @@ def spec(m: Mirror, bbox: tuple[float, ...], **extra: str) -> str:
 
 def run(args: list[str]) -> object:
     return CliRunner().invoke(main, ["--scheduler", "threads", "-q", *args])
-
-
-def codes_at(m: Mirror, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    t = m.transform
-    cols = np.round((x - t.c) / t.a - 0.5).astype(int)
-    rows = np.round((y - t.f) / t.e - 0.5).astype(int)
-    return m.codes[:, rows][:, :, cols]
 
 
 def test_encode_is_the_exact_inverse_of_decoding() -> None:
