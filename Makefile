@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-# dev/test extras; "ee" (Earth Engine) is left out: it needs credentials and the network.
+# dev/test extras ("test" pulls in "ee": its tests use a local fake, no credentials or network).
 TEST_EXTRAS := dev,cnn,ml,viz,k8s,train,test
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --out demo-output

@@ -15,7 +15,9 @@ __all__ = [
     "ChunkingError",
     "CorruptInputError",
     "DTypeError",
+    "DataRequestError",
     "DimensionError",
+    "EarthEngineError",
     "GeoembedError",
     "GridMismatchError",
     "LabelError",
@@ -100,6 +102,16 @@ class NotFittedError(ModelError, AttributeError):
 
 class UnsafeModelError(ModelError):
     """A model format that can execute code on load (pickle) without an explicit opt-in."""
+
+
+class DataRequestError(GeoembedError, ValueError):
+    """A request for public data that cannot be served (no file in that year or area ...)."""
+
+
+class EarthEngineError(GeoembedError, RuntimeError):
+    """Earth Engine refused or kept failing a request (after the retries allowed)."""
+
+    exit_code = 1
 
 
 class MissingInputError(GeoembedError, FileNotFoundError):

@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "infer": "geoembed.cli.infer:infer",
     "train-cnn": "geoembed.cli.train:train_cnn",
     "export-ee": "geoembed.cli.export_ee:export_ee",
+    "fetch-aef": "geoembed.cli.fetch_aef:fetch_aef",
     "similar": "geoembed.cli.similar:similar",
     "change": "geoembed.cli.change:change",
     "regress": "geoembed.cli.regress:regress",

@@ -15,7 +15,7 @@ import click
 
 from geoembed._cloud import is_url
 
-__all__ = ["InputPath", "OutputPath"]
+__all__ = ["ClassTablePath", "InputPath", "OutputPath"]
 
 
 class InputPath(click.ParamType):
@@ -48,3 +48,27 @@ class OutputPath(click.ParamType):
         if isinstance(value, str) and is_url(value):
             return value
         return self._local.convert(value, param, ctx)
+
+
+class ClassTablePath(InputPath):
+    """A built-in class table name (``dynamic_world``...), or a class table file or URL."""
+
+    name = "table"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Return a built-in name as it is, else the checked file path (or URL)."""
+        from geoembed.labels.classes import builtin_class_tables
+
+        if isinstance(value, str) and value.lower() in builtin_class_tables():
+            return value.lower()
+        if isinstance(value, str) and not is_url(value) and not Path(value).exists():
+            names = ", ".join(builtin_class_tables())
+            self.fail(
+                f"{value!r} is neither a class table file nor a built-in table ({names}).",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)

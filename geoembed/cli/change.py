@@ -13,6 +13,7 @@ from geoembed.cli._options import (
     overwrite_option,
     show_progress,
 )
+from geoembed.cli._urls import ClassTablePath
 
 __all__ = ["change"]
 
@@ -60,6 +61,7 @@ def _threshold(value: str) -> float | str:
 @click.option("--label-column", default=None, help="Label column of --training / --labels.")
 @click.option(
     "--class-table",
+    type=ClassTablePath(),
     default=None,
     help="Class table (file, or 'dynamic_world') naming the label values.",
 )

@@ -13,7 +13,7 @@ from geoembed.cli._options import (
     overwrite_option,
     show_progress,
 )
-from geoembed.cli._urls import InputPath, OutputPath
+from geoembed.cli._urls import ClassTablePath, InputPath, OutputPath
 from geoembed.errors import LabelError
 
 __all__ = ["classify"]
@@ -50,9 +50,10 @@ _EXAMPLES = (
 @click.option("--label-column", default=None, help="Column holding the class labels.")
 @click.option(
     "--class-table",
-    type=InputPath(dir_okay=False),
+    type=ClassTablePath(),
     default=None,
-    help="Class table (id, name, colour) for the labels.",
+    help="Class table (id, name, colour) for the labels: a CSV/JSON file, or a built-in "
+    "name (dynamic_world).",
 )
 @click.option(
     "-k",
@@ -147,7 +148,7 @@ def classify(
     labels: Path | None,
     training: Path | None,
     label_column: str | None,
-    class_table: Path | None,
+    class_table: Path | str | None,
     k: int,
     metric: str,
     weights: str,

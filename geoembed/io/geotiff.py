@@ -50,8 +50,11 @@ def _is_remote(path: str) -> bool:
     return "://" in path or path.startswith("/vsi")
 
 
-def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
+def raster_info(path: str | os.PathLike[str], *, overview_level: int | None = None) -> RasterInfo:
     """Open ``path`` with rasterio, read its metadata and check that it is complete.
+
+    ``overview_level`` (0 = the first overview) describes that overview instead of the
+    full-resolution image.
 
     Raises
     ------
@@ -69,10 +72,11 @@ def raster_info(path: str | os.PathLike[str]) -> RasterInfo:
         raise MissingInputError(
             f"{path} does not exist (looked from {os.getcwd()}). Check the path or URL."
         )
+    opts = {} if overview_level is None else {"overview_level": int(overview_level)}
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(path, **opts) as src:
             info = RasterInfo(path, src)
-            if not _is_remote(path):
+            if not _is_remote(path) and overview_level is None:
                 _check_blocks_in_file(src, path)
     except RasterioIOError as exc:
         raise CorruptInputError(
@@ -136,6 +140,7 @@ def open_geotiff(
     quantization: str | None = None,
     bands: int | Sequence[str] | None = None,
     band_names: Sequence[str] | None = None,
+    overview_level: int | None = None,
 ) -> xr.DataArray:
     """Open one GeoTIFF/COG, or several stacked on bands, as a lazy canonical field.
 
@@ -154,6 +159,9 @@ def open_geotiff(
     band_names : sequence of str, optional
         Names for the bands; by default the band descriptions (e.g. ``A00``..``A63``), else
         ``A00``.. for 64-band AEF codes, else ``F000``...
+    overview_level : int, optional
+        Read this overview (0 = the first, half resolution for COGs) instead of the
+        full-resolution image.
 
     Returns
     -------
@@ -164,7 +172,7 @@ def open_geotiff(
     path_list = [os.fspath(p) for p in items]
     if not path_list:
         raise SchemaError("open_embeddings() was given an empty list of files.")
-    infos = [raster_info(p) for p in path_list]
+    infos = [raster_info(p, overview_level=overview_level) for p in path_list]
     first = infos[0]
     source = first.path if len(infos) == 1 else f"{first.path} (+{len(infos) - 1} more files)"
     for info in infos[1:]:
@@ -193,6 +201,7 @@ def open_geotiff(
         block=first.block,
         source=source,
     )
+    ovr: dict[str, Any] = {} if overview_level is None else {"overview_level": overview_level}
     parts = []
     for info in infos:
         try:
@@ -202,6 +211,7 @@ def open_geotiff(
                 lock=False,
                 mask_and_scale=False,
                 parse_coordinates=True,
+                **ovr,
             )
         except RasterioIOError as exc:
             raise CorruptInputError(f"{info.path} cannot be read as a raster ({exc}).") from exc

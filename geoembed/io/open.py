@@ -42,6 +42,9 @@ def open_embeddings(
           ``s3://``, ``https://`` URLs need the ``cloud`` extra), holding either one array
           with a band dimension or one variable per band (Xee exports);
         * a GeoTIFF/COG (or any GDAL raster), or a list of them stacked on bands;
+        * ``aef:YEAR:WEST,SOUTH,EAST,NORTH[?source=...&crs=...&resolution=...]``: the
+          public AlphaEarth COGs of that area and year, read in place (see
+          :func:`geoembed.io.aef_open.open_aef_field`);
         * an xarray object already in memory or opened lazily (e.g. from Xee).
     chunks : None, int, (int, int) or dict, optional
         Spatial chunk size. ``None`` (default) gives chunks made of whole storage blocks
@@ -111,6 +114,15 @@ def open_embeddings(
             "geoembed.io.xee.open_xee)."
         )
     path = os.fspath(source)
+    from geoembed.io.aef_open import is_aef_spec
+
+    if is_aef_spec(path):  # aef:YEAR:W,S,E,N: the public AlphaEarth COGs, read in place
+        from geoembed.io.aef_open import open_aef_spec
+
+        field = open_aef_spec(path, chunks=chunks)
+        if band_names is not None or bands is not None:
+            field = from_xarray(field, bands=bands, band_names=band_names, source=path)
+        return field
     if _is_zarr(path):
         from geoembed.io.zarr import open_zarr
 

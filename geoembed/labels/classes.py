@@ -19,6 +19,7 @@ __all__ = [
     "ClassAssignment",
     "ClassTable",
     "assign_classes",
+    "builtin_class_tables",
     "compact_classes",
     "load_class_table",
 ]
@@ -76,6 +77,13 @@ DYNAMIC_WORLD_CLASSES = ClassTable(
 )
 
 _BUILTIN = {"dynamic_world": DYNAMIC_WORLD_CLASSES, "dw": DYNAMIC_WORLD_CLASSES}
+
+
+def builtin_class_tables() -> list[str]:
+    """Return the names :func:`load_class_table` knows (``"dynamic_world"``, ``"dw"``...)."""
+    return sorted(_BUILTIN)
+
+
 _ID_KEYS = ("id", "value", "code", "class_id", "classid")
 _NAME_KEYS = ("name", "class", "label", "class_name", "classname", "description")
 _COLOR_KEYS = ("color", "colour", "hex", "rgb", "palette")
