@@ -176,6 +176,11 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             raise LabelError(
                 f"training vectors must be a non-empty (n, bands) array; got shape {X.shape}."
             )
+        if X.shape[1] == 0:
+            raise LabelError(
+                f"training vectors have 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                "required; give (n, bands) vectors."
+            )
         if y.shape != (len(X),):
             raise LabelError(f"{len(X)} training vectors but labels of shape {y.shape}.")
         if not np.issubdtype(y.dtype, np.integer):
@@ -290,10 +295,16 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _check_queries(self, Q: Any) -> np.ndarray:
         self._check_fitted()
         Q = np.asarray(Q)
+        if Q.ndim == 1:
+            raise ModelError(
+                f"queries must be a 2D (n, {self.n_features}) array, got 1D shape {Q.shape}. "
+                "Reshape your data with Q.reshape(1, -1) for a single vector."
+            )
         if Q.ndim != 2 or Q.shape[1] != self.n_features:
             raise ModelError(
-                f"queries have shape {Q.shape}; this model takes vectors of length "
-                f"{self.n_features}."
+                f"X has {Q.shape[-1] if Q.ndim else 0} features, but {type(self).__name__} "
+                f"is expecting {self.n_features} features as input: queries have shape "
+                f"{Q.shape}; this model takes vectors of length {self.n_features}."
             )
         return np.ascontiguousarray(Q, dtype=np.float32)
 
