@@ -31,7 +31,6 @@ EXPECTED_FAILED: dict[str, dict[str, str]] = {
         "check_supervised_y_2d": "y must be 1-D class ids; a column vector is refused",
         "check_requires_y_none": "y is required; refused with a LabelError of its own words",
         # n_neighbors=5 needs 5 training vectors, and as many in each class by default
-        "check_fit2d_1sample": "one training vector is fewer than n_neighbors=5; refused",
         "check_fit2d_1feature": "a class with fewer vectors than n_neighbors is refused "
         "unless allow_small_classes=True",
         # model metadata and lazily built state
@@ -41,10 +40,6 @@ EXPECTED_FAILED: dict[str, dict[str, str]] = {
         "after unpickling on a worker), so the first predict adds _index",
         "check_do_not_raise_errors_in_init_or_set_params": "the deprecated k= alias is taken "
         "through **kwargs for one release; the check passes 'deprecated' as a parameter",
-        # dense embeddings only; sparse input fails, but not with scikit-learn's words
-        "check_estimator_sparse_tag": "sparse X is refused as a non-(n, bands) array",
-        "check_estimator_sparse_array": "sparse X is refused as a non-(n, bands) array",
-        "check_estimator_sparse_matrix": "sparse X is refused as a non-(n, bands) array",
     },
     # every check scikit-learn yields for KMeans passes (NaN rows are nodata: allow_nan tag)
     "KMeans": {},

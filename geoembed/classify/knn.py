@@ -170,6 +170,11 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._validate_params()
         if allow_small_classes is None:
             allow_small_classes = bool(self.allow_small_classes)
+        if hasattr(X, "format") and hasattr(X, "toarray"):  # scipy.sparse
+            raise LabelError(
+                "sparse training vectors are not supported; pass a dense (n, bands) array "
+                "(X.toarray())."
+            )
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) == 0:
@@ -202,8 +207,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         if len(X) < self.k:
             raise LabelError(
-                f"k={self.k} neighbours requested but only {len(X)} training vectors; "
-                "lower -k or add labels."
+                f"k={self.k} neighbours requested but only {len(X)} training vectors "
+                f"(n_samples={len(X)}); lower -k or add labels."
             )
         counts = np.bincount(y, minlength=n_classes)
         names = [str(c) for c in class_names] if class_names is not None else None
