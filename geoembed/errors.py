@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
 __all__ = [
     "BandMismatchError",
     "CRSMismatchError",
@@ -96,8 +98,8 @@ class ModelError(GeoembedError, ValueError):
     """A model that does not match the field or cannot be loaded."""
 
 
-class NotFittedError(ModelError, AttributeError):
-    """A model used before ``fit`` (scikit-learn's ``NotFittedError`` contract)."""
+class NotFittedError(ModelError, _SklearnNotFittedError):  # type: ignore[misc]
+    """A model used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
 
 
 class UnsafeModelError(ModelError):

@@ -152,7 +152,14 @@ def test_k_larger_than_distinct_pixels_is_an_error_before_any_pass(monkeypatch):
     monkeypatch.setattr("geoembed.cluster.kmeans.field_pass", no_pass)
     with pytest.raises(ClusterCountError, match="only 3 distinct"):
         KMeans(4, random_state=0).fit(field)
-    assert isinstance(ClusterCountError("x"), GeoembedError)
+    # the same data with a valid k fits, and a geoembed-wide handler catches the error
+    assert KMeans(3, mode="sample", random_state=0).fit(field).n_features_in_ == 64
+    try:
+        KMeans(4, random_state=0).fit(field)
+    except GeoembedError as exc:
+        assert "n_clusters <= 3" in str(exc)
+    else:
+        raise AssertionError("fit did not fail")
 
 
 def test_k_larger_than_pixels_fails_without_reading():
@@ -228,3 +235,53 @@ def test_fit_predict_and_score_match():
     # the reported inertia is measured before the last update: an upper bound
     assert -model.score(field) <= model.inertia_ * (1 + 1e-7)
     assert -model.score(field) == pytest.approx(model.inertia_, rel=1e-6)
+
+
+def test_clone_and_set_params_follow_scikit_learn():
+    from sklearn.base import clone
+
+    field = noisy_field((16, 16))
+    init = valid_matrix(field)[0][:5]
+    model = KMeans(5, metric="cosine", init=init, mode="sample", random_state=3)
+    fitted = model.fit(field)
+    twin = clone(fitted)
+    assert not hasattr(twin, "cluster_centers_")  # clone is unfitted
+    params = twin.get_params()
+    assert params["n_clusters"] == 5 and params["metric"] == "cosine"
+    assert params["init"] is not init and np.array_equal(params["init"], init)
+    assert np.array_equal(twin.fit(field).cluster_centers_, fitted.cluster_centers_)
+    # set_params changes what fit does; invalid values fail in fit, not before
+    twin.set_params(n_clusters=3, init="k-means++")
+    assert twin.fit(field).cluster_centers_.shape == (3, 64)
+    bad = KMeans(5).set_params(metric="manhattan")
+    with pytest.raises(ValueError, match="metric"):
+        bad.fit(field)
+    with pytest.raises(ValueError, match=r"[Ii]nvalid parameter"):
+        twin.set_params(n_neighbours=3)
+
+
+def test_unfitted_and_matrix_state():
+    from sklearn.exceptions import NotFittedError as SKNotFitted
+    from sklearn.utils.validation import check_is_fitted
+
+    from geoembed.errors import NotFittedError
+
+    x, _ = valid_matrix(noisy_field(None))
+    model = KMeans(4, random_state=0)
+    for method in (model.predict, model.transform, model.distance, model.score):
+        with pytest.raises(NotFittedError, match="not fitted"):
+            method(x)
+    with pytest.raises(SKNotFitted):
+        check_is_fitted(model)
+    model.fit(x)
+    check_is_fitted(model)
+    assert model.n_features_in_ == x.shape[1]
+    assert np.array_equal(model.labels_, model.predict(x))
+    assert model.labels_.shape == (len(x),) and set(model.labels_) == {0, 1, 2, 3}
+    with pytest.raises(BandMismatchError, match="X has 63 features"):
+        model.predict(x[:, 1:])
+    # a later fit on a field drops the matrix's labels_ (they describe other data)
+    model.fit(noisy_field((16, 16)))
+    assert not hasattr(model, "labels_")
+    with pytest.raises(ValueError, match=r"2D|matrix"):
+        model.predict(x[0])

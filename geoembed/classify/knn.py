@@ -170,11 +170,21 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self._validate_params()
         if allow_small_classes is None:
             allow_small_classes = bool(self.allow_small_classes)
+        if hasattr(X, "format") and hasattr(X, "toarray"):  # scipy.sparse
+            raise LabelError(
+                "sparse training vectors are not supported; pass a dense (n, bands) array "
+                "(X.toarray())."
+            )
         X = np.asarray(X)
         y = np.asarray(y)
         if X.ndim != 2 or len(X) == 0:
             raise LabelError(
                 f"training vectors must be a non-empty (n, bands) array; got shape {X.shape}."
+            )
+        if X.shape[1] == 0:
+            raise LabelError(
+                f"training vectors have 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+                "required; give (n, bands) vectors."
             )
         if y.shape != (len(X),):
             raise LabelError(f"{len(X)} training vectors but labels of shape {y.shape}.")
@@ -197,8 +207,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         if len(X) < self.k:
             raise LabelError(
-                f"k={self.k} neighbours requested but only {len(X)} training vectors; "
-                "lower -k or add labels."
+                f"k={self.k} neighbours requested but only {len(X)} training vectors "
+                f"(n_samples={len(X)}); lower -k or add labels."
             )
         counts = np.bincount(y, minlength=n_classes)
         names = [str(c) for c in class_names] if class_names is not None else None
@@ -290,10 +300,16 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def _check_queries(self, Q: Any) -> np.ndarray:
         self._check_fitted()
         Q = np.asarray(Q)
+        if Q.ndim == 1:
+            raise ModelError(
+                f"queries must be a 2D (n, {self.n_features}) array, got 1D shape {Q.shape}. "
+                "Reshape your data with Q.reshape(1, -1) for a single vector."
+            )
         if Q.ndim != 2 or Q.shape[1] != self.n_features:
             raise ModelError(
-                f"queries have shape {Q.shape}; this model takes vectors of length "
-                f"{self.n_features}."
+                f"X has {Q.shape[-1] if Q.ndim else 0} features, but {type(self).__name__} "
+                f"is expecting {self.n_features} features as input: queries have shape "
+                f"{Q.shape}; this model takes vectors of length {self.n_features}."
             )
         return np.ascontiguousarray(Q, dtype=np.float32)
 

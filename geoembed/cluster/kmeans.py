@@ -10,6 +10,8 @@ import dask
 import dask.array as dsa
 import numpy as np
 import xarray as xr
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.utils.validation import check_array
 
 from geoembed.cluster._init import (
     STREAM_BATCH,
@@ -28,7 +30,13 @@ from geoembed.cluster._kernels import (
 )
 from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
 from geoembed.colors import default_color, encode_class_colors
-from geoembed.errors import GeoembedError, ModelError, SchemaError
+from geoembed.errors import (
+    BandMismatchError,
+    GeoembedError,
+    ModelError,
+    NotFittedError,
+    SchemaError,
+)
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names, map_like
 
 __all__ = ["ClusterCountError", "KMeans"]
@@ -52,15 +60,21 @@ def _as_field(X: Any) -> tuple[xr.DataArray | None, dsa.Array, list[str]]:
         if not isinstance(data, dsa.Array):
             data = dsa.from_array(data, chunks=(-1, 512, 512))
         return X, data, [str(b) for b in X["band"].values]
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise SchemaError(
-            f"KMeans takes an embedding field (band, y, x) or an (n, d) matrix; got an array "
-            f"with shape {arr.shape}. Open rasters with geoembed.open_embeddings()."
-        )
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    arr = _as_matrix(X)
     data = dsa.from_array(arr.T[:, None, :], chunks=(-1, 1, _ARRAY_BLOCK))
     return None, data, feature_band_names(arr.shape[1])
+
+
+def _as_matrix(X: Any) -> np.ndarray:
+    """Validate an ``(n, band)`` matrix (scikit-learn's rules; NaN rows are nodata)."""
+    shape = getattr(X, "shape", None)
+    if shape is not None and len(shape) > 2:
+        raise SchemaError(
+            f"KMeans takes an embedding field (band, y, x) or an (n, d) matrix; got an array "
+            f"with shape {shape}. Open rasters with geoembed.open_embeddings()."
+        )
+    arr = check_array(X, dtype=np.float32, ensure_all_finite="allow-nan", estimator="KMeans")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _predict_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
@@ -101,7 +115,7 @@ def _transform_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.
     return np.sqrt(np.maximum(d2, 0.0)).astype(np.float32)
 
 
-class KMeans:
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[misc]
     """KMeans clustering of an embedding field, computed lazily with Dask.
 
     Seeding is k-means++ on a uniform random sample of valid pixels (only the sampled
@@ -114,6 +128,11 @@ class KMeans:
 
     With the same ``random_state`` the centres and maps are identical whatever the
     chunking, the scheduler or the number of workers.
+
+    A scikit-learn estimator: ``get_params``/``set_params``, ``clone``; parameters are
+    validated in :meth:`fit`; an unfitted model raises
+    :class:`~geoembed.errors.NotFittedError`. NaN pixels (rows of a matrix) are nodata:
+    ignored by ``fit``.
 
     Parameters
     ----------
@@ -168,6 +187,9 @@ class KMeans:
         Pixels per cluster in the last pass (or in the sample).
     sample_size_ : int
         Valid pixels in the seeding sample.
+    labels_ : numpy.ndarray
+        ``(n,)`` int64 cluster of each row, set when fitted on a matrix only (a field's
+        map is lazy: use :meth:`predict`).
     n_features_in_ : int
     feature_names_in_ : list of str
         Band names the model was fitted on.
@@ -204,35 +226,6 @@ class KMeans:
         self.sample_max_iter = sample_max_iter
         self.batch_size = batch_size
         self.random_state = random_state
-
-    # ------------------------------------------------------------------ helpers
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Return the constructor parameters (scikit-learn protocol)."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "n_clusters",
-                "metric",
-                "init",
-                "mode",
-                "max_iter",
-                "tol",
-                "sample_size",
-                "n_init",
-                "inertia_tol",
-                "sample_max_iter",
-                "batch_size",
-                "random_state",
-            )
-        }
-
-    def set_params(self, **params: Any) -> KMeans:
-        """Set constructor parameters (scikit-learn protocol)."""
-        for key, value in params.items():
-            if key not in self.get_params():
-                raise ValueError(f"unknown parameter {key!r} for KMeans")
-            setattr(self, key, value)
-        return self
 
     # ------------------------------------------------------------------ from centres
     @classmethod
@@ -334,10 +327,13 @@ class KMeans:
         model.converged_ = bool(max_iter is None or n_iter < int(max_iter))
         return model
 
-    def __repr__(self) -> str:
-        return f"KMeans(n_clusters={self.n_clusters}, metric={self.metric!r}, mode={self.mode!r})"
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # NaN pixels are nodata, ignored by fit
+        tags.transformer_tags.preserves_dtype = ["float32"]  # distances are float32
+        return tags
 
-    def _check_params(self, n_bands: int, n_pixels: int) -> None:
+    def _check_params(self, n_bands: int, n_pixels: int, field: bool = True) -> None:
         k = self.n_clusters
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"n_clusters must be a positive integer, got {k!r}.")
@@ -348,9 +344,9 @@ class KMeans:
         if k >= CLASS_NODATA["uint16"]:
             class_dtype(k)
         if k > n_pixels:
+            where = f"pixels in the field ({n_pixels})" if field else f"rows (n_samples={n_pixels})"
             raise ClusterCountError(
-                f"n_clusters={k} is larger than the number of pixels in the field ({n_pixels}); "
-                "choose fewer clusters."
+                f"n_clusters={k} is larger than the number of {where}; choose fewer clusters."
             )
         if not isinstance(self.init, str):
             init = np.asarray(self.init)
@@ -387,14 +383,15 @@ class KMeans:
             When ``n_clusters`` exceeds the number of distinct valid pixels (checked on
             the sample, before any full pass).
         """
-        if isinstance(X, xr.DataArray):
+        field = isinstance(X, xr.DataArray)
+        if field:
             check_embedding(X, require_crs=False)
             n_bands, n_pixels = X.sizes["band"], X.sizes["y"] * X.sizes["x"]
         else:
-            shape = np.shape(X)
-            n_bands = shape[1] if len(shape) == 2 else 0
-            n_pixels = shape[0] if len(shape) == 2 else 0
-        self._check_params(int(n_bands), int(n_pixels))
+            X = _as_matrix(X)
+            n_pixels, n_bands = X.shape
+        self._check_params(int(n_bands), int(n_pixels), field)
+        self.__dict__.pop("labels_", None)  # from an earlier fit on a matrix
         _, data, bands = _as_field(X)
         k = int(self.n_clusters)
         metric = self.metric
@@ -484,6 +481,8 @@ class KMeans:
         self.sample_size_ = int(xs.shape[0])
         self.n_features_in_ = int(n_bands)
         self.feature_names_in_ = list(bands)
+        if not field:
+            self.labels_ = _predict_pixels(X, self.cluster_centers_, metric=metric)
         return self
 
     @staticmethod
@@ -509,23 +508,20 @@ class KMeans:
     # ------------------------------------------------------------------ predict
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
-            raise ModelError("this KMeans is not fitted yet; call fit() or load_model() first.")
+            raise NotFittedError("this KMeans is not fitted yet; call fit() or load_model() first.")
 
     def _check_bands(self, bands: list[str], n: int, from_field: bool) -> None:
         if n != self.n_features_in_:
-            from geoembed.errors import BandMismatchError
-
             raise BandMismatchError(
-                f"the input has {n} bands but the model was fitted on {self.n_features_in_}; "
-                "use a field with the same bands."
+                f"X has {n} features, but KMeans is expecting {self.n_features_in_} features "
+                f"as input: the input has {n} bands but the model was fitted on "
+                f"{self.n_features_in_}; use a field with the same bands."
             )
         if (
             from_field
             and bands != self.feature_names_in_
             and not all(b.startswith("F") for b in self.feature_names_in_)
         ):
-            from geoembed.errors import BandMismatchError
-
             raise BandMismatchError(
                 f"the field's bands {bands[:3]}... differ from the model's "
                 f"{self.feature_names_in_[:3]}...; select them with "
@@ -553,7 +549,7 @@ class KMeans:
         """
         self._check_fitted()
         if not isinstance(X, xr.DataArray):
-            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            arr = _as_matrix(X)
             self._check_bands([], arr.shape[1], False)
             return _predict_pixels(arr, self.cluster_centers_, metric=self.metric)
         check_embedding(X, require_crs=False)
@@ -589,6 +585,10 @@ class KMeans:
         """``fit(X)`` then ``predict(X)``."""
         return self.fit(X).predict(X)
 
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
     def distance(self, X: Any) -> Any:
         """Distance of each pixel to its own centre (float32; NaN at nodata).
 
@@ -597,7 +597,8 @@ class KMeans:
         """
         self._check_fitted()
         if not isinstance(X, xr.DataArray):
-            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            arr = _as_matrix(X)
+            self._check_bands([], arr.shape[1], False)
             return _distance_pixels(arr, self.cluster_centers_, metric=self.metric)
         from geoembed._blockwise import map_pixels
 
@@ -619,7 +620,8 @@ class KMeans:
         self._check_fitted()
         k = int(self.n_clusters)
         if not isinstance(X, xr.DataArray):
-            arr = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
+            arr = _as_matrix(X)
+            self._check_bands([], arr.shape[1], False)
             return _transform_pixels(arr, self.cluster_centers_, metric=self.metric)
         from geoembed._blockwise import map_pixels
 
@@ -641,7 +643,8 @@ class KMeans:
         self._check_fitted()
         from geoembed.cluster._lloyd import inertia_of
 
-        _, data, _ = _as_field(X)
+        _, data, bands = _as_field(X)
+        self._check_bands(bands, int(data.shape[0]), isinstance(X, xr.DataArray))
         centers = self.cluster_centers_
         n_pixels = int(data.shape[1]) * int(data.shape[2])
         max_abs = float(np.abs(centers).max()) * 4.0

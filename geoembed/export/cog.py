@@ -49,6 +49,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._cloud import filesystem
+from geoembed._threads import gdal_threads
 from geoembed._version import __version__
 from geoembed.colors import (
     decode_class_colors,
@@ -508,7 +509,7 @@ def _build(tmpdir: Path, built: Path, plan: _Plan) -> None:
         "BLOCKSIZE": plan.blocksize,
         "COMPRESS": plan.compress.upper(),
         "OVERVIEW_RESAMPLING": plan.resampling.upper(),
-        "NUM_THREADS": "ALL_CPUS",
+        "NUM_THREADS": gdal_threads(),  # 1 on a pinned worker (one thread per task)
         "BIGTIFF": "IF_SAFER",
     }
     if plan.predictor:

@@ -8,12 +8,16 @@ digest recorded on the client, so a model replaced mid-job is refused.
 
 Thread hygiene
 --------------
-Dask nannies start workers with ``OMP_NUM_THREADS=1`` (and MKL/OpenBLAS likewise), and
-run ``nthreads`` tasks at once per worker. ONNX Runtime has its own intra-op pool, so
-geoembed sets ``intra_op_num_threads`` to the worker's thread count (``1`` per worker by
-default: parallelism comes from Dask) and ``inter_op_num_threads=1``. Outside a Dask
-worker (threads/sync scheduler, plain NumPy) the default is ``OMP_NUM_THREADS`` when set,
-else 1; pass ``threads=`` to :func:`geoembed.infer.predict` to override.
+A Dask worker with ``T`` threads runs ``T`` blocks at once, and they share the cached
+session (``run`` is thread-safe). Each run gets one intra-op thread (its caller's) and
+``inter_op_num_threads=1``, so the worker runs at most ``T`` compute threads. The other
+choice, one session serialised behind a lock with ``T`` intra-op threads, would leave the
+other task threads waiting, scale worse on the small per-block graphs of embedding
+models, and make the thread count of a run depend on the worker's size. Dask's
+parallelism is over blocks; the worker plugin :class:`geoembed.runtime.ThreadPolicy`
+pins BLAS, OpenMP and GDAL the same way. Outside a Dask worker (threads/sync scheduler,
+plain NumPy) the default is ``OMP_NUM_THREADS`` when set, else 1; pass ``threads=`` to
+:func:`geoembed.infer.predict` to override.
 
 Providers
 ---------
@@ -49,11 +53,17 @@ _LOCK = threading.Lock()
 
 
 def default_threads() -> int:
-    """Intra-op threads for this process: the Dask worker's thread count, else OMP/1."""
+    """Intra-op threads of a run: 1 in a Dask worker (one per task thread), else OMP/1."""
+    from geoembed._threads import pinned_threads
+
+    pinned = pinned_threads()
+    if pinned is not None:
+        return pinned
     try:
         from distributed import get_worker
 
-        return max(1, int(get_worker().state.nthreads))
+        get_worker()
+        return 1  # T task threads, each running its own block: one compute thread each
     except (ImportError, ValueError, AttributeError):
         pass
     env = os.environ.get("OMP_NUM_THREADS", "")

@@ -6,5 +6,6 @@ The word "cluster" in geoembed means KMeans; here we speak of *schedulers*.
 
 from geoembed.runtime.client import dask_client, describe_scheduler
 from geoembed.runtime.progress import compute
+from geoembed.runtime.threads import ThreadPolicy
 
-__all__ = ["compute", "dask_client", "describe_scheduler"]
+__all__ = ["ThreadPolicy", "compute", "dask_client", "describe_scheduler"]

@@ -348,6 +348,17 @@ def _forget_failed_clusters(kube_cluster: Any, before: set[Any]) -> None:
         kube_cluster._instances.discard(cluster)
 
 
+def _apply_thread_policy(client: Any, deadline: float) -> None:
+    """One compute thread per task on every worker (see :mod:`geoembed.runtime.threads`)."""
+    from geoembed.runtime.threads import register_thread_policy
+
+    _bounded(
+        lambda: register_thread_policy(client),
+        deadline + 5,
+        "registering geoembed's thread policy on the Dask workers",
+    )
+
+
 @contextlib.contextmanager
 def dask_client(
     scheduler: str = "local",
@@ -444,6 +455,7 @@ def dask_client(
             if workers and scheduler != "local":
                 cluster.scale(workers)
             with Client(cluster) as client, dask.config.set(stall):
+                _apply_thread_policy(client, deadline)
                 yield client
         finally:
             cluster.close()
@@ -465,6 +477,7 @@ def dask_client(
             "Check the address, or use --scheduler local."
         ) from exc
     try:
+        _apply_thread_policy(client, deadline)
         with dask.config.set(stall):
             yield client
     finally:
