@@ -51,6 +51,13 @@ def _knn_block(vectors: np.ndarray, model: Any, probabilities: bool) -> np.ndarr
         return model.pixel_outputs(vectors, probabilities=probabilities)
 
 
+def _knn_block_bands(
+    block: np.ndarray, model: Any, probabilities: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    with single_thread_blas():
+        return model.block_outputs(np.asarray(block, np.float32), probabilities=probabilities)
+
+
 def predict_field(
     model: Any,
     field: xr.DataArray,
@@ -95,10 +102,12 @@ def predict_field(
     dtype = class_dtype(n_classes)
     nodata = CLASS_NODATA[dtype.name]
     n_out = 2 + (n_classes if probabilities else 0)
+    band_major = hasattr(model, "block_outputs")  # reads blocks in place
     out = map_pixels(
         field,
-        _knn_block,
+        _knn_block_bands if band_major else _knn_block,
         n_out=n_out,
+        band_major=band_major,
         args=(dask.delayed(model, pure=True), probabilities),
         fill=np.nan,
         dtype=np.float32,

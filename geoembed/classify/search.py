@@ -254,6 +254,57 @@ class ExactIndex:
             return np.sqrt(dist).astype(np.float64), ind  # float32 root, like scikit-learn
         return dist, ind
 
+    def search_bands(self, Qt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``k``-nearest-neighbour *sets* of the columns of a band-major block.
+
+        ``Qt`` is ``(d, P)`` float32 (a block as stored, any strides): its columns are the
+        queries, read in place by the GEMM (no transposing copy, no normalised copy).
+        Returns the neighbour indices ``(P, k)`` (unordered within a row, like
+        :meth:`search` with ``distances=False``) and the ``(P,)`` mask of columns without
+        NaN; the indices of NaN columns are meaningless.
+
+        Cosine scores are taken on the raw queries: scaling a row by ``1 / |q|`` does not
+        change its ranking, and the error bound is scaled by ``|q|`` and widened by the
+        rounding of the normalised query that the exact decision uses (``u |x|max``).
+        Columns whose candidates are ambiguous go through :meth:`search` on their own,
+        so every result equals :meth:`search`'s exactly.
+        """
+        d, nq = Qt.shape
+        ind = np.empty((nq, k), np.int64)
+        m = min(k + 1, self.n)
+        # |q|^2 in float32 along the band axis: NaN marks nodata (the mask, fused); the
+        # float32 sum of d squares is within d u of the exact one (bound widened below)
+        qsq = np.zeros(nq, np.float32)
+        for b in range(d):
+            qsq += Qt[b] * Qt[b]
+        valid = ~np.isnan(qsq)
+        if m == self.n:  # every training vector is a candidate: rank them all exactly
+            cols = np.flatnonzero(valid)
+            ind[:] = 0
+            ind[cols] = self.search(np.ascontiguousarray(Qt[:, cols].T), k, distances=False)[1]
+            return ind, valid
+        with np.errstate(invalid="ignore"):
+            qn = np.sqrt(qsq.astype(np.float64)) * (1.0 + 2.0 * d * _U32)
+        step = self.query_rows
+        for q0 in range(0, nq, step):
+            q1 = min(q0 + step, nq)
+            vals, cand = self.top(Qt[:, q0:q1].T, m)
+            if self.metric == "cosine":
+                # bound in units of |q|: GEMM error + rounding of the unit query, as in
+                # _margin for a unit query, scaled by |q|
+                unit = 2.0 * (self.err_unit + 2.0 * _U32) * self.xmax + 4 * 2.0**-23
+                margin = qn[q0:q1] * unit + 1e-30
+            else:
+                margin = self._margin(qn[q0:q1])
+            with np.errstate(invalid="ignore"):
+                wide = np.flatnonzero(vals[:, m - 1] >= vals[:, k - 1] - margin)
+            ind[q0:q1] = cand[:, :k]
+            if len(wide):
+                cols = wide + q0
+                sub = np.ascontiguousarray(Qt[:, cols].T)
+                ind[cols] = self.search(sub, k, distances=False)[1]
+        return ind, valid
+
     def _wide(
         self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,63 @@
+"""The band-major kNN block kernel gives exactly the row-major results (nodata, ties)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geoembed._blockwise import _apply_block, _apply_block_bands
+from geoembed.classify import KNNClassifier
+
+
+def _block(rng: np.random.Generator, X: np.ndarray) -> np.ndarray:
+    """A (64, 40, 50) block: random vectors, exact training copies, zeros, NaN, scaled rows."""
+    q = rng.normal(size=(2000, 64)).astype(np.float32)
+    q[:300] = X[rng.integers(0, len(X), 300)]  # exact duplicates: ties at distance 0
+    q[300:310] = 0.0  # zero vectors: every training vector ties
+    q[310:400] *= np.float32(1e3)  # scale does not change a cosine ranking
+    q[400:420, 5] = np.nan  # nodata
+    q[420:440] = X[np.arange(20) % len(X)] + np.float32(1e-6)  # near ties
+    return np.ascontiguousarray(q.T.reshape(64, 40, 50))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize(("n_train", "k"), [(300, 5), (3000, 5), (5000, 3), (6, 5)])
+def test_band_major_equals_row_major(metric: str, n_train: int, k: int) -> None:
+    rng = np.random.default_rng(n_train + k)
+    X = rng.normal(size=(n_train, 64)).astype(np.float32)
+    X[1] = X[0]  # duplicate training rows with different labels
+    y = rng.integers(0, 7, n_train) if n_train > 100 else np.zeros(n_train, int)
+    model = KNNClassifier(k, metric=metric).fit(X, y)
+    block = _block(rng, X)
+    f32 = np.dtype(np.float32)
+    for proba in (False, True):
+        n_out = 2 + (model.n_classes if proba else 0)
+        old = _apply_block(
+            block,
+            proba,
+            pixel_func=model.pixel_outputs,
+            n_out=n_out,
+            fill=np.nan,
+            out_dtype=f32,
+        )
+        new = _apply_block_bands(
+            block,
+            proba,
+            pixel_func=model.block_outputs,
+            n_out=n_out,
+            fill=np.nan,
+            out_dtype=f32,
+        )
+        assert np.isnan(new[0]).sum() == 20
+        np.testing.assert_array_equal(new, old)
+
+
+def test_band_major_distance_weights() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 64)).astype(np.float32)
+    model = KNNClassifier(5, weights="distance").fit(X, rng.integers(0, 3, 200))
+    block = _block(rng, X)
+    f32 = np.dtype(np.float32)
+    old = _apply_block(block, pixel_func=model.pixel_outputs, n_out=2, fill=-1, out_dtype=f32)
+    new = _apply_block_bands(block, pixel_func=model.block_outputs, n_out=2, fill=-1, out_dtype=f32)
+    np.testing.assert_array_equal(new, old)
