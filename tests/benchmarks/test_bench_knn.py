@@ -489,6 +489,14 @@ def test_bench_knn_memory() -> None:
     print(
         f"growth {a['pixels']:.0e} -> {b['pixels']:.0e} px: {growth * 100:+.1f} % (target < 20 %)"
     )
+    _results.record(
+        "memory",
+        f"kNN peak RSS growth {a['pixels']:.0e} -> {b['pixels']:.0e} px",
+        value=[100 * growth],
+        unit="%",
+        summary="rss_growth",
+        note="1 run per size (process-tree peak RSS)",
+    )
 
 
 if __name__ == "__main__":

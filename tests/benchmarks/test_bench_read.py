@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _results
 import dask
 import dask.array as dsa
 import numpy as np
@@ -44,7 +45,7 @@ SMALL = os.environ.get("GEOEMBED_BENCH_SCALE", "").lower() == "small"
 SIZE = 1024 if SMALL else 4096
 BANDS = 64
 TILE = 512
-REPEATS = 2 if SMALL else 1  # best of REPEATS; sources are in the page cache
+REPEATS = _results.REPEATS  # best of REPEATS (median recorded); sources are in page cache
 CRS = "EPSG:32616"
 TRANSFORM = from_origin(358410.0, 4906600.0, 10.0, 10.0)
 
@@ -120,11 +121,30 @@ def _dequant_by_hand(q: xr.DataArray) -> xr.DataArray:
 
 def _best_time(fn: Callable[[], Any]) -> tuple[float, Any]:
     best, value = float("inf"), None
+    runs = []
     for _ in range(REPEATS):
         t0 = time.perf_counter()
         value = fn()
-        best = min(best, time.perf_counter() - t0)
+        runs.append(time.perf_counter() - t0)
+        best = min(best, runs[-1])
+    _RUNS.append(runs)
     return best, value
+
+
+#: the runs of every _best_time call of the current test, in call order
+_RUNS: list[list[float]] = []
+
+
+def _record(source: str) -> None:
+    """Record geoembed read+decode vs the raw int8 read (first and last timed call)."""
+    _results.record(
+        "read",
+        f"{source}: open_embeddings read+decode vs raw int8 read (speed)",
+        value=_RUNS[0],
+        baseline=_RUNS[-1],
+        summary="aef_decode_vs_raw",
+    )
+    _RUNS.clear()
 
 
 def _report(title: str, rows: list[tuple[str, float]]) -> None:
@@ -137,6 +157,7 @@ def _report(title: str, rows: list[tuple[str, float]]) -> None:
 
 
 def test_bench_read_geotiff(sources: dict[str, Path]) -> None:
+    _RUNS.clear()
     tif = sources["tif"]
     field = open_embeddings(tif)
     chunks = {"band": -1, "y": field.chunks[1][0], "x": field.chunks[2][0]}
@@ -157,6 +178,7 @@ def test_bench_read_geotiff(sources: dict[str, Path]) -> None:
         t_raw, _ = _best_time(
             lambda: int(rioxarray.open_rasterio(tif, chunks=chunks, lock=False).sum().compute())
         )
+    _record("GeoTIFF")
     # per-value masking gives the same sum as per-pixel masking here (patch is all -128)
     assert s_geo == pytest.approx(s_plain, rel=1e-4)
     _report(
@@ -171,6 +193,7 @@ def test_bench_read_geotiff(sources: dict[str, Path]) -> None:
 
 
 def test_bench_read_zarr(sources: dict[str, Path]) -> None:
+    _RUNS.clear()
     store = sources["zarr"]
     with dask.config.set(scheduler="threads"):
         t_geo, s_geo = _best_time(lambda: float(open_embeddings(store).sum().compute()))
@@ -193,6 +216,7 @@ def test_bench_read_zarr(sources: dict[str, Path]) -> None:
         t_raw, _ = _best_time(
             lambda: int(xr.open_zarr(store, mask_and_scale=False)["embedding"].sum().compute())
         )
+    _record("Zarr")
     assert s_geo == pytest.approx(s_plain, rel=1e-4)
     _report(
         f"Zarr v3 chunks {TILE} (zstd)",
