@@ -22,6 +22,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from geoembed.io.aef import aef_codes_of
 from geoembed.schema import check_embedding, map_like
 
 __all__ = ["map_pixels", "valid_pixel_mask"]
@@ -124,6 +125,7 @@ def map_pixels(
     name: str = "output",
     tile: tuple[int, int] | None = None,
     band_major: bool = False,
+    aef_codes: bool = False,
 ) -> xr.DataArray:
     """Apply ``func`` to the valid pixel vectors of every block, lazily.
 
@@ -157,6 +159,10 @@ def map_pixels(
         copy); it returns ``(n_out, pixels)`` values and the ``(pixels,)`` mask of
         valid pixels (``fill`` is written at the others). For kernels that read the
         bands in place and detect nodata themselves.
+    aef_codes : bool, default False
+        With ``band_major``: if the field is the lazy de-quantization of AEF int8 codes
+        (:func:`geoembed.io.aef.aef_codes_of`), ``func`` receives the int8 codes and
+        decodes them itself; the float32 field is then never materialised.
 
     Returns
     -------
@@ -172,6 +178,9 @@ def map_pixels(
     if tile is not None and band_major:
         raise ValueError("map_pixels: tile and band_major cannot be combined")
     kernel = _apply_block_bands if band_major else _apply_block
+    if band_major and aef_codes:
+        codes = aef_codes_of(data)
+        data = data if codes is None else codes
     out = dsa.map_blocks(
         kernel if tile is None else _apply_block_tiled,
         data,

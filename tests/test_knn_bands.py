@@ -61,3 +61,46 @@ def test_band_major_distance_weights() -> None:
     old = _apply_block(block, pixel_func=model.pixel_outputs, n_out=2, fill=-1, out_dtype=f32)
     new = _apply_block_bands(block, pixel_func=model.block_outputs, n_out=2, fill=-1, out_dtype=f32)
     np.testing.assert_array_equal(new, old)
+
+
+def test_aef_codes_flow_as_int8_and_match_decoding_first() -> None:
+    """An AEF int8 field is classified from its codes; the same map as its float32 field."""
+    import dask
+    import dask.array as dsa
+    import rioxarray  # noqa: F401  (the .rio accessor)
+    import xarray as xr
+
+    from geoembed.classify import predict_field
+    from geoembed.io.aef import aef_codes_of, dequantize_aef
+
+    rng = np.random.default_rng(7)
+    codes = rng.integers(-127, 128, size=(64, 96, 80)).astype(np.int8)
+    codes[5, 3, 4] = -128  # a masked pixel (one band)
+    codes[:, 10, 10] = -128  # a masked pixel (every band)
+    q = xr.DataArray(
+        dsa.from_array(codes, chunks=(64, 48, 40)),
+        dims=("band", "y", "x"),
+        coords={
+            "band": [f"A{i:02d}" for i in range(64)],
+            "y": np.arange(96.0),
+            "x": np.arange(80.0),
+        },
+    )
+    field = dequantize_aef(q).rio.write_crs("EPSG:32633")
+    assert aef_codes_of(field.data) is not None
+    X = np.asarray(field.isel(y=slice(0, 3), x=slice(0, 100)).values.reshape(64, -1).T)
+    X = X[~np.isnan(X).any(axis=1)]
+    model = KNNClassifier(3).fit(X, np.arange(len(X)) % 4)
+    floats = field.copy(data=field.data.map_blocks(np.copy))  # not recognisable as codes
+    assert aef_codes_of(floats.data) is None
+    with dask.config.set(scheduler="synchronous"):
+        out = predict_field(model, field)
+        (opt,) = dask.optimize(out["class"].data)
+        assert not any(
+            str(k[0] if isinstance(k, tuple) else k).startswith("dequantize-aef") for k in opt.dask
+        )
+        ref = predict_field(model, floats)
+        for name in ("class", "confidence"):
+            np.testing.assert_array_equal(out[name].values, ref[name].values)
+    conf = out["confidence"].values
+    assert np.isnan(conf[3, 4]) and np.isnan(conf[10, 10]) and np.isnan(conf).sum() == 2

@@ -11,6 +11,7 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, ModelError
+from geoembed.io.aef import decode_codes
 from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype
 
 __all__ = ["check_model_bands", "classify_knn", "fit_model", "predict_field"]
@@ -55,6 +56,8 @@ def _knn_block_bands(
     block: np.ndarray, model: Any, probabilities: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     with single_thread_blas():
+        if block.dtype == np.int8:  # AEF codes: decoded one query tile at a time
+            return model.block_outputs(block, probabilities=probabilities, decode=decode_codes)
         return model.block_outputs(np.asarray(block, np.float32), probabilities=probabilities)
 
 
@@ -108,6 +111,7 @@ def predict_field(
         _knn_block_bands if band_major else _knn_block,
         n_out=n_out,
         band_major=band_major,
+        aef_codes=True,
         args=(dask.delayed(model, pure=True), probabilities),
         fill=np.nan,
         dtype=np.float32,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -397,22 +397,28 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return out
 
     def block_outputs(
-        self, Qt: np.ndarray, probabilities: bool = False
+        self,
+        Qt: np.ndarray,
+        probabilities: bool = False,
+        decode: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`pixel_outputs` of the columns of a band-major block ``(d, P)``.
 
         Returns the ``(2 [+ C], P)`` outputs and the ``(P,)`` mask of columns without
         NaN (the outputs of the others are meaningless). The same values as
         :meth:`pixel_outputs` on ``Qt.T``'s valid rows; the block is read in place.
+        ``decode`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32 vectors.
         """
         self._check_fitted()
         if self.weights == "distance":  # ordered distances: the row-major search
+            if decode is not None:
+                Qt = decode(Qt)
             valid = ~np.isnan(Qt).any(axis=0)
             out = np.zeros((2 + (self.n_classes if probabilities else 0), Qt.shape[1]), np.float32)
             if valid.any():
                 out[:, valid] = self.pixel_outputs(Qt[:, valid].T, probabilities).T
             return out, valid
-        ind, valid = self.index.search_bands(Qt, self.k)
+        ind, valid = self.index.search_bands(Qt, self.k, decode)
         counts, pred, share = self._count_votes(None, ind, probabilities)
         return self._outputs(counts, pred, share, probabilities), valid
 

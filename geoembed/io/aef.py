@@ -27,6 +27,8 @@ from geoembed.errors import QuantizationError
 __all__ = [
     "AEF_NODATA",
     "AEF_SCALE",
+    "aef_codes_of",
+    "decode_codes",
     "dequantize_aef",
     "dequantize_block",
     "resolve_quantization",
@@ -65,6 +67,42 @@ def dequantize_block(q: np.ndarray, axis: int = 0) -> np.ndarray:
     if masked.any():
         np.copyto(v, np.float32(np.nan), where=masked)
     return v
+
+
+def decode_codes(q: np.ndarray) -> np.ndarray:
+    """De-quantize int8 codes value by value (float32, NaN where ``q == -128``).
+
+    For consumers that decode a cache-sized piece of a block at a time and treat a pixel
+    with NaN in any band as nodata themselves (the kNN kernel): each valid pixel gets
+    exactly the values of :func:`dequantize_block`; the other bands of a masked pixel
+    are not overwritten. Arithmetic, not a 256-entry table: measured about twice as fast
+    as ``np.take`` on a table for ``(64, 1024)`` tiles.
+    """
+    v = q.astype(np.float32)
+    v /= np.float32(AEF_SCALE)
+    v *= np.abs(v)
+    masked = q == AEF_NODATA
+    if masked.any():
+        v[masked] = np.float32(np.nan)
+    return v
+
+
+def aef_codes_of(data: Any) -> dsa.Array | None:
+    """Return the int8 Dask array that a lazy :func:`dequantize_aef` result was made from.
+
+    ``None`` unless ``data`` is exactly the output of :func:`dequantize_aef` on a Dask
+    array (not sliced or otherwise transformed since): a consumer that decodes inside its
+    own tasks can then take the codes instead, so that the float32 field never exists
+    in Dask memory (four times less memory and transfer between workers).
+    """
+    if not isinstance(data, dsa.Array) or not data.name.startswith("dequantize-aef-"):
+        return None
+    deps = data.dask.dependencies.get(data.name, set())
+    if len(deps) != 1:
+        return None
+    (dep,) = deps
+    codes = dsa.Array(data.dask, dep, data.chunks, dtype=np.int8)
+    return codes if codes.shape == data.shape else None
 
 
 def _check_int8(dtype: Any, what: str) -> None:

@@ -478,6 +478,51 @@ def test_bench_knn_block(n_train: int) -> None:
     print(f"band-major block function is {r['ratio']:.2f} x the row-major one (speed)")
 
 
+@pytest.mark.parametrize("n_train", N_TRAIN[:1])
+def test_bench_knn_aef_codes(n_train: int) -> None:
+    """kNN on an AEF int8 field: codes decoded inside the kNN tasks vs decoded first.
+
+    The same int8 codes (the synthetic field quantised as AEF) in memory, one thread
+    (synchronous scheduler, CPU time). ``decoded first``: the float32 field is a Dask
+    array of its own (the previous behaviour); ``codes in the kernel``: the kNN tasks
+    receive int8 blocks and decode one query tile at a time. Identical maps (asserted).
+    """
+    import dask
+    import dask.array as dsa
+
+    from geoembed.classify import KNNClassifier, predict_field
+    from geoembed.io.aef import dequantize_aef
+
+    side = 1024 if SMALL else 2048
+    vf = synthetic_field(side, side)
+    v = vf.data
+    q = dsa.clip(dsa.rint(dsa.sign(v) * dsa.sqrt(abs(v)) * 127.5), -127, 127).astype(np.int8)
+    codes = vf.copy(data=q.persist(scheduler="threads"))
+    fused = dequantize_aef(codes).rio.write_crs("EPSG:32633")
+    first = fused.copy(data=fused.data.map_blocks(np.copy))  # a float32 field in the graph
+    X, y = training(n_train)
+    model = KNNClassifier(K).fit(X, y)
+
+    def run(field: Any) -> np.ndarray:
+        return predict_field(model, field)["class"].values
+
+    with dask.config.set(scheduler="synchronous"):
+        assert np.array_equal(run(fused), run(first))
+        times = _cpu_times({"fused": lambda: run(fused), "first": lambda: run(first)}, REPEATS)
+    r = _results.record(
+        "knn-aef",
+        f"n={n_train} {side}^2 AEF int8 field: decode in the kNN kernel vs decoded first",
+        value=times["fused"],
+        baseline=times["first"],
+    )
+    print(
+        f"\n== kNN on an AEF int8 field {side}x{side}, n_train={n_train}, 1 thread, CPU s ==\n"
+        f"decoded first {r['baseline']['median']:.2f}  codes in the kernel "
+        f"{r['value']['median']:.2f}  speed ratio {r['ratio']:.2f} x; Dask holds int8 blocks "
+        f"(1 B/value) instead of float32 (4 B/value)"
+    )
+
+
 def test_bench_knn_memory() -> None:
     small, large = (side * side for side in MEMORY_SIDES)
     a = _spawn("memory", 300, small)
