@@ -104,3 +104,35 @@ def test_aef_codes_flow_as_int8_and_match_decoding_first() -> None:
             np.testing.assert_array_equal(out[name].values, ref[name].values)
     conf = out["confidence"].values
     assert np.isnan(conf[3, 4]) and np.isnan(conf[10, 10]) and np.isnan(conf).sum() == 2
+
+
+def test_kmeans_predict_on_aef_codes_matches_decoding_first() -> None:
+    """KMeans.predict on an AEF int8 field reads the codes; the same labels."""
+    import dask
+    import dask.array as dsa
+    import rioxarray  # noqa: F401  (the .rio accessor)
+    import xarray as xr
+
+    from geoembed.cluster import KMeans
+    from geoembed.io.aef import dequantize_aef
+
+    rng = np.random.default_rng(11)
+    codes = rng.integers(-127, 128, size=(64, 300, 250)).astype(np.int8)
+    codes[7, 20, 30] = -128
+    q = xr.DataArray(
+        dsa.from_array(codes, chunks=(64, 256, 256)),
+        dims=("band", "y", "x"),
+        coords={
+            "band": [f"A{i:02d}" for i in range(64)],
+            "y": np.arange(300.0),
+            "x": np.arange(250.0),
+        },
+    )
+    field = dequantize_aef(q).rio.write_crs("EPSG:32633")
+    floats = field.copy(data=field.data.map_blocks(np.copy))
+    with dask.config.set(scheduler="synchronous"):
+        model = KMeans(6, random_state=0).fit(floats)
+        a = model.predict(field).values
+        b = model.predict(floats).values
+    np.testing.assert_array_equal(a, b)
+    assert a[20, 30] == 255 and (a == 255).sum() == 1

@@ -81,9 +81,8 @@ def decode_codes(q: np.ndarray) -> np.ndarray:
     v = q.astype(np.float32)
     v /= np.float32(AEF_SCALE)
     v *= np.abs(v)
-    masked = q == AEF_NODATA
-    if masked.any():
-        v[masked] = np.float32(np.nan)
+    if q.size and q.min() == AEF_NODATA:  # one pass without a mask array when none
+        v[q == AEF_NODATA] = np.float32(np.nan)
     return v
 
 
