@@ -107,7 +107,7 @@ def test_aef_codes_flow_as_int8_and_match_decoding_first() -> None:
 
 
 def test_kmeans_predict_on_aef_codes_matches_decoding_first() -> None:
-    """KMeans.predict on an AEF int8 field reads the codes; the same labels."""
+    """KMeans fit/predict/score on an AEF int8 field read the codes; the same bits."""
     import dask
     import dask.array as dsa
     import rioxarray  # noqa: F401  (the .rio accessor)
@@ -132,7 +132,11 @@ def test_kmeans_predict_on_aef_codes_matches_decoding_first() -> None:
     floats = field.copy(data=field.data.map_blocks(np.copy))
     with dask.config.set(scheduler="synchronous"):
         model = KMeans(6, random_state=0).fit(floats)
+        from_codes = KMeans(6, random_state=0).fit(field)  # Lloyd passes over the codes
         a = model.predict(field).values
         b = model.predict(floats).values
+        score = (model.score(field), model.score(floats))
+    assert from_codes.cluster_centers_.tobytes() == model.cluster_centers_.tobytes()
+    assert from_codes.n_iter_ == model.n_iter_ and score[0] == score[1]
     np.testing.assert_array_equal(a, b)
     assert a[20, 30] == 255 and (a == 255).sum() == 1

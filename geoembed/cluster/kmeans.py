@@ -26,7 +26,14 @@ from geoembed.cluster._kernels import (
     prepare_columns,
     single_thread_blas,
 )
-from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
+from geoembed.cluster._lloyd import (
+    DECODE_PIXELS,
+    LloydResult,
+    field_pass,
+    lloyd,
+    matrix_pass,
+    minibatch,
+)
 from geoembed.colors import default_color, encode_class_colors
 from geoembed.errors import GeoembedError, ModelError, SchemaError
 from geoembed.io.aef import aef_codes_of, decode_codes
@@ -64,10 +71,6 @@ def _as_field(X: Any) -> tuple[xr.DataArray | None, dsa.Array, list[str]]:
     return None, data, feature_band_names(arr.shape[1])
 
 
-#: pixels of int8 codes decoded at once by predict (64 bands: 1 MiB of float32)
-_DECODE_PIXELS = 4096
-
-
 def _predict_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
     with single_thread_blas():
         return assign(prepare(x, metric), centers, metric)
@@ -78,7 +81,7 @@ def _predict_block(
 ) -> np.ndarray:
     """Labels of a ``(band, y, x)`` block, computed in its own layout (no transposed copy).
 
-    An int8 block holds AEF codes: it is decoded :data:`_DECODE_PIXELS` pixels at a
+    An int8 block holds AEF codes: it is decoded :data:`DECODE_PIXELS` pixels at a
     time (about 1 MiB of float32, cache-sized), so the float32 block never exists as a
     whole (labels are per pixel, so they are the same).
     """
@@ -86,7 +89,7 @@ def _predict_block(
     flat = block.reshape(nb, ny * nx)
     out = np.full(ny * nx, nodata, dtype=out_dtype)
     codes = flat.dtype == np.int8
-    step = _DECODE_PIXELS if codes else max(flat.shape[1], 1)
+    step = DECODE_PIXELS if codes else max(flat.shape[1], 1)
     with single_thread_blas():
         for p0 in range(0, flat.shape[1], step):
             piece = decode_codes(flat[:, p0 : p0 + step]) if codes else flat[:, p0 : p0 + step]
