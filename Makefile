@@ -9,13 +9,14 @@ TEST_EXTRAS := dev,cnn,ml,viz,k8s,train,test
 PYTEST_ARGS ?=
 DEMO_ARGS ?= --out demo-output
 
-.PHONY: help demo test test-slow bench browser lint format clean
+.PHONY: help demo test test-slow bench bench-compare browser lint format clean
 
 help:
 	@echo "make demo   - run the whole job on a built-in synthetic scene (no network, no data)"
 	@echo "make test   - run the default test suite"
 	@echo "make test-slow - run the slow tests too"
-	@echo "make bench  - run the benchmarks (prints ratios against baselines)"
+	@echo "make bench  - run the benchmarks (prints ratios against baselines, writes bench-results/*.json)"
+	@echo "make bench-compare - ratio change per row between the two newest bench-results files"
 	@echo "make browser - JupyterLab + headless Chromium tests of the maps (installs chromium)"
 	@echo "make lint   - ruff and mypy"
 
@@ -57,6 +58,14 @@ $(VENV)/.browser-installed: pyproject.toml $(VENV)/.dev-installed
 
 browser: $(VENV)/.browser-installed $(CHROMIUM)
 	GEOEMBED_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
+
+# ratio change per row between two bench-results files (default: the two newest)
+bench-compare:
+	@old="$(OLD)"; new="$(NEW)"; \
+	if [ -z "$$new" ]; then set -- $$(ls -1 bench-results/2*.json 2>/dev/null | tail -n 2); \
+	  if [ $$# -lt 2 ]; then echo "bench-compare: need two files in bench-results/ (run make bench twice) or OLD=... NEW=..."; exit 2; fi; \
+	  old=$$1; new=$$2; fi; \
+	echo "$$old -> $$new"; python3 tests/benchmarks/compare.py "$$old" "$$new"
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check geoembed tests

@@ -22,11 +22,12 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
+from geoembed._aef_codes import aef_codes_of
 from geoembed.schema import check_embedding, map_like
 
 __all__ = ["map_pixels", "valid_pixel_mask"]
 
-PixelFunc = Callable[..., np.ndarray]
+PixelFunc = Callable[..., Any]  # (n, n_out) array, or (values, valid) when band-major
 
 
 def valid_pixel_mask(block: np.ndarray) -> np.ndarray:
@@ -55,6 +56,22 @@ def _apply_block(
         if res.ndim == 1:
             res = res[:, None]
         out[:, valid] = res.T.astype(out_dtype, copy=False)
+    return out.reshape(n_out, ny, nx)
+
+
+def _apply_block_bands(
+    block: np.ndarray,
+    *args: Any,
+    pixel_func: PixelFunc,
+    n_out: int,
+    fill: float,
+    out_dtype: np.dtype,
+) -> np.ndarray:
+    nb, ny, nx = block.shape
+    res, valid = pixel_func(block.reshape(nb, ny * nx), *args)
+    out = np.asarray(res).astype(out_dtype, copy=False)
+    if not valid.all():
+        out[:, ~valid] = fill
     return out.reshape(n_out, ny, nx)
 
 
@@ -107,6 +124,8 @@ def map_pixels(
     out_coords: Sequence[Any] | None = None,
     name: str = "output",
     tile: tuple[int, int] | None = None,
+    band_major: bool = False,
+    aef_codes: bool = False,
 ) -> xr.DataArray:
     """Apply ``func`` to the valid pixel vectors of every block, lazily.
 
@@ -134,6 +153,16 @@ def map_pixels(
         Call ``func`` on fixed ``h x w`` tiles of a global grid (``h * w`` rows per call,
         zero filler at nodata and outside the block) instead of on the block's valid
         pixels: for functions whose rounding depends on a row's batch position.
+    band_major : bool, default False
+        Call ``func(block, *args) -> (values, valid)`` once per block on the whole
+        block as stored, ``(band, pixels)`` in the field's dtype (nodata included, no
+        copy); it returns ``(n_out, pixels)`` values and the ``(pixels,)`` mask of
+        valid pixels (``fill`` is written at the others). For kernels that read the
+        bands in place and detect nodata themselves.
+    aef_codes : bool, default False
+        With ``band_major``: if the field is the lazy de-quantization of AEF int8 codes
+        (:func:`geoembed._aef_codes.aef_codes_of`), ``func`` receives the int8 codes and
+        decodes them itself; the float32 field is then never materialised.
 
     Returns
     -------
@@ -146,8 +175,14 @@ def map_pixels(
         data = dsa.from_array(data, chunks=(-1, 512, 512))
     dtype = np.dtype(dtype)
     extra: dict[str, Any] = {} if tile is None else {"tile": tuple(tile)}
+    if tile is not None and band_major:
+        raise ValueError("map_pixels: tile and band_major cannot be combined")
+    kernel = _apply_block_bands if band_major else _apply_block
+    if band_major and aef_codes:
+        codes = aef_codes_of(data)
+        data = data if codes is None else codes
     out = dsa.map_blocks(
-        _apply_block if tile is None else _apply_block_tiled,
+        kernel if tile is None else _apply_block_tiled,
         data,
         *args,
         pixel_func=func,

@@ -8,6 +8,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from geoembed._aef_codes import decode_codes
 from geoembed._blockwise import map_pixels
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, ModelError
@@ -49,6 +50,15 @@ def check_model_bands(model: Any, field: xr.DataArray, *, source: str | None = N
 def _knn_block(vectors: np.ndarray, model: Any, probabilities: bool) -> np.ndarray:
     with single_thread_blas():  # Dask runs one task per core
         return model.pixel_outputs(vectors, probabilities=probabilities)
+
+
+def _knn_block_bands(
+    block: np.ndarray, model: Any, probabilities: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    with single_thread_blas():
+        if block.dtype == np.int8:  # AEF codes: decoded one query tile at a time
+            return model.block_outputs(block, probabilities=probabilities, decode=decode_codes)
+        return model.block_outputs(np.asarray(block, np.float32), probabilities=probabilities)
 
 
 def predict_field(
@@ -95,10 +105,13 @@ def predict_field(
     dtype = class_dtype(n_classes)
     nodata = CLASS_NODATA[dtype.name]
     n_out = 2 + (n_classes if probabilities else 0)
+    band_major = hasattr(model, "block_outputs")  # reads blocks in place
     out = map_pixels(
         field,
-        _knn_block,
+        _knn_block_bands if band_major else _knn_block,
         n_out=n_out,
+        band_major=band_major,
+        aef_codes=True,
         args=(dask.delayed(model, pure=True), probabilities),
         fill=np.nan,
         dtype=np.float32,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -333,6 +333,12 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Count the votes: totals ``(q, C)`` (None if not needed), class ids, winning share."""
         dist, ind = self._search(Q, distances=self.weights == "distance")
+        return self._count_votes(dist, ind, need_counts)
+
+    def _count_votes(
+        self, dist: np.ndarray | None, ind: np.ndarray, need_counts: bool
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+        """Votes of the neighbours ``ind`` (``dist`` needed for distance weights)."""
         lab = self.y_[ind]
         q, k = lab.shape
         r = np.arange(q)
@@ -392,13 +398,45 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     def pixel_outputs(self, Q: np.ndarray, probabilities: bool = False) -> np.ndarray:
         """``(n, 2 [+ C])`` float32: class id, confidence (winning vote share), [shares]."""
         counts, pred, share = self._votes(self._check_queries(Q), need_counts=probabilities)
-        out = np.empty((len(pred), 2 + (self.n_classes if probabilities else 0)), np.float32)
-        out[:, 0] = pred
-        out[:, 1] = share
+        return self._outputs(counts, pred, share, probabilities).T
+
+    def _outputs(
+        self, counts: np.ndarray | None, pred: np.ndarray, share: np.ndarray, probabilities: bool
+    ) -> np.ndarray:
+        """``(2 [+ C], n)`` float32 rows: class id, winning share, [shares]."""
+        out = np.empty((2 + (self.n_classes if probabilities else 0), len(pred)), np.float32)
+        out[0] = pred
+        out[1] = share
         if probabilities:
             assert counts is not None
-            out[:, 2:] = counts / counts.sum(axis=1, keepdims=True)
+            out[2:] = (counts / counts.sum(axis=1, keepdims=True)).T
         return out
+
+    def block_outputs(
+        self,
+        Qt: np.ndarray,
+        probabilities: bool = False,
+        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`pixel_outputs` of the columns of a band-major block ``(d, P)``.
+
+        Returns the ``(2 [+ C], P)`` outputs and the ``(P,)`` mask of columns without
+        NaN (the outputs of the others are meaningless). The same values as
+        :meth:`pixel_outputs` on ``Qt.T``'s valid rows; the block is read in place.
+        ``decode`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32 vectors.
+        """
+        self._check_fitted()
+        if self.weights == "distance":  # ordered distances: the row-major search
+            if decode is not None:
+                Qt = decode(Qt)
+            valid = ~np.isnan(Qt).any(axis=0)
+            out = np.zeros((2 + (self.n_classes if probabilities else 0), Qt.shape[1]), np.float32)
+            if valid.any():
+                out[:, valid] = self.pixel_outputs(Qt[:, valid].T, probabilities).T
+            return out, valid
+        ind, valid = self.index.search_bands(Qt, self.k, decode)
+        counts, pred, share = self._count_votes(None, ind, probabilities)
+        return self._outputs(counts, pred, share, probabilities), valid
 
 
 @normalize_token.register(KNNClassifier)

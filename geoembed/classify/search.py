@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -253,6 +254,63 @@ class ExactIndex:
         if dist is not None and self.metric == "euclidean":
             return np.sqrt(dist).astype(np.float64), ind  # float32 root, like scikit-learn
         return dist, ind
+
+    def search_bands(
+        self,
+        Qt: np.ndarray,
+        k: int,
+        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``k``-nearest-neighbour *sets* of the columns of a band-major block.
+
+        ``Qt`` is ``(d, P)`` (a block as stored, any strides): its columns are the
+        queries, read in place by the GEMM (no transposing copy, no normalised copy).
+        ``decode``, if given, turns a ``(d, q)`` slice of ``Qt`` (e.g. int8 codes) into
+        float32 vectors, one cache-sized query tile at a time, so that the decoded block
+        never exists as a whole. Returns the neighbour indices ``(P, k)`` (unordered
+        within a row, like :meth:`search` with ``distances=False``) and the ``(P,)``
+        mask of columns without NaN; the indices of NaN columns are meaningless.
+
+        Cosine scores are taken on the raw queries: scaling a row by ``1 / |q|`` does not
+        change its ranking, and the error bound is scaled by ``|q|`` and widened by the
+        rounding of the normalised query that the exact decision uses (``u |x|max``).
+        Columns whose candidates are ambiguous go through :meth:`search` on their own,
+        so every result equals :meth:`search`'s exactly.
+        """
+        d, nq = Qt.shape
+        ind = np.zeros((nq, k), np.int64)
+        valid = np.empty(nq, bool)
+        m = min(k + 1, self.n)
+        # every training vector a candidate: rank them all exactly, row by row
+        step = nq if m == self.n else self.query_rows
+        for q0 in range(0, nq, step):
+            q1 = min(q0 + step, nq)
+            T = Qt[:, q0:q1] if decode is None else decode(Qt[:, q0:q1])
+            # |q|^2 in float32 along the band axis: NaN marks nodata (the mask, fused);
+            # the float32 sum of d squares is within d u of the exact one (bound widened)
+            qsq = np.square(T).sum(axis=0)
+            ok = ~np.isnan(qsq)
+            valid[q0:q1] = ok
+            if m == self.n:
+                cols = np.flatnonzero(ok)
+                ind[cols] = self.search(np.ascontiguousarray(T[:, cols].T), k, distances=False)[1]
+                continue
+            with np.errstate(invalid="ignore"):
+                qn = np.sqrt(qsq.astype(np.float64)) * (1.0 + 2.0 * d * _U32)
+            vals, cand = self.top(T.T, m)
+            if self.metric == "cosine":
+                # _margin of a unit query (plus the unit query's rounding), scaled by |q|
+                unit = 2.0 * (self.err_unit + 2.0 * _U32) * self.xmax + 4 * 2.0**-23
+                margin = qn * unit + 1e-30
+            else:
+                margin = self._margin(qn)
+            with np.errstate(invalid="ignore"):
+                wide = np.flatnonzero(vals[:, m - 1] >= vals[:, k - 1] - margin)
+            ind[q0:q1] = cand[:, :k]
+            if len(wide):
+                sub = np.ascontiguousarray(T[:, wide].T)
+                ind[wide + q0] = self.search(sub, k, distances=False)[1]
+        return ind, valid
 
     def _wide(
         self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int

@@ -17,6 +17,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 
+from geoembed._aef_codes import aef_codes_of, decode_codes
 from geoembed.cluster._kernels import (
     BATCH,
     assign,
@@ -25,7 +26,18 @@ from geoembed.cluster._kernels import (
     single_thread_blas,
 )
 
-__all__ = ["LloydResult", "PassStats", "field_pass", "lloyd", "matrix_pass", "minibatch"]
+#: pixels of int8 codes decoded at once (64 bands: 1 MiB of float32, cache-sized)
+DECODE_PIXELS = 4096
+
+__all__ = [
+    "DECODE_PIXELS",
+    "LloydResult",
+    "PassStats",
+    "field_pass",
+    "lloyd",
+    "matrix_pass",
+    "minibatch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,23 +90,33 @@ def _block_stats(
     scale: int,
     sq_scale: int | None,
 ) -> np.ndarray:
+    """Fixed-point sums, counts and squared norms of one block's pixels, by cluster.
+
+    An int8 block holds AEF codes, decoded :data:`DECODE_PIXELS` pixels at a time: the
+    statistics are integer sums of per-pixel terms, so they are the same bits whatever
+    the pieces.
+    """
     nb, ny, nx = block.shape
     flat = block.reshape(nb, ny * nx)
-    valid = ~np.isnan(flat).any(axis=0)
     k, d = centers.shape
     out = np.zeros((k * d + k + 1, 1, 1), dtype=np.int64)
-    if not valid.any():
-        return out
-    with single_thread_blas():
-        xt = prepare_columns(flat if valid.all() else flat[:, valid], metric)
-        labels = assign(xt, centers, metric, columns=True)
-        sums, counts = label_sums(xt, labels, k, scale, columns=True)
-    out[: k * d, 0, 0] = sums.ravel()
-    out[k * d : k * d + k, 0, 0] = counts
-    if sq_scale is not None:
-        out[-1, 0, 0] = (
-            _sq_norm_fixed(xt, sq_scale, columns=True) if metric != "cosine" else xt.shape[1]
-        )
+    codes = flat.dtype == np.int8
+    step = DECODE_PIXELS if codes else max(flat.shape[1], 1)
+    for p0 in range(0, flat.shape[1], step):
+        piece = decode_codes(flat[:, p0 : p0 + step]) if codes else flat[:, p0 : p0 + step]
+        valid = ~np.isnan(piece).any(axis=0)
+        if not valid.any():
+            continue
+        with single_thread_blas():
+            xt = prepare_columns(piece if valid.all() else piece[:, valid], metric)
+            labels = assign(xt, centers, metric, columns=True)
+            sums, counts = label_sums(xt, labels, k, scale, columns=True)
+        out[: k * d, 0, 0] += sums.ravel()
+        out[k * d : k * d + k, 0, 0] += counts
+        if sq_scale is not None:
+            out[-1, 0, 0] += (
+                _sq_norm_fixed(xt, sq_scale, columns=True) if metric != "cosine" else xt.shape[1]
+            )
     return out
 
 
@@ -126,6 +148,8 @@ def field_pass(
     """
     k, d = centers.shape
     length = k * d + k + 1
+    codes = aef_codes_of(data)  # AEF int8 codes: decoded inside the tasks
+    data = data if codes is None else codes
     parts = dsa.map_blocks(
         _block_stats,
         data,

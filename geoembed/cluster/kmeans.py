@@ -13,6 +13,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_array
 
+from geoembed._aef_codes import aef_codes_of, decode_codes
 from geoembed.cluster._init import (
     STREAM_BATCH,
     STREAM_INIT,
@@ -28,7 +29,14 @@ from geoembed.cluster._kernels import (
     prepare_columns,
     single_thread_blas,
 )
-from geoembed.cluster._lloyd import LloydResult, field_pass, lloyd, matrix_pass, minibatch
+from geoembed.cluster._lloyd import (
+    DECODE_PIXELS,
+    LloydResult,
+    field_pass,
+    lloyd,
+    matrix_pass,
+    minibatch,
+)
 from geoembed.colors import default_color, encode_class_colors
 from geoembed.errors import (
     BandMismatchError,
@@ -85,15 +93,24 @@ def _predict_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.nd
 def _predict_block(
     block: np.ndarray, centers: np.ndarray, *, metric: str, nodata: int, out_dtype: np.dtype
 ) -> np.ndarray:
-    """Labels of a ``(band, y, x)`` block, computed in its own layout (no transposed copy)."""
+    """Labels of a ``(band, y, x)`` block, computed in its own layout (no transposed copy).
+
+    An int8 block holds AEF codes: it is decoded :data:`DECODE_PIXELS` pixels at a
+    time (about 1 MiB of float32, cache-sized), so the float32 block never exists as a
+    whole (labels are per pixel, so they are the same).
+    """
     nb, ny, nx = block.shape
     flat = block.reshape(nb, ny * nx)
-    valid = ~np.isnan(flat).any(axis=0)
     out = np.full(ny * nx, nodata, dtype=out_dtype)
-    if valid.any():
-        with single_thread_blas():
-            xt = prepare_columns(flat if valid.all() else flat[:, valid], metric)
-            out[valid] = assign(xt, centers, metric, columns=True)
+    codes = flat.dtype == np.int8
+    step = DECODE_PIXELS if codes else max(flat.shape[1], 1)
+    with single_thread_blas():
+        for p0 in range(0, flat.shape[1], step):
+            piece = decode_codes(flat[:, p0 : p0 + step]) if codes else flat[:, p0 : p0 + step]
+            valid = ~np.isnan(piece).any(axis=0)
+            if valid.any():
+                xt = prepare_columns(piece if valid.all() else piece[:, valid], metric)
+                out[p0 : p0 + step][valid] = assign(xt, centers, metric, columns=True)
     return out.reshape(ny, nx)
 
 
@@ -559,6 +576,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         data = X.data
         if not isinstance(data, dsa.Array):
             data = dsa.from_array(data, chunks=(-1, 512, 512))
+        codes = aef_codes_of(data)  # AEF int8 codes: decoded inside the tasks
+        data = data if codes is None else codes
         out = dsa.map_blocks(
             _predict_block,
             data,

@@ -22,11 +22,20 @@ import numpy as np
 import xarray as xr
 from dask.base import tokenize
 
+from geoembed._aef_codes import (
+    AEF_NODATA,
+    AEF_SCALE,
+    aef_codes_of,
+    decode_codes,
+    dequantize_block,
+)
 from geoembed.errors import QuantizationError
 
 __all__ = [
     "AEF_NODATA",
     "AEF_SCALE",
+    "aef_codes_of",
+    "decode_codes",
     "dequantize_aef",
     "dequantize_block",
     "resolve_quantization",
@@ -34,37 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: int8 code of a masked AEF pixel
-AEF_NODATA = -128
-#: divisor of the AEF quantization formula
-AEF_SCALE = 127.5
-
 #: attributes describing the encoded source that must not survive de-quantization
 _ENCODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "_Unsigned")
-
-
-def dequantize_block(q: np.ndarray, axis: int = 0) -> np.ndarray:
-    """De-quantize one NumPy block of AEF int8 codes to float32.
-
-    Parameters
-    ----------
-    q : numpy.ndarray
-        int8 codes.
-    axis : int, default 0
-        The band axis: a pixel with ``-128`` in any band becomes NaN in every band.
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array of the same shape, ``sign(q) * (q / 127.5) ** 2``, NaN where masked.
-    """
-    v = q.astype(np.float32)
-    v /= np.float32(AEF_SCALE)
-    v *= np.abs(v)
-    masked = (q == AEF_NODATA).any(axis=axis, keepdims=True)
-    if masked.any():
-        np.copyto(v, np.float32(np.nan), where=masked)
-    return v
 
 
 def _check_int8(dtype: Any, what: str) -> None:

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _results
 import dask
 import dask.array as dsa
 import numpy as np
@@ -176,8 +177,13 @@ def _best(fns: dict[str, Any], repeats: int = REPEATS) -> dict[str, tuple[float,
     for _ in range(repeats):
         for name, fn in fns.items():
             wall, cpu = _timed(fn)
+            _RUNS.setdefault(name, []).append((wall, cpu))
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
+
+
+#: every (wall, CPU) run of the last _best call, per function
+_RUNS: dict[str, list[tuple[float, float]]] = {}
 
 
 def test_bench_infer_vs_raw_and_overlap(model: str) -> None:
@@ -195,6 +201,7 @@ def test_bench_infer_vs_raw_and_overlap(model: str) -> None:
         no_halo = predict(field, model, tile=TILE, overlap=0, **kw)["classes"]
         halo = predict(field, model, tile=TILE, overlap=HALO, **kw)["classes"]
         big = predict(field, model, tile=TILE + 2 * HALO, overlap=HALO, **kw)["classes"]
+        _RUNS.clear()
         t = _best(
             {
                 "raw": lambda: raw_onnxruntime(model, img, TILE, HALO),
@@ -230,8 +237,25 @@ def test_bench_infer_vs_raw_and_overlap(model: str) -> None:
         f"{'  h=0 (reference)':<20}{TILE:>9}{TILE:>6}{_n_tiles(h, w, TILE, 0):>7}{'':>8}"
         f"{t['h0'][0]:>8.2f}{t['h0'][1]:>8.2f}"
     )
+    cpu_of = {name: [c for _, c in runs] for name, runs in _RUNS.items()}
+    _results.record(
+        "infer",
+        f"{model} geoembed vs raw onnxruntime (CPU s)",
+        value=cpu_of["geoembed"],
+        baseline=cpu_of["raw"],
+    )
     for key, interior, tile in (("h32", inner, TILE), ("h32-320", TILE, TILE + 2 * HALO)):
         theory = ((interior + 2 * HALO) / interior) ** 2 - 1
+        # extra CPU time of each run over the median no-halo run, minus theory (points)
+        h0 = float(np.median(cpu_of["h0"]))
+        extra = [100 * (c / h0 - 1 - theory) for c in cpu_of[key]]
+        _results.record(
+            "infer",
+            f"{model} overlap {HALO}, interior {interior}: CPU overhead minus theory",
+            value=extra,
+            unit="points",
+            summary="cnn_overlap_vs_theory" if key == "h32" else None,
+        )
         wall, cpu = t[key]
         n = _n_tiles(h, w, tile, HALO)
         print(

@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Any
 
+import _results
 import numpy as np
 import pytest
 
@@ -57,6 +58,7 @@ K = 5
 BASELINE_PIXELS = {300: 2_000_000, 3000: 400_000, 30000: 50_000}
 if SMALL:
     BASELINE_PIXELS = {300: 300_000, 3000: 100_000, 30000: 16_000}
+REPEATS = _results.REPEATS
 MEMORY_SIDES = (1024, 2048) if SMALL else ((1024, 10240) if FULL else (1024, 3072))
 
 
@@ -341,13 +343,25 @@ def _cpu_rate(r: dict[str, Any]) -> float:
     return r["pixels"] / r["cpu"]
 
 
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall rate (its other fields kept), plus all the rates."""
+    order = sorted(runs, key=_rate)
+    med = dict(order[len(order) // 2])
+    med["rates"] = [_rate(r) for r in runs]
+    med["cpu_rates"] = [_cpu_rate(r) for r in runs]
+    return med
+
+
 @pytest.mark.parametrize("n_train", N_TRAIN)
 def test_bench_knn(n_train: int) -> None:
     t0 = time.perf_counter()
-    geo = _spawn("geoembed", n_train, SIDE * SIDE)
-    nb = _spawn("notebook", n_train, BASELINE_PIXELS[n_train])
-    ppf = _spawn("ppf", n_train, BASELINE_PIXELS[n_train])
-    fa = _spawn("faiss", n_train, CHUNK * CHUNK)
+    runs: dict[str, list[dict[str, Any]]] = {v: [] for v in ("geo", "nb", "ppf", "fa")}
+    for _ in range(REPEATS):  # interleaved, so that every variant sees the same load
+        runs["geo"].append(_spawn("geoembed", n_train, SIDE * SIDE))
+        runs["nb"].append(_spawn("notebook", n_train, BASELINE_PIXELS[n_train]))
+        runs["ppf"].append(_spawn("ppf", n_train, BASELINE_PIXELS[n_train]))
+        runs["fa"].append(_spawn("faiss", n_train, CHUNK * CHUNK))
+    geo, nb, ppf, fa = (_median_run(runs[v]) for v in ("geo", "nb", "ppf", "fa"))
     rows = [
         ("geoembed (end to end)", geo),
         ("notebook .values + sklearn", nb),
@@ -357,7 +371,7 @@ def test_bench_knn(n_train: int) -> None:
     g, gc = _rate(geo), _cpu_rate(geo)
     print(
         f"\n== kNN k={K} cosine, n_train={n_train}, {WORKERS} workers "
-        f"(scale={SCALE or 'default'}) =="
+        f"(scale={SCALE or 'default'}, median of {REPEATS} runs) =="
     )
     print(
         f"{'variant':32s} {'pixels':>9s} {'wall s':>7s} {'kpx/s/core':>10s} {'ratio':>6s} "
@@ -370,6 +384,20 @@ def test_bench_knn(n_train: int) -> None:
             f"{name:32s} {r['pixels']:9d} {r['wall']:7.2f} {w / 1e3:10.1f} {g / w:6.2f} "
             f"{c / 1e3:9.1f} {gc / c:6.2f} {rss}"
         )
+        if r is not geo:
+            summary = None
+            if r is fa and n_train in (300, 3000):
+                summary = f"knn{n_train}_vs_faiss"
+            for kind, key in (("wall", "rates"), ("CPU", "cpu_rates")):
+                _results.record(
+                    "knn",
+                    f"n={n_train} end to end vs {name} ({kind}, per core)",
+                    value=geo[key],
+                    baseline=r[key],
+                    unit="px/s/core",
+                    higher_is_better=True,
+                    summary=summary if kind == "wall" else None,
+                )
     print(
         f"(ratio = geoembed / variant, per core; CPU = pixels per CPU-second of the worker "
         f"processes, robust to other load.) geoembed kernel alone on the faiss block: "
@@ -383,6 +411,118 @@ def test_bench_knn(n_train: int) -> None:
     assert geo["pixels"] >= (1e6 if SMALL else 1e7)
 
 
+def _cpu_times(fns: dict[str, Any], n: int) -> dict[str, list[float]]:
+    """CPU seconds of ``n`` interleaved rounds of every function (one thread)."""
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(n):
+        for name, fn in fns.items():
+            c0 = time.process_time()
+            fn()
+            out[name].append(time.process_time() - c0)
+    return out
+
+
+@pytest.mark.parametrize("n_train", N_TRAIN[:2])
+def test_bench_knn_block(n_train: int) -> None:
+    """Where a block's time goes: kernel alone, block function, vs raw faiss (one core)."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    from geoembed._blockwise import _apply_block, _apply_block_bands
+    from geoembed._exact import unit_rows
+    from geoembed.classify import KNNClassifier
+
+    X, y = training(n_train)
+    block = synthetic_field(CHUNK, CHUNK).values
+    flat = block.reshape(64, -1)
+    model = KNNClassifier(K).fit(X, y)
+    f32 = np.dtype(np.float32)
+    faiss.omp_set_num_threads(1)
+    with threadpool_limits(1):
+        Q = unit_rows(np.ascontiguousarray(flat.T))
+        index = faiss.IndexFlatIP(64)
+        index.add(unit_rows(X))
+
+        def row_major() -> np.ndarray:  # the previous path: transposing copy + rows
+            return _apply_block(
+                block, pixel_func=model.pixel_outputs, n_out=2, fill=np.nan, out_dtype=f32
+            )
+
+        def band_major() -> np.ndarray:
+            return _apply_block_bands(
+                block, pixel_func=model.block_outputs, n_out=2, fill=np.nan, out_dtype=f32
+            )
+
+        assert np.array_equal(row_major(), band_major(), equal_nan=True)
+        fns = {
+            "raw faiss IndexFlatIP search": lambda: index.search(Q, K),
+            "kernel alone (search_bands)": lambda: model.index.search_bands(flat, K),
+            "block function (band-major)": band_major,
+            "block function (row-major, before)": row_major,
+        }
+        times = _cpu_times(fns, max(REPEATS, 5))
+    base = times["raw faiss IndexFlatIP search"]
+    print(f"\n== kNN one {CHUNK}x{CHUNK} block, n_train={n_train}, CPU s, 1 thread ==")
+    print(f"{'':36s} {'median':>8s} {'min':>8s} {'max':>8s} {'vs faiss':>9s}")
+    for name, t in times.items():
+        r = _results.record("knn-block", f"n={n_train} {name} vs faiss", value=t, baseline=base)
+        print(
+            f"{name:36s} {r['value']['median']:8.3f} {min(t):8.3f} {max(t):8.3f} {r['ratio']:8.2f}x"
+        )
+    r = _results.record(
+        "knn-block",
+        f"n={n_train} band-major vs row-major block function",
+        value=times["block function (band-major)"],
+        baseline=times["block function (row-major, before)"],
+    )
+    print(f"band-major block function is {r['ratio']:.2f} x the row-major one (speed)")
+
+
+@pytest.mark.parametrize("n_train", N_TRAIN[:1])
+def test_bench_knn_aef_codes(n_train: int) -> None:
+    """kNN on an AEF int8 field: codes decoded inside the kNN tasks vs decoded first.
+
+    The same int8 codes (the synthetic field quantised as AEF) in memory, one thread
+    (synchronous scheduler, CPU time). ``decoded first``: the float32 field is a Dask
+    array of its own (the previous behaviour); ``codes in the kernel``: the kNN tasks
+    receive int8 blocks and decode one query tile at a time. Identical maps (asserted).
+    """
+    import dask
+    import dask.array as dsa
+
+    from geoembed.classify import KNNClassifier, predict_field
+    from geoembed.io.aef import dequantize_aef
+
+    side = 1024 if SMALL else 2048
+    vf = synthetic_field(side, side)
+    v = vf.data
+    q = dsa.clip(dsa.rint(dsa.sign(v) * dsa.sqrt(abs(v)) * 127.5), -127, 127).astype(np.int8)
+    codes = vf.copy(data=q.persist(scheduler="threads"))
+    fused = dequantize_aef(codes).rio.write_crs("EPSG:32633")
+    first = fused.copy(data=fused.data.map_blocks(np.copy))  # a float32 field in the graph
+    X, y = training(n_train)
+    model = KNNClassifier(K).fit(X, y)
+
+    def run(field: Any) -> np.ndarray:
+        return predict_field(model, field)["class"].values
+
+    with dask.config.set(scheduler="synchronous"):
+        assert np.array_equal(run(fused), run(first))
+        times = _cpu_times({"fused": lambda: run(fused), "first": lambda: run(first)}, REPEATS)
+    r = _results.record(
+        "knn-aef",
+        f"n={n_train} {side}^2 AEF int8 field: decode in the kNN kernel vs decoded first",
+        value=times["fused"],
+        baseline=times["first"],
+    )
+    print(
+        f"\n== kNN on an AEF int8 field {side}x{side}, n_train={n_train}, 1 thread, CPU s ==\n"
+        f"decoded first {r['baseline']['median']:.2f}  codes in the kernel "
+        f"{r['value']['median']:.2f}  speed ratio {r['ratio']:.2f} x; Dask holds int8 blocks "
+        f"(1 B/value) instead of float32 (4 B/value)"
+    )
+
+
 def test_bench_knn_memory() -> None:
     small, large = (side * side for side in MEMORY_SIDES)
     a = _spawn("memory", 300, small)
@@ -393,6 +533,14 @@ def test_bench_knn_memory() -> None:
         print(f"{r['pixels']:>12,d} px  {r['peak_rss'] / 2**20:8.0f} MiB  {r['wall']:7.1f} s")
     print(
         f"growth {a['pixels']:.0e} -> {b['pixels']:.0e} px: {growth * 100:+.1f} % (target < 20 %)"
+    )
+    _results.record(
+        "memory",
+        f"kNN peak RSS growth {a['pixels']:.0e} -> {b['pixels']:.0e} px",
+        value=[100 * growth],
+        unit="%",
+        summary="rss_growth",
+        note="1 run per size (process-tree peak RSS)",
     )
 
 
