@@ -32,6 +32,7 @@ __all__ = [
     "SchemaError",
     "StalledJobError",
     "UnsafeModelError",
+    "VersionSkewError",
 ]
 
 
@@ -126,6 +127,10 @@ class SchedulerError(GeoembedError, RuntimeError):
 
 class StalledJobError(SchedulerError):
     """No task of a job finished for longer than the stall timeout."""
+
+
+class VersionSkewError(SchedulerError):
+    """The scheduler or a worker runs other geoembed/dask/distributed versions than the client."""
 
 
 class MissingDependencyError(GeoembedError, ImportError):
