@@ -127,6 +127,7 @@ def classify_job(
     cv: str | None = None,
     save_model: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     seed: int = 0,
     allow_single_class: bool = False,
@@ -167,6 +168,9 @@ def classify_job(
         Replace existing outputs that geoembed wrote (never other files or folders, never
         an input). All outputs are built under temporary names and appear together once
         complete (:class:`geoembed.export.outputs.OutputSet`), or not at all.
+    resume : bool
+        Finish a killed run of the same job: COG chunks it had written are reused
+        (:mod:`geoembed.export.resume`).
     progress : bool
         Progress bars on stderr.
     seed : int
@@ -202,7 +206,9 @@ def classify_job(
         raise LabelError("--cv and --save-model need training labels, not --model.")
     from geoembed.export.outputs import OutputSet
 
-    outputs = OutputSet(overwrite=overwrite, inputs=[source, labels, training, class_table, model])
+    outputs = OutputSet(
+        overwrite=overwrite, inputs=[source, labels, training, class_table, model], resume=resume
+    )
     outputs.add("class map", output)
     outputs.add("confidence raster", confidence)
     outputs.add("probability raster", probabilities)
@@ -315,12 +321,15 @@ def classify_job(
                 class_names=class_names,
                 colors=colors,
                 compute=False,
+                resume=resume,
             )
         ]
         if conf is not None and confidence is not None:
-            jobs.append(write_cog(conf, outputs.stage("confidence raster"), compute=False))
+            stage = outputs.stage("confidence raster")
+            jobs.append(write_cog(conf, stage, compute=False, resume=resume))
         if proba is not None and probabilities is not None:
-            jobs.append(write_cog(proba, outputs.stage("probability raster"), compute=False))
+            stage = outputs.stage("probability raster")
+            jobs.append(write_cog(proba, stage, compute=False, resume=resume))
         nodata = CLASS_NODATA.get(np.dtype(class_map.dtype).name)
         valid: Any = class_map != nodata  # a lazy boolean DataArray
         *_, n_mapped = compute(*jobs, valid.sum().data, progress=progress, label="classifying")

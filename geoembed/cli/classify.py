@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 from geoembed.cli._urls import InputPath, OutputPath
@@ -139,6 +140,7 @@ _EXAMPLES = (
 )
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def classify(
     ctx: click.Context,
@@ -163,6 +165,7 @@ def classify(
     allow_single_class: bool,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Classify an embedding field with exact kNN (or a saved model) into a COG map."""
     from geoembed.classify.job import classify_job
@@ -188,6 +191,7 @@ def classify(
             cv=cv,
             save_model=save_model,
             overwrite=overwrite,
+            resume=resume,
             progress=progress,
             seed=seed,
             allow_single_class=allow_single_class,

@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 from geoembed.cli._urls import OutputPath
@@ -95,6 +96,7 @@ __all__ = ["cluster"]
 )
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def cluster(
     ctx: click.Context,
@@ -114,6 +116,7 @@ def cluster(
     quantization: str | None,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Cluster an embedding field with KMeans and write the cluster map as a COG.
 
@@ -141,6 +144,7 @@ def cluster(
             seed=seed,
             names=names,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
             inputs=list(source),
             engine=engine,

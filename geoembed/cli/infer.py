@@ -13,6 +13,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 
@@ -66,6 +67,7 @@ __all__ = ["infer"]
 @click.option("--features", default=None, help="Feature map Zarr (an embedding field).")
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def infer(
     ctx: click.Context,
@@ -87,6 +89,7 @@ def infer(
     features: str | None,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Run a CNN (ONNX) over SOURCE with overlapping tiles; write classes/probabilities/features.
 
@@ -103,7 +106,7 @@ def infer(
     from geoembed.export.outputs import OutputSet
 
     # every output checked before anything runs; built aside, made visible together
-    outputs = OutputSet(overwrite=overwrite, inputs=[*source, model, model_config])
+    outputs = OutputSet(overwrite=overwrite, inputs=[*source, model, model_config], resume=resume)
     outputs.add("class map", out)
     outputs.add("confidence raster", confidence)
     outputs.add("probability raster", probabilities)
@@ -137,11 +140,11 @@ def infer(
         with outputs:
             jobs = []
             if out:
-                jobs.append(write_cog(res["classes"], outputs.stage("class map"), compute=False))
+                stage = outputs.stage("class map")
+                jobs.append(write_cog(res["classes"], stage, compute=False, resume=resume))
             if confidence:
-                jobs.append(
-                    write_cog(res["confidence"], outputs.stage("confidence raster"), compute=False)
-                )
+                stage = outputs.stage("confidence raster")
+                jobs.append(write_cog(res["confidence"], stage, compute=False, resume=resume))
             if probabilities:
                 scale = 1 / 254 if uint8_probabilities else None
                 jobs.append(
@@ -150,6 +153,7 @@ def infer(
                         outputs.stage("probability raster"),
                         compute=False,
                         scale=scale,
+                        resume=resume,
                     )
                 )
             if features:
@@ -158,6 +162,7 @@ def infer(
                         res["features"].rename("embedding"),  # a canonical embedding field
                         outputs.stage("feature map"),
                         compute=False,
+                        resume=resume,
                     )
                 )
             compute(*jobs, progress=show_progress(ctx, as_json), label="infer")

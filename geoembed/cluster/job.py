@@ -165,6 +165,7 @@ def cluster_to_cog(
     seed: int = 0,
     names: str | dict[int, str] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     inputs: Sequence[Any] = (),
     engine: str = "geoembed",
@@ -193,6 +194,8 @@ def cluster_to_cog(
         See :func:`cluster_field`.
     overwrite : bool
         Replace existing outputs (that geoembed wrote).
+    resume : bool
+        Finish a killed run of the same job: COG chunks it had written are reused.
     progress : bool
         Progress bars while writing.
     inputs : sequence of path, optional
@@ -213,7 +216,7 @@ def cluster_to_cog(
     from geoembed.schema import check_embedding
 
     check_embedding(field)
-    outputs = OutputSet(overwrite=overwrite, inputs=inputs)
+    outputs = OutputSet(overwrite=overwrite, inputs=inputs, resume=resume)
     outputs.add("cluster map", output)
     outputs.add("distance raster", distance)
     outputs.add("model directory", save_model_dir, directory=True)
@@ -241,12 +244,12 @@ def cluster_to_cog(
                 outputs.stage("cluster map"),
                 class_names=result.class_names,
                 compute=False,
+                resume=resume,
             )
         ]
         if distance is not None:
-            writes.append(
-                write_cog(result.distance, outputs.stage("distance raster"), compute=False)
-            )
+            stage = outputs.stage("distance raster")
+            writes.append(write_cog(result.distance, stage, compute=False, resume=resume))
         if progress:
             from geoembed.runtime import compute
 

@@ -371,6 +371,12 @@ class OutputSet:
     inputs : iterable, optional
         The command's inputs (paths; anything else is ignored). No output may be an
         input, or contain one.
+    resume : bool, default False
+        Stage every output under a name that the same command run again finds
+        (:func:`geoembed.export.resume.resume_sibling`) instead of a unique one, so that
+        writers given ``resume=self.resume`` can reuse the chunks an interrupted (killed)
+        run had finished. The temporaries are still removed on every exit path this
+        process sees; only a killed process leaves them, for the next ``--resume``.
 
     Examples
     --------
@@ -381,8 +387,11 @@ class OutputSet:
     ...     outputs.commit()
     """
 
-    def __init__(self, *, overwrite: bool = False, inputs: Iterable[Any] = ()) -> None:
+    def __init__(
+        self, *, overwrite: bool = False, inputs: Iterable[Any] = (), resume: bool = False
+    ) -> None:
         self.overwrite = overwrite
+        self.resume = resume
         self._inputs = _input_paths(inputs)
         self._remote_inputs = _input_urls(inputs)
         self._outputs: dict[str, _Output] = {}
@@ -482,6 +491,8 @@ class OutputSet:
         For an object-store output this is a temporary key (a URL) next to the target.
         """
         out = self._outputs[what]
+        if out.stage is None and self.resume:
+            out.stage = _resume_stage(out)
         if out.stage is None:
             if out.remote:
                 from geoembed.export.remote import remote_temp_sibling
@@ -577,6 +588,21 @@ class OutputSet:
                 if backup is not None:
                     _remove(backup)
         return {o.what: o.target for o in self._outputs.values()}
+
+
+def _resume_stage(out: _Output) -> Path | str:
+    """Return the staged name a resumed run finds again (a finished stage is rebuilt)."""
+    from geoembed.export.resume import resume_sibling
+
+    stage = resume_sibling(out.target, "out")
+    if out.remote:
+        from geoembed.export.remote import remote_exists, remote_remove
+
+        if remote_exists(stage):  # staged by a run killed before its commit
+            remote_remove(stage)
+        return stage
+    remove_path(Path(stage))
+    return Path(stage)
 
 
 def sweep_discarded() -> None:

@@ -1,0 +1,168 @@
+"""``resume``: a write killed outright (SIGKILL) is finished by the next run, identically.
+
+The killed process cannot clean up; its finished chunk parts stay under a name derived
+from the target and a hash of what is written (:mod:`geoembed.export.resume`), and the
+resumed run computes only the missing chunks (counted here), builds the same bytes as an
+uninterrupted write and leaves no temporary behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from geoembed.export.atomic import TEMP_MARKER
+
+_GEOEMBED = str(Path(sys.executable).parent / "geoembed")
+
+#: a 2048 x 2048 float32 raster in 256 chunks of 128, the same in every process
+_RASTER = textwrap.dedent(
+    """
+    import dask.array as dsa
+    import numpy as np
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    def raster():
+        n = 2048
+        data = np.random.default_rng(11).random((n, n), dtype=np.float32)
+        da = xr.DataArray(
+            dsa.from_array(data, chunks=128),
+            dims=("y", "x"),
+            coords={"y": 5_100_000 - 10 * np.arange(n) - 5, "x": 500_000 + 10 * np.arange(n) + 5},
+            name="confidence",
+        )
+        return da.rio.write_crs("EPSG:32633")
+    """
+)
+
+
+def _raster() -> Any:
+    space: dict[str, Any] = {}
+    exec(_RASTER, space)  # the same definition the killed process runs
+    return space["raster"]()
+
+
+def _complete_parts(directory: Path) -> int:
+    """Chunks whose every part (full resolution and overviews) is in ``directory``."""
+    names = {p.name for p in directory.iterdir() if p.name.endswith(".tif")}
+    return sum(1 for n in names if "-o" not in n and n.startswith("part-"))
+
+
+def _parts_dir(out: Path) -> Path | None:
+    found = [p for p in out.iterdir() if f"{TEMP_MARKER}resume-cog-" in p.name]
+    return found[0] if found else None
+
+
+def test_write_cog_killed_then_resumed_computes_only_missing_chunks(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from geoembed.export import write_cog
+
+    ref = write_cog(_raster(), tmp_path / "ref.tif", blocksize=128)
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "conf.tif"
+    script = _RASTER + textwrap.dedent(
+        f"""
+        import dask
+        from geoembed.export import write_cog
+        with dask.config.set(scheduler="threads", num_workers=1):
+            write_cog(raster(), {str(target)!r}, blocksize=128, resume=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    killed_with = 0
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            parts = _parts_dir(out)
+            if parts is not None and _complete_parts(parts) >= 20:
+                proc.send_signal(signal.SIGKILL)
+                killed_with = _complete_parts(parts)
+                break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert killed_with, "the write finished before it could be killed"
+    assert not target.exists()  # nothing at the target
+    parts = _parts_dir(out)
+    assert parts is not None
+    # a part is complete or absent (each is renamed into place); all parts of a chunk
+    # are present only when its full-resolution part, written last, is
+    already = _complete_parts(parts)
+    assert 0 < already < 256
+    with caplog.at_level(logging.INFO, logger="geoembed.export.cog"):
+        assert write_cog(_raster(), target, blocksize=128, resume=True) == target
+    assert f"{already} of 256 chunks were written by an earlier run" in caplog.text
+    assert target.read_bytes() == Path(ref).read_bytes()
+    assert sorted(os.listdir(out)) == ["conf.tif"]  # the parts were removed
+
+
+def test_resume_never_reuses_parts_of_another_raster(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dask
+    from dask.delayed import Delayed
+
+    from geoembed.export import write_cog
+
+    a = _raster()
+    b = a + 1  # same grid, chunks and settings, other values
+    target = tmp_path / "x.tif"
+    job = write_cog(a, target, blocksize=128, resume=True, compute=False)
+    graph = dict(job.dask)
+    writes = sorted(k for k in graph if str(k).startswith("_write_part"))
+    assert len(writes) == 256
+    dask.compute(*(Delayed(k, graph) for k in writes[:5]))  # as if killed after 5 chunks
+    leftover = _parts_dir(tmp_path)
+    assert leftover is not None and _complete_parts(leftover) == 5
+    with caplog.at_level(logging.INFO, logger="geoembed.export.cog"):
+        write_cog(b, target, blocksize=128, resume=True)
+    assert "0 of 256 chunks were written by an earlier run" in caplog.text
+    ref = write_cog(b, tmp_path / "ref.tif", blocksize=128)
+    assert target.read_bytes() == Path(ref).read_bytes()
+
+
+def _classify_args(field: str, labels: str, out: str) -> list[str]:
+    return [
+        *("classify", field, "--labels", labels, "--label-column", "class", "-k", "5"),
+        *("-o", f"{out}/map.tif", "--confidence", f"{out}/conf.tif", "--json"),
+    ]
+
+
+def test_cli_resume_of_a_finished_run_is_a_plain_run(tmp_path: Path) -> None:
+    """``--resume`` with nothing to resume: the same outputs, no temporaries."""
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+    from geoembed.datasets import synthetic_scene
+    from geoembed.export import write_zarr
+
+    scene = synthetic_scene(96, 96, seed=4, chunks=48)
+    field = tmp_path / "field.zarr"
+    write_zarr(scene.field, field)
+    labels = tmp_path / "labels.gpkg"
+    scene.sample_points(15).to_file(labels)
+    runs = {}
+    for name, extra in (("plain", []), ("resumed", ["--resume"])):
+        out = tmp_path / name
+        out.mkdir()
+        args = ["-q", "--scheduler", "threads", *_classify_args(str(field), str(labels), str(out))]
+        res = CliRunner().invoke(main, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.output)["outputs"]["class_map"] == str(out / "map.tif")
+        assert sorted(os.listdir(out)) == ["conf.tif", "map.tif"]
+        runs[name] = [(out / n).read_bytes() for n in ("map.tif", "conf.tif")]
+    assert runs["plain"] == runs["resumed"]
