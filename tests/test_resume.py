@@ -166,3 +166,130 @@ def test_cli_resume_of_a_finished_run_is_a_plain_run(tmp_path: Path) -> None:
         assert sorted(os.listdir(out)) == ["conf.tif", "map.tif"]
         runs[name] = [(out / n).read_bytes() for n in ("map.tif", "conf.tif")]
     assert runs["plain"] == runs["resumed"]
+
+
+def _labels(field: Any, out: Path) -> Path:
+    """Points on pixel centres, classed by the field's vertical stripes."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    t = field.rio.transform()
+    h, w = field.sizes["y"], field.sizes["x"]
+    rows, cols = range(7, h, 97), range(5, w, 61)
+    pts = [Point(t @ (c + 0.5, r + 0.5)) for r in rows for c in cols]
+    classes = [c * 4 // w for _ in rows for c in cols]
+    gpd.GeoDataFrame({"class": classes}, geometry=pts, crs=field.rio.crs).to_file(out)
+    return out
+
+
+def _aef_tif(field: Any, out: Path) -> Path:
+    """The field quantized like AlphaEarth (int8, nodata -128), tiled 512 x 768 chunks."""
+    import numpy as np
+    import rasterio
+
+    values = np.nan_to_num(field.values, nan=-1.0)
+    codes = np.clip(np.round(values * 127), -127, 127).astype("int8")
+    codes[:, np.isnan(field.values).any(axis=0)] = -128
+    profile = {
+        "driver": "GTiff",
+        "height": codes.shape[1],
+        "width": codes.shape[2],
+        "count": codes.shape[0],
+        "dtype": "int8",
+        "crs": field.rio.crs,
+        "transform": field.rio.transform(),
+        "nodata": -128,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(codes)
+        dst.descriptions = tuple(f"A{i:02d}" for i in range(codes.shape[0]))
+    return out
+
+
+def _resume_parts(fs: Any, prefix: str) -> dict[str, int]:
+    """Complete chunks under each resumable parts prefix (by output name)."""
+    fs.invalidate_cache()
+    try:
+        keys = fs.find(prefix)
+    except OSError:
+        return {}
+    counts: dict[str, int] = {}
+    for key in keys:
+        folder, _, name = key.rpartition("/")
+        if f"{TEMP_MARKER}resume-cog-" in folder and name.startswith("part-") and "-o" not in name:
+            what = folder.rpartition("/")[2].lstrip(".").partition(TEMP_MARKER)[0]
+            counts[what] = counts.get(what, 0) + 1
+    return counts
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_client_sigkilled_mid_job_then_resume_on_the_cluster(
+    gcs_bucket: str, remote_cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+    from distributed import Client
+
+    from geoembed._cloud import filesystem
+    from geoembed.cli import main
+    from geoembed.testing import make_field
+
+    field = make_field(1024, 1536, bands=64, chunks=256, seed=5)
+    tif = _aef_tif(field, tmp_path / "field.tif")
+    _labels(field, tmp_path / "labels.gpkg")
+    fs = filesystem(gcs_bucket)
+    fs.put_file(str(tif), f"{gcs_bucket}/in/field.tif")
+    fs.put_file(str(tmp_path / "labels.gpkg"), f"{gcs_bucket}/in/labels.gpkg")
+    local = tmp_path / "local"
+    local.mkdir()
+    args = _classify_args(str(tif), str(tmp_path / "labels.gpkg"), str(local))
+    res = CliRunner().invoke(main, ["-q", "--scheduler", "threads", *args])
+    assert res.exit_code == 0, res.output
+
+    out = f"{gcs_bucket}/maps"
+    remote = _classify_args(f"{gcs_bucket}/in/field.tif", f"{gcs_bucket}/in/labels.gpkg", out)
+    command = [_GEOEMBED, "-v", "--scheduler", remote_cluster["address"], *remote, "--resume"]
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    env = {**remote_cluster["env"], "TMPDIR": str(client_dir)}
+    log = (tmp_path / "killed.log").open("wb")
+    proc = subprocess.Popen(command, env=env, cwd=client_dir, stdout=log, stderr=log)
+    killed = False
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _resume_parts(fs, out).get("map.tif", 0) >= 1:
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        proc.wait()
+        log.close()
+    assert killed, (
+        f"the job ended before its client was killed: {(tmp_path / 'killed.log').read_text()}"
+    )
+    with Client(remote_cluster["address"], timeout=30) as client:
+        end = time.monotonic() + 60  # the scheduler drops the dead client's tasks
+        while any(client.processing().values()) and time.monotonic() < end:
+            time.sleep(0.2)
+    time.sleep(1)
+    fs.invalidate_cache()
+    names = [k.rpartition("/")[2] for k in fs.find(out)]
+    assert "map.tif" not in names and "conf.tif" not in names  # nothing at the targets
+    done = _resume_parts(fs, out)
+    assert 0 < done["map.tif"] < 4, done
+
+    resumed = subprocess.run(command, env=env, cwd=client_dir, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for what in ("map.tif", "conf.tif"):
+        n = done.get(what, 0)
+        assert f"resuming {what}: {n} of 4 chunks were written by an earlier run" in resumed.stderr
+    fs.invalidate_cache()
+    assert fs.cat(f"{out}/map.tif") == (local / "map.tif").read_bytes()
+    assert fs.cat(f"{out}/conf.tif") == (local / "conf.tif").read_bytes()
+    assert sorted(k.rpartition("/")[2] for k in fs.find(out)) == ["conf.tif", "map.tif"]

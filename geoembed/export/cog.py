@@ -750,10 +750,12 @@ def write_cog(
         else:
             parts.append(dask.delayed(_write_part, pure=False)(blk, ready, plan, b[0], b[1]))
     if resume:
+        from geoembed.export.resume import shown_name
+
         reused = sum(isinstance(p, tuple) for p in parts)
         log.info(
             "resuming %s: %d of %d chunks were written by an earlier run",
-            str(target).rpartition("/")[2],
+            shown_name(target),
             reused,
             len(parts),
         )

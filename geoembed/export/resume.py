@@ -23,7 +23,7 @@ from pathlib import Path
 
 from geoembed.export.atomic import TEMP_MARKER, is_remote
 
-__all__ = ["RESUME_TAG", "listing", "resume_sibling"]
+__all__ = ["RESUME_TAG", "listing", "resume_sibling", "shown_name"]
 
 #: the tag of resumable temporaries (``.<name>.geoembed-tmp-resume-...``)
 RESUME_TAG = "resume"
@@ -68,3 +68,11 @@ def listing(directory: str) -> set[str]:
         return {e.name for e in os.scandir(directory) if e.is_file()}
     except OSError:
         return set()
+
+
+def shown_name(path: str | os.PathLike[str]) -> str:
+    """Return the file name of an output as its user knows it (a stage: its target's)."""
+    name = str(path).rstrip("/").rpartition("/")[2]
+    if TEMP_MARKER in name:
+        name = name.partition(TEMP_MARKER)[0].removeprefix(".")
+    return name
