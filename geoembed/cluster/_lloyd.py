@@ -23,6 +23,7 @@ from geoembed.cluster._kernels import (
     prepare_columns,
     single_thread_blas,
 )
+from geoembed.runtime.progress import compute
 
 __all__ = ["LloydResult", "PassStats", "field_pass", "lloyd", "matrix_pass", "minibatch"]
 
@@ -137,7 +138,7 @@ def field_pass(
         meta=np.empty((0, 0, 0), dtype=np.int64),
         token="geoembed-kmeans-pass",  # prefix; the key hashes the centres and data
     )
-    (total,) = dask.compute(parts.sum(axis=(1, 2), dtype=np.int64))
+    (total,) = compute(parts.sum(axis=(1, 2), dtype=np.int64))
     total = np.asarray(total, dtype=np.int64)
     sumsq = None
     if sq_scale is not None:

@@ -208,11 +208,10 @@ def cluster_to_cog(
     dict
         JSON-ready summary: outputs, model summary, per-cluster pixels and area (km^2).
     """
-    import dask
-
     from geoembed.cluster.stats import cluster_stats
     from geoembed.export import write_cog
     from geoembed.export.outputs import OutputSet
+    from geoembed.runtime import compute
     from geoembed.schema import check_embedding
 
     check_embedding(field)
@@ -250,12 +249,7 @@ def cluster_to_cog(
         if distance is not None:
             stage = outputs.stage("distance raster")
             writes.append(write_cog(result.distance, stage, compute=False, resume=resume))
-        if progress:
-            from geoembed.runtime import compute
-
-            compute(*writes, progress=True, label="writing clusters")
-        else:
-            dask.compute(*writes)
+        compute(*writes, progress=progress, label="writing clusters")
         write_seconds = time.perf_counter() - t0
         model_path = None
         if save_model_dir is not None:

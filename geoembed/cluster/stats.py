@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import dask
 import dask.array as dsa
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geoembed.runtime.progress import compute
 from geoembed.schema import CLASS_NODATA, check_embedding
 
 __all__ = ["adjusted_rand_index", "cluster_stats", "contingency_table", "pixel_area_km2"]
@@ -157,7 +157,7 @@ def cluster_stats(
             dtype=np.float64,
             meta=np.empty((0, 0, 0)),
         )
-    (total,) = dask.compute(parts.sum(axis=(1, 2)))
+    (total,) = compute(parts.sum(axis=(1, 2)))
     counts = total[:k]
     table = pd.DataFrame(
         {
@@ -207,7 +207,7 @@ def contingency_table(a: xr.DataArray, b: xr.DataArray, *, n_a: int, n_b: int) -
         dtype=np.int64,
         meta=np.empty((0, 0, 0), dtype=np.int64),
     )
-    (total,) = dask.compute(parts.sum(axis=(1, 2)))
+    (total,) = compute(parts.sum(axis=(1, 2)))
     return np.asarray(total).reshape(n_a, n_b)
 
 

@@ -454,7 +454,8 @@ def dask_client(
         _bounded(
             lambda: check_versions(client, redact_url(address)),
             deadline + 5,
-            f"asking the Dask cluster at {redact_url(address)} for its versions",
+            f"asking the scheduler and workers at {redact_url(address)} for their versions "
+            "(a worker that does not answer is stalled or unreachable: restart it)",
         )
         with dask.config.set(stall):
             yield client
