@@ -82,9 +82,9 @@ __all__ = ["cluster"]
 @click.option(
     "--save-model",
     "save_model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputPath(file_okay=False, dir_okay=True),
     default=None,
-    help="Save the model (arrays + JSON, no pickle) to this directory.",
+    help="Save the model (arrays + JSON, no pickle) to this directory or gs:// / s3:// URL.",
 )
 @click.option("--names", default=None, help="Cluster names, e.g. 0=water,3=forest (COG metadata).")
 @click.option("--year", type=int, default=None, help="Time step (multi-year sources).")
@@ -110,7 +110,7 @@ def cluster(
     engine: str,
     mode: str,
     seed: int,
-    save_model_dir: Path | None,
+    save_model_dir: str | None,
     names: str | None,
     year: int | None,
     quantization: str | None,
