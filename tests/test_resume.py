@@ -293,3 +293,48 @@ def test_client_sigkilled_mid_job_then_resume_on_the_cluster(
     assert fs.cat(f"{out}/map.tif") == (local / "map.tif").read_bytes()
     assert fs.cat(f"{out}/conf.tif") == (local / "conf.tif").read_bytes()
     assert sorted(k.rpartition("/")[2] for k in fs.find(out)) == ["conf.tif", "map.tif"]
+
+
+def test_zarr_output_of_a_killed_command_is_resumed_from_its_staged_store(
+    tmp_path: Path,
+) -> None:
+    """The staged name is found again: only the chunks missing from ``.partial`` are written."""
+    import warnings
+
+    import dask
+    import xarray as xr
+    from dask.delayed import Delayed
+
+    from geoembed.export import write_zarr
+    from geoembed.export.outputs import OutputSet
+    from geoembed.testing import make_field
+
+    field = make_field(64, 96, bands=4, chunks=16, seed=2).rename("embedding")
+    target = tmp_path / "features.zarr"
+
+    def staged() -> tuple[OutputSet, Any]:
+        outputs = OutputSet(resume=True)
+        outputs.add("feature map", target, directory=True)
+        return outputs, outputs.stage("feature map")
+
+    def chunk_writes(job: Any) -> list[Any]:
+        return sorted(k for k in dict(job.dask) if str(k).startswith("_write_chunk"))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # string band names: not yet in the Zarr v3 spec
+        _killed, stage = staged()
+        job = write_zarr(field, stage, compute=False, resume=True)
+        writes = chunk_writes(job)
+        assert len(writes) == 24
+        graph = dict(job.dask)
+        dask.compute(*(Delayed(k, graph) for k in writes[:10]))  # killed after 10 chunks
+        # (the process is gone: no discard, no commit)
+        second, again = staged()
+        assert again == stage
+        job = write_zarr(field, again, compute=False, resume=True)
+        assert len(chunk_writes(job)) == 24 - 10  # only the missing chunks
+        with second:
+            dask.compute(job)
+            second.commit()
+    assert sorted(os.listdir(tmp_path)) == ["features.zarr"]
+    xr.testing.assert_equal(xr.open_zarr(target)["embedding"].load(), field.load())
