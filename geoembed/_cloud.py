@@ -145,6 +145,17 @@ def filesystem(url: str) -> Any:
     return _filesystem(scheme, key)
 
 
+#: GDAL's HTTP settings for every object-store read: retry 429/5xx answers and dropped
+#: connections with exponential backoff (8 retries from 0.5 s), give up on a peer that
+#: does not connect within 20 s and on any one request that takes longer than 60 s
+_GDAL_HTTP = {
+    "GDAL_HTTP_MAX_RETRY": "8",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_HTTP_CONNECTTIMEOUT": "20",
+    "GDAL_HTTP_TIMEOUT": "60",
+}
+
+
 def gdal_env() -> dict[str, str]:
     """GDAL configuration options for object storage, derived from the same variables.
 
@@ -153,7 +164,7 @@ def gdal_env() -> dict[str, str]:
     dict
         Options for ``rasterio.Env(**gdal_env())``; empty when nothing needs setting.
     """
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(_GDAL_HTTP)
     gcs = _emulator_gcs()
     if gcs is not None:
         env["CPL_GS_ENDPOINT"] = gcs.rstrip("/") + "/"
@@ -263,3 +274,45 @@ def check_writable_bucket(url: str, what: str) -> None:
 
 
 export_gdal_env()
+
+
+#: modules whose exceptions are failed object-store requests
+_CLIENT_MODULES = ("gcsfs", "s3fs", "aiohttp", "botocore", "aiobotocore", "google.auth")
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Describe an object-store request that failed after the client's retries, in one line.
+
+    Parameters
+    ----------
+    exc : BaseException
+        An exception that reached the command (its causes are searched too).
+
+    Returns
+    -------
+    str or None
+        The message, naming the error, the endpoint in use and what to do; None when
+        ``exc`` did not come from an object-store client.
+    """
+    from geoembed.runtime.redact import redact_url
+
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        module = type(e).__module__ or ""
+        if module.split(".")[0] in {m.split(".")[0] for m in _CLIENT_MODULES}:
+            first = (str(e).strip().splitlines() or [""])[0]
+            endpoint = _emulator_gcs() or _endpoint_s3()
+            where = f" at {redact_url(endpoint)}" if endpoint else ""
+            return redact_url(
+                f"an object-store request{where} failed after its retries "
+                f"({type(e).__name__}: {first}). The store may be unavailable or "
+                "overloaded, or the network down: run the command again later; nothing "
+                "was written to the outputs."
+            )
+        stack.extend([e.__cause__, e.__context__])
+    return None

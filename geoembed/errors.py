@@ -36,6 +36,7 @@ __all__ = [
     "SchemaError",
     "StalledJobError",
     "UnsafeModelError",
+    "VersionSkewError",
 ]
 
 
@@ -140,6 +141,10 @@ class SchedulerError(GeoembedError, RuntimeError):
 
 class StalledJobError(SchedulerError):
     """No task of a job finished for longer than the stall timeout."""
+
+
+class VersionSkewError(SchedulerError):
+    """The scheduler or a worker runs other geoembed/dask/distributed versions than the client."""
 
 
 class MissingDependencyError(GeoembedError, ImportError):

@@ -169,12 +169,15 @@ def _emulator_env() -> dict[str, str]:
 
 
 @contextmanager
-def topology(root: Path, n_workers: int = 3) -> Iterator[dict[str, Any]]:
+def topology(
+    root: Path, n_workers: int = 3, worker_env: dict[int, dict[str, str]] | None = None
+) -> Iterator[dict[str, Any]]:
     """Start a ``dask scheduler`` and ``n_workers`` ``dask worker`` processes (no nanny).
 
     Every process has its own empty directory under ``root`` as working directory,
     ``TMPDIR`` and ``--local-directory``, and sees the emulators through the standard
-    variables. Yields ``{"address", "procs" (scheduler first), "dirs", "env"}``.
+    variables; ``worker_env`` adds variables for some workers (by index). Yields
+    ``{"address", "procs" (scheduler first), "dirs", "env"}``.
     """
     base = {
         k: v
@@ -215,7 +218,7 @@ def topology(root: Path, n_workers: int = 3) -> Iterator[dict[str, Any]]:
                             *("--local-directory", str(d), "--name", f"w{i}", "--no-nanny"),
                         ],
                         cwd=d,
-                        env={**base, "TMPDIR": str(d)},
+                        env={**base, "TMPDIR": str(d), **(worker_env or {}).get(i, {})},
                         stdout=out,
                         stderr=subprocess.STDOUT,
                     )

@@ -242,6 +242,34 @@ def test_cluster_map_to_the_bucket_equals_local(
     assert filesystem(gcs_bucket).cat(f"{gcs_bucket}/c.tif") == (tmp_path / "c.tif").read_bytes()
 
 
+def test_cluster_saves_the_model_to_the_bucket(
+    gcs_bucket: str, local_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+    from geoembed.cluster import load_model
+
+    def run(out: str, model: str) -> None:
+        args = ["--scheduler", "threads", "-q", "cluster", str(local_inputs["field"])]
+        args += ["-k", "4", "--max-iter", "3", "-o", out, "--save-model", model]
+        res = CliRunner().invoke(main, [*args, "--names", "0=water"])
+        assert res.exit_code == 0, res.output
+
+    run(str(tmp_path / "c.tif"), str(tmp_path / "model"))
+    url = f"{gcs_bucket}/models/kmeans"
+    run(f"{gcs_bucket}/c.tif", url)
+    fs = filesystem(gcs_bucket)
+    fs.invalidate_cache()
+    keys = sorted(k.rpartition("/")[2] for k in fs.ls(url))
+    assert keys == sorted(p.name for p in (tmp_path / "model").iterdir()), keys
+    here, there = load_model(tmp_path / "model"), load_model(url)
+    np.testing.assert_array_equal(here.cluster_centers_, there.cluster_centers_)
+    assert there.cluster_names_ == here.cluster_names_ and there.cluster_names_[0] == "water"
+    # nothing but the outputs in the bucket
+    assert sorted(k.rpartition("/")[2] for k in fs.ls(gcs_bucket)) == ["c.tif", "models"]
+
+
 def test_infer_reads_the_onnx_model_from_the_bucket(gcs_bucket: str, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from click.testing import CliRunner

@@ -105,6 +105,11 @@ class LazyGroup(click.Group):
         except Exception as exc:
             if (ctx.obj or {}).get("verbose", 0) >= 2:
                 raise
+            from geoembed._cloud import storage_failure
+
+            failure = storage_failure(exc)
+            if failure is not None:
+                _fail(failure, 1)
             first = (str(exc).strip().splitlines() or [""])[0]
             detail = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
             _fail(f"unexpected error ({detail}); run with -vv for the traceback.", 1)
@@ -269,6 +274,9 @@ def main(
         root.addHandler(handler)
         root.setLevel(max(level, logging.DEBUG))
     logging.captureWarnings(True)
+    if not verbose:  # the clients log each request they gave up on; the error says it once
+        for name in ("gcsfs", "s3fs", "aiobotocore", "botocore"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     install_log_redaction()
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)

@@ -16,6 +16,7 @@ __all__ = [
     "job_client",
     "json_option",
     "overwrite_option",
+    "resume_option",
     "show_progress",
 ]
 
@@ -27,6 +28,13 @@ overwrite_option = click.option(
     is_flag=True,
     help="Replace existing outputs that geoembed wrote (never other files or folders, "
     "never an input).",
+)
+resume_option = click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish the same command after it was killed: COG and Zarr chunks that the "
+    "killed run had written are kept, only the missing ones are computed. Needs the same "
+    "inputs and options; outputs still appear only when complete.",
 )
 
 

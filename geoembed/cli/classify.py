@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 from geoembed.cli._urls import ClassTablePath, InputPath, OutputPath
@@ -141,6 +142,7 @@ _EXAMPLES = (
 )
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def classify(
     ctx: click.Context,
@@ -165,6 +167,7 @@ def classify(
     allow_single_class: bool,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Classify an embedding field with exact kNN (or a saved model) into a COG map."""
     from geoembed.jobs.classify import ClassifyOutputs, ClassifyParams, run_classify
@@ -201,7 +204,9 @@ def classify(
     out = ClassifyOutputs(output, confidence, probabilities, report, save_model)
     progress = show_progress(ctx, as_json)
     with job_client(ctx):
-        summary = run_classify(source, out, params, overwrite=overwrite, progress=progress)
+        summary = run_classify(
+            source, out, params, overwrite=overwrite, resume=resume, progress=progress
+        )
     if as_json:
         echo_json(summary)
         return

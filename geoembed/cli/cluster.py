@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 from geoembed.cli._urls import OutputPath
@@ -82,9 +83,9 @@ __all__ = ["cluster"]
 @click.option(
     "--save-model",
     "save_model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=OutputPath(file_okay=False, dir_okay=True),
     default=None,
-    help="Save the model (arrays + JSON, no pickle) to this directory.",
+    help="Save the model (arrays + JSON, no pickle) to this directory or gs:// / s3:// URL.",
 )
 @click.option("--names", default=None, help="Cluster names, e.g. 0=water,3=forest (COG metadata).")
 @click.option("--year", type=int, default=None, help="Time step (multi-year sources).")
@@ -96,6 +97,7 @@ __all__ = ["cluster"]
 )
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def cluster(
     ctx: click.Context,
@@ -109,12 +111,13 @@ def cluster(
     engine: str,
     mode: str,
     seed: int,
-    save_model_dir: Path | None,
+    save_model_dir: str | None,
     names: str | None,
     year: int | None,
     quantization: str | None,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Cluster an embedding field with KMeans and write the cluster map as a COG.
 
@@ -140,6 +143,7 @@ def cluster(
             ClusterOutputs(output, distance, save_model_dir),
             params,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
             year=year,
             quantization=quantization,

@@ -12,6 +12,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 
@@ -65,6 +66,7 @@ __all__ = ["infer"]
 @click.option("--features", default=None, help="Feature map Zarr (an embedding field).")
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def infer(
     ctx: click.Context,
@@ -86,6 +88,7 @@ def infer(
     features: str | None,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Run a CNN (ONNX) over SOURCE with overlapping tiles; write classes/probabilities/features.
 
@@ -119,6 +122,7 @@ def infer(
             InferOutputs(out, confidence, probabilities, features),
             params,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
             check_field=fits_in_memory,
         )

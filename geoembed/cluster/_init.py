@@ -14,6 +14,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 
+from geoembed._compute import compute
 from geoembed.cluster._kernels import prepare
 
 __all__ = ["PixelSample", "draw_sample", "kmeans_plusplus", "read_pixels", "windows_sample"]
@@ -98,7 +99,7 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
                 blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix]
             )
         )
-    parts = dask.compute(*tasks) if tasks else []
+    parts = compute(*tasks) if tasks else []
     out = np.empty((len(index), data.shape[0]), dtype=np.float32)
     for s0, s1, part in zip(starts, stops, parts):
         out[order[s0:s1]] = part
@@ -179,7 +180,7 @@ def windows_sample(
     for c in cells:
         iy, ix = divmod(int(c), nx)
         parts.append(data[:, iy * window : (iy + 1) * window, ix * window : (ix + 1) * window])
-    blocks = dask.compute(*parts)
+    blocks = compute(*parts)
     out = []
     for b in blocks:
         flat = np.asarray(b).reshape(b.shape[0], -1)

@@ -18,6 +18,7 @@ import dask.array as dsa
 import numpy as np
 
 from geoembed._aef_codes import aef_codes_of, decode_codes
+from geoembed._compute import compute
 from geoembed.cluster._kernels import (
     BATCH,
     assign,
@@ -162,7 +163,7 @@ def field_pass(
         meta=np.empty((0, 0, 0), dtype=np.int64),
         token="geoembed-kmeans-pass",  # prefix; the key hashes the centres and data
     )
-    (total,) = dask.compute(parts.sum(axis=(1, 2), dtype=np.int64))
+    (total,) = compute(parts.sum(axis=(1, 2), dtype=np.int64))
     total = np.asarray(total, dtype=np.int64)
     sumsq = None
     if sq_scale is not None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-import dask
 import dask.array as dsa
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geoembed._compute import compute
 from geoembed.schema import CLASS_NODATA, check_embedding
 
 __all__ = [
@@ -129,7 +129,7 @@ def cluster_stats(
     """
     k = int(n_clusters if n_clusters is not None else labels.attrs["n_clusters"])
     if field is None:
-        (total,) = dask.compute(stats_totals(labels, n_clusters=k))
+        (total,) = compute(stats_totals(labels, n_clusters=k))
         return stats_table(total, n_clusters=k, names=names)
     check_embedding(field, require_crs=False)
     nodata = CLASS_NODATA.get(str(labels.dtype), -1)
@@ -152,7 +152,7 @@ def cluster_stats(
         dtype=np.float64,
         meta=np.empty((0, 0, 0)),
     )
-    (total,) = dask.compute(parts.sum(axis=(1, 2)))
+    (total,) = compute(parts.sum(axis=(1, 2)))
     return stats_table(total, n_clusters=k, names=names, bands=bands)
 
 
@@ -239,7 +239,7 @@ def contingency_table(a: xr.DataArray, b: xr.DataArray, *, n_a: int, n_b: int) -
         dtype=np.int64,
         meta=np.empty((0, 0, 0), dtype=np.int64),
     )
-    (total,) = dask.compute(parts.sum(axis=(1, 2)))
+    (total,) = compute(parts.sum(axis=(1, 2)))
     return np.asarray(total).reshape(n_a, n_b)
 
 

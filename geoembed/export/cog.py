@@ -32,6 +32,8 @@ RGB only (alpha is not stored; the nodata entry reads back transparent).
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -80,6 +82,8 @@ from geoembed.export.remote import (
     remote_temp_sibling,
 )
 from geoembed.schema import CLASS_NODATA
+
+log = logging.getLogger(__name__)
 
 __all__ = ["read_class_names", "write_cog"]
 
@@ -321,15 +325,31 @@ def _write_part(block: np.ndarray, ready: str, plan: _Plan, row: int, col: int) 
 
     data = block if block.ndim == 3 else block[np.newaxis]
     base = Affine(*plan.transform[:6])
-    names = [_part_name(row, col)]
-    _write_tif(_join(ready, names[0]), data, plan, base * Affine.translation(col, row))
+    names = _part_names(plan, row, col)
     levels = pyramid(data, plan.factors, plan.resampling, plan.nodata)
-    for f, level in zip(plan.factors, levels):
-        name = _part_name(row, col, f)
+    for f, name, level in zip(plan.factors, names[1:], levels):
         t = base * Affine.translation(col, row) * Affine.scale(f)
         _write_tif(_join(ready, name), level, plan, t)
-        names.append(name)
-    return tuple(names)
+    # the full-resolution part last: a resumed write reuses a chunk only when all are there
+    _write_tif(_join(ready, names[0]), data, plan, base * Affine.translation(col, row))
+    return names
+
+
+def _part_names(plan: _Plan, row: int, col: int) -> tuple[str, ...]:
+    """Names of the parts of the chunk at ``(row, col)``: full resolution, then overviews."""
+    return (_part_name(row, col), *(_part_name(row, col, f) for f in plan.factors))
+
+
+def _resumable(plan: _Plan, data: dsa.Array) -> tuple[_Plan, set[str]]:
+    """Return the plan with its resumable parts directory, and the parts already there."""
+    from dask.base import tokenize
+
+    from geoembed.export.resume import listing, resume_sibling
+
+    settings = dataclasses.replace(plan, target="", tmpdir="", overwrite=False)
+    token = tokenize(data.name, settings)[:16]
+    tmpdir = resume_sibling(plan.target, f"cog-{token}")
+    return dataclasses.replace(plan, tmpdir=tmpdir), listing(tmpdir)
 
 
 def _fmt(value: float | int) -> str:
@@ -548,6 +568,7 @@ def write_cog(
     scale: float | None = None,
     offset: float | None = None,
     progress: bool = False,
+    resume: bool = False,
 ) -> Path | str | Any:
     """Write a class map or a continuous raster as a validated Cloud-Optimized GeoTIFF.
 
@@ -591,6 +612,11 @@ def write_cog(
         0..254 (read back decoded with ``rioxarray.open_rasterio(mask_and_scale=True)``).
     progress : bool, default False
         Show a progress bar while computing.
+    resume : bool, default False
+        Make the write resumable: chunk parts go under a name derived from ``path`` and
+        a hash of the raster's Dask graph and of these settings (see
+        :mod:`geoembed.export.resume`), and parts that an earlier, interrupted write of the
+        same raster left there are reused instead of being computed again.
 
     Returns
     -------
@@ -712,12 +738,28 @@ def write_cog(
         blocks=tuple(_block_starts(data.chunks)),
         factors=_chunk_overviews(data.chunks, da.sizes["y"], da.sizes["x"], blocksize, resampling),
     )
+    done: set[str] = set()
+    if resume:
+        plan, done = _resumable(plan, data)
     ready = dask.delayed(_prepare, pure=False)(plan)
     blocks = data.to_delayed().reshape(-1)
-    parts = [
-        dask.delayed(_write_part, pure=False)(blk, ready, plan, b[0], b[1])
-        for blk, b in zip(blocks, plan.blocks)
-    ]
+    parts: list[Any] = []
+    for blk, b in zip(blocks, plan.blocks):
+        names = _part_names(plan, b[0], b[1])
+        if resume and done.issuperset(names):  # written by an interrupted run
+            parts.append(names)
+        else:
+            parts.append(dask.delayed(_write_part, pure=False)(blk, ready, plan, b[0], b[1]))
+    if resume:
+        from geoembed.export.resume import shown_name
+
+        reused = sum(isinstance(p, tuple) for p in parts)
+        log.info(
+            "resuming %s: %d of %d chunks were written by an earlier run",
+            shown_name(target),
+            reused,
+            len(parts),
+        )
     job = dask.delayed(_finalize, pure=False)(parts, plan)
     if not compute:
         return job

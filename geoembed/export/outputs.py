@@ -446,6 +446,12 @@ class OutputSet:
         line; see :class:`~geoembed.stac.Provenance`). Also :meth:`set_provenance`.
     stac : bool, default True
         Write a STAC Item beside each output (``NAME.stac.json``).
+    resume : bool, default False
+        Stage every output under a name that the same command run again finds
+        (:func:`geoembed.export.resume.resume_sibling`) instead of a unique one, so that
+        writers given ``resume=self.resume`` can reuse the chunks an interrupted (killed)
+        run had finished. The temporaries are still removed on every exit path this
+        process sees; only a killed process leaves them, for the next ``--resume``.
 
     Examples
     --------
@@ -463,8 +469,10 @@ class OutputSet:
         inputs: Iterable[Any] = (),
         provenance: Provenance | None = None,
         stac: bool = True,
+        resume: bool = False,
     ) -> None:
         self.overwrite = overwrite
+        self.resume = resume
         inputs = list(inputs)
         self._given_inputs = inputs
         self._inputs = _input_paths(inputs)
@@ -606,6 +614,8 @@ class OutputSet:
         For an object-store output this is a temporary key (a URL) next to the target.
         """
         out = self._outputs[what]
+        if out.stage is None and self.resume:
+            out.stage = _resume_stage(out)
         if out.stage is None:
             if out.remote:
                 from geoembed.export.remote import remote_temp_sibling
@@ -780,6 +790,21 @@ def _read_staged_json(out: _Output) -> Any:
 
         return read_remote_json(str(out.stage))
     return _read_json(Path(str(out.stage)))
+
+
+def _resume_stage(out: _Output) -> Path | str:
+    """Return the staged name a resumed run finds again (a finished stage is rebuilt)."""
+    from geoembed.export.resume import resume_sibling
+
+    stage = resume_sibling(out.target, "out")
+    if out.remote:
+        from geoembed.export.remote import remote_exists, remote_remove
+
+        if remote_exists(stage):  # staged by a run killed before its commit
+            remote_remove(stage)
+        return stage
+    remove_path(Path(stage))
+    return Path(stage)
 
 
 def sweep_discarded() -> None:

@@ -24,6 +24,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from geoembed._cloud import check_writable_bucket, filesystem, gdal_path
@@ -33,10 +34,12 @@ __all__ = [
     "ROOT_METADATA",
     "check_remote_output",
     "copy_output",
+    "download_directory",
     "is_geoembed_remote",
     "remote_exists",
     "remote_remove",
     "remote_temp_sibling",
+    "upload_directory",
     "write_remote_text",
 ]
 
@@ -195,3 +198,29 @@ def copy_output(stage: str, target: str, *, directory: bool) -> None:
 def write_remote_text(url: str, text: str) -> None:
     """Write a small text object in one upload (it appears complete or not at all)."""
     filesystem(url).pipe_file(url, text.encode())
+
+
+def upload_directory(local: Path, url: str) -> str:
+    """Upload the files of the directory ``local`` under ``url``, root metadata last.
+
+    Readers look for the root metadata (``model.json``, ``zarr.json``...) first, so a
+    directory whose upload was interrupted is never taken for a complete one.
+    """
+    from geoembed._cloud import filesystem
+
+    fs = filesystem(url)
+    names = sorted(p.name for p in local.iterdir() if p.is_file())
+    for name in sorted(names, key=lambda n: n in ROOT_METADATA):
+        fs.put_file(str(local / name), f"{url}/{name}")
+    return url
+
+
+def download_directory(url: str, local: Path) -> Path:
+    """Download the objects directly under ``url`` into the new directory ``local``."""
+    from geoembed._cloud import filesystem
+
+    fs = filesystem(url)
+    local.mkdir()
+    for key in fs.ls(url, detail=False):
+        fs.get_file(key, str(local / str(key).rpartition("/")[2]))
+    return local

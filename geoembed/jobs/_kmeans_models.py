@@ -31,7 +31,7 @@ def save_model(
     *,
     names: str | Mapping[int, str] | None = None,
     overwrite: bool = False,
-) -> Path:
+) -> Path | str:
     """Write a fitted model to the directory ``path`` (atomically).
 
     Parameters
@@ -39,8 +39,9 @@ def save_model(
     model : KMeans
         A fitted estimator; a fitted ``dask_ml.cluster.KMeans`` (or scikit-learn
         ``KMeans``) is converted with :meth:`KMeans.from_dask_ml` (its centres).
-    path : path-like
-        Directory to create.
+    path : path-like or str
+        Directory to create, or a ``gs://`` / ``s3://`` URL (the directory is built
+        locally, then uploaded with ``model.json`` last).
     names : str or mapping, optional
         Cluster names (``"0=water,3=forest"``); default: the model's ``cluster_names_``
         if it has any.
@@ -49,12 +50,22 @@ def save_model(
 
     Returns
     -------
-    pathlib.Path
+    pathlib.Path or str
+        The directory (the URL for object storage).
     """
     if not hasattr(model, "cluster_centers_"):
         raise ModelError("the KMeans model is not fitted; call fit() before save_model().")
     if not isinstance(model, KMeans):
         model = KMeans.from_dask_ml(model)
+    if isinstance(path, str) and "://" in path:  # gs://, s3://: built here, then uploaded
+        import tempfile
+
+        from geoembed.export.remote import check_remote_output, upload_directory
+
+        url = check_remote_output(path, overwrite=overwrite, what="model directory")
+        with tempfile.TemporaryDirectory(prefix="geoembed-model-") as tmp:
+            upload_directory(Path(save_model(model, Path(tmp) / "model", names=names)), url)
+        return url
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not overwrite:
@@ -113,6 +124,16 @@ def load_model(path: str | os.PathLike[str]) -> KMeans:
     UnsafeModelError
         When ``path`` is a pickle/joblib file.
     """
+    if isinstance(path, str) and "://" in path:
+        import tempfile
+
+        from geoembed._cloud import require_input
+        from geoembed.export.remote import download_directory
+
+        url = path.rstrip("/")
+        require_input(url, "KMeans model")
+        with tempfile.TemporaryDirectory(prefix="geoembed-model-") as tmp:
+            return load_model(download_directory(url, Path(tmp) / "model"))
     path = Path(path)
     if path.is_file() and path.suffix.lower() in (".pkl", ".pickle", ".joblib"):
         raise UnsafeModelError(

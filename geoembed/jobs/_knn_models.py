@@ -126,17 +126,11 @@ def _save_remote(model: Any, url: str, *, overwrite: bool) -> Any:
     """Save to a local temporary directory, then upload it with ``model.json`` last."""
     import tempfile
 
-    from geoembed._cloud import filesystem
-    from geoembed.export.remote import ROOT_METADATA, check_remote_output
+    from geoembed.export.remote import check_remote_output, upload_directory
 
     url = check_remote_output(url, overwrite=overwrite, what="model directory")
-    fs = filesystem(url)
     with tempfile.TemporaryDirectory(prefix="geoembed-model-") as tmp:
-        local = save_model(model, Path(tmp) / "model")
-        names = sorted(p.name for p in local.iterdir())
-        for name in sorted(names, key=lambda n: n in ROOT_METADATA):
-            fs.put_file(str(local / name), f"{url}/{name}")
-    return url
+        return upload_directory(save_model(model, Path(tmp) / "model"), url)
 
 
 def _load_remote(url: str, allow_pickle: bool) -> Any:
@@ -152,9 +146,9 @@ def _load_remote(url: str, allow_pickle: bool) -> Any:
         name = url.rpartition("/")[2]
         local = Path(tmp) / name
         if fs.isdir(url):
-            local.mkdir()
-            for key in fs.ls(url, detail=False):
-                fs.get_file(key, str(local / key.rpartition("/")[2]))
+            from geoembed.export.remote import download_directory
+
+            download_directory(url, local)
         else:
             fs.get_file(url, str(local))
         return load_model(local, allow_pickle=allow_pickle)

@@ -28,6 +28,7 @@ def plan_outputs(
     overwrite: bool,
     inputs: Sequence[Any] = (),
     directories: Collection[str] = (),
+    resume: bool = False,
 ) -> OutputSet:
     """Check every output of a job before any task runs and return its output set.
 
@@ -42,13 +43,17 @@ def plan_outputs(
         The job's inputs (paths or URLs; anything else is ignored): no output may be one.
     directories : collection of str
         The ``what`` of the outputs that are directories (Zarr stores, model directories).
+    resume : bool
+        Stage under names a rerun of the same job finds again, so that writers given
+        ``resume=True`` reuse the chunks a killed run had finished
+        (:class:`~geoembed.export.outputs.OutputSet`).
 
     Returns
     -------
     OutputSet
         To be entered (``with outputs:``) around the writes and committed at the end.
     """
-    outputs = OutputSet(overwrite=overwrite, inputs=inputs)
+    outputs = OutputSet(overwrite=overwrite, inputs=inputs, resume=resume)
     for what, path in wanted.items():
         outputs.add(what, path, directory=what in directories)
     return outputs

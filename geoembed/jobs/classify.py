@@ -284,6 +284,7 @@ def run_classify(
     params: ClassifyParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Classify an embedding field and write the map (and friends) as COGs.
@@ -300,6 +301,9 @@ def run_classify(
         Replace existing outputs that geoembed wrote (never other files or folders, never
         an input). All outputs are built under temporary names and appear together once
         complete (:class:`geoembed.export.outputs.OutputSet`), or not at all.
+    resume : bool
+        Finish a killed run of the same job: the COG chunks (and Zarr chunks) it had
+        written are reused (:mod:`geoembed.export.resume`).
     progress : bool
         Progress bars on stderr.
 
@@ -330,6 +334,7 @@ def run_classify(
             "model directory": out.model_dir,
         },
         overwrite=overwrite,
+        resume=resume,
         inputs=[source, params.labels, params.training, params.class_table, params.model],
         directories={"model directory"},
     )
@@ -382,12 +387,17 @@ def run_classify(
                 class_names=class_names,
                 colors=colors,
                 compute=False,
+                resume=resume,
             )
         ]
         if conf is not None and "confidence raster" in outputs:
-            writes.append(write_cog(conf, outputs.stage("confidence raster"), compute=False))
+            writes.append(
+                write_cog(conf, outputs.stage("confidence raster"), compute=False, resume=resume)
+            )
         if proba is not None and "probability raster" in outputs:
-            writes.append(write_cog(proba, outputs.stage("probability raster"), compute=False))
+            writes.append(
+                write_cog(proba, outputs.stage("probability raster"), compute=False, resume=resume)
+            )
         nodata = CLASS_NODATA.get(np.dtype(class_map.dtype).name)
         valid: Any = class_map != nodata  # a lazy boolean DataArray
         *_, n_mapped = compute_all(
@@ -428,6 +438,7 @@ def classify_job(
     report: PathLike | None = None,
     save_model: PathLike | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     **params: Any,
 ) -> dict[str, Any]:
@@ -438,5 +449,10 @@ def classify_job(
     """
     out = ClassifyOutputs(output, confidence, probabilities, report, save_model)
     return run_classify(
-        source, out, ClassifyParams(**params), overwrite=overwrite, progress=progress
+        source,
+        out,
+        ClassifyParams(**params),
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
     )

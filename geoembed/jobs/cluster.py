@@ -76,6 +76,7 @@ def run_cluster(
     params: ClusterParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     inputs: Sequence[Any] = (),
     year: int | None = None,
@@ -100,6 +101,9 @@ def run_cluster(
         KMeans settings.
     overwrite : bool
         Replace existing outputs (that geoembed wrote).
+    resume : bool
+        Finish a killed run of the same job: the COG chunks (and Zarr chunks) it had
+        written are reused (:mod:`geoembed.export.resume`).
     progress : bool
         Progress bars while writing.
     inputs : sequence of path, optional
@@ -134,6 +138,7 @@ def run_cluster(
             "model directory": out.model_dir,
         },
         overwrite=overwrite,
+        resume=resume,
         inputs=inputs,
         directories={"model directory"},
     )
@@ -160,11 +165,14 @@ def run_cluster(
                 outputs.stage("cluster map"),
                 class_names=result.class_names,
                 compute=False,
+                resume=resume,
             )
         ]
         if "distance raster" in outputs:
             writes.append(
-                write_cog(result.distance, outputs.stage("distance raster"), compute=False)
+                write_cog(
+                    result.distance, outputs.stage("distance raster"), compute=False, resume=resume
+                )
             )
         totals = stats_totals(result.labels, n_clusters=params.n_clusters)
         *_, total = compute_all(*writes, totals, progress=progress, label="writing clusters")
@@ -213,6 +221,7 @@ def cluster_to_cog(
     distance: PathLike | None = None,
     save_model_dir: PathLike | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     inputs: Sequence[Any] = (),
     **params: Any,
@@ -223,6 +232,7 @@ def cluster_to_cog(
         ClusterOutputs(output, distance, save_model_dir),
         ClusterParams(n_clusters, **params),
         overwrite=overwrite,
+        resume=resume,
         progress=progress,
         inputs=inputs,
     )

@@ -81,6 +81,7 @@ def run_infer(
     params: InferParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
     check_field: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
@@ -97,6 +98,9 @@ def run_infer(
         Model and tiling.
     overwrite : bool
         Replace existing outputs that geoembed wrote.
+    resume : bool
+        Finish a killed run of the same job: the COG chunks (and Zarr chunks) it had
+        written are reused (:mod:`geoembed.export.resume`).
     progress : bool
         Progress bar on stderr.
     check_field : callable, optional
@@ -131,6 +135,7 @@ def run_infer(
     outputs = plan_outputs(
         {what: getattr(out, key) for key, what in _WHAT.items()},
         overwrite=overwrite,
+        resume=resume,
         inputs=[*sources, params.model, params.model_config],
         directories={"feature map"},
     )
@@ -162,10 +167,17 @@ def run_infer(
     with outputs:
         writes = []
         if "class map" in outputs:
-            writes.append(write_cog(res["classes"], outputs.stage("class map"), compute=False))
+            writes.append(
+                write_cog(res["classes"], outputs.stage("class map"), compute=False, resume=resume)
+            )
         if "confidence raster" in outputs:
             writes.append(
-                write_cog(res["confidence"], outputs.stage("confidence raster"), compute=False)
+                write_cog(
+                    res["confidence"],
+                    outputs.stage("confidence raster"),
+                    compute=False,
+                    resume=resume,
+                )
             )
         if "probability raster" in outputs:
             scale = 1 / 254 if params.uint8_probabilities else None
@@ -174,6 +186,7 @@ def run_infer(
                     res["probabilities"],
                     outputs.stage("probability raster"),
                     compute=False,
+                    resume=resume,
                     scale=scale,
                 )
             )
@@ -183,6 +196,7 @@ def run_infer(
                     res["features"].rename("embedding"),  # a canonical embedding field
                     outputs.stage("feature map"),
                     compute=False,
+                    resume=resume,
                 )
             )
         compute_all(*writes, progress=progress, label="infer")

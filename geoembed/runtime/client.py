@@ -22,6 +22,7 @@ from typing import Any
 
 from geoembed.errors import GeoembedError, SchedulerError, SchedulerSpecError, require
 from geoembed.runtime.redact import install_log_redaction, redact_url
+from geoembed.runtime.versions import check_versions
 
 __all__ = [
     "DEFAULT_STALL_TIMEOUT",
@@ -231,21 +232,6 @@ def _probe_scheduler(address: str, deadline: float, security: Any) -> None:
         raise SchedulerError(
             f"{shown} answered, but not as a Dask scheduler; check the address and port "
             "(the scheduler listens on 8786 by default)."
-        )
-    _check_versions(reply, shown)
-
-
-def _check_versions(identity: dict[str, Any], shown: str) -> None:
-    import distributed
-
-    theirs = (identity.get("versions") or {}).get("scheduler", {}).get("packages", {})
-    remote = theirs.get("distributed")
-    if remote and remote != distributed.__version__:
-        log.warning(
-            "the scheduler at %s runs distributed %s, this client %s: use one image for both",
-            shown,
-            remote,
-            distributed.__version__,
         )
 
 
@@ -477,6 +463,12 @@ def dask_client(
             "Check the address, or use --scheduler local."
         ) from exc
     try:
+        _bounded(
+            lambda: check_versions(client, redact_url(address)),
+            deadline + 5,
+            f"asking the scheduler and workers at {redact_url(address)} for their versions "
+            "(a worker that does not answer is stalled or unreachable: restart it)",
+        )
         _apply_thread_policy(client, deadline)
         with dask.config.set(stall):
             yield client
