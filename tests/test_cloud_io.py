@@ -267,7 +267,9 @@ def test_cluster_saves_the_model_to_the_bucket(
     np.testing.assert_array_equal(here.cluster_centers_, there.cluster_centers_)
     assert there.cluster_names_ == here.cluster_names_ and there.cluster_names_[0] == "water"
     # nothing but the outputs in the bucket
-    assert sorted(k.rpartition("/")[2] for k in fs.ls(gcs_bucket)) == ["c.tif", "models"]
+    assert sorted(k.rpartition("/")[2] for k in fs.ls(gcs_bucket)) == [
+        "c.tif", "c.tif.stac.json", "models"
+    ]  # fmt: skip
 
 
 def test_infer_reads_the_onnx_model_from_the_bucket(gcs_bucket: str, tmp_path: Path) -> None:

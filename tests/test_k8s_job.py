@@ -232,7 +232,10 @@ def test_the_daskjob_command_runs_as_written_and_matches_a_local_run(
         assert after - before >= 4  # the tasks ran on the job's workers
     fs.invalidate_cache()
     outputs = sorted(k.rpartition("/")[2] for k in fs.ls(bucket))
-    assert outputs == ["field.zarr", "labels.gpkg", "map.tif", "report.json"]
+    assert outputs == [  # the inputs, the outputs and their STAC Items
+        "field.zarr", "labels.gpkg", "map.tif", "map.tif.stac.json", "report.json",
+        "report.json.stac.json",
+    ]  # fmt: skip
     assert fs.cat(f"{bucket}/map.tif") == (local / "map.tif").read_bytes()
     report = json.loads(fs.cat(f"{bucket}/report.json"))
     mine = json.loads((local / "report.json").read_text())

@@ -163,7 +163,8 @@ def test_cli_resume_of_a_finished_run_is_a_plain_run(tmp_path: Path) -> None:
         res = CliRunner().invoke(main, [*args, *extra])
         assert res.exit_code == 0, res.output
         assert json.loads(res.output)["outputs"]["class_map"] == str(out / "map.tif")
-        assert sorted(os.listdir(out)) == ["conf.tif", "map.tif"]
+        names = ["conf.tif", "map.tif"]  # each with its STAC Item, nothing temporary
+        assert sorted(os.listdir(out)) == sorted([*names, *(f"{n}.stac.json" for n in names)])
         runs[name] = [(out / n).read_bytes() for n in ("map.tif", "conf.tif")]
     assert runs["plain"] == runs["resumed"]
 
@@ -336,5 +337,5 @@ def test_zarr_output_of_a_killed_command_is_resumed_from_its_staged_store(
         with second:
             dask.compute(job)
             second.commit()
-    assert sorted(os.listdir(tmp_path)) == ["features.zarr"]
+    assert sorted(os.listdir(tmp_path)) == ["features.zarr", "features.zarr.stac.json"]
     xr.testing.assert_equal(xr.open_zarr(target)["embedding"].load(), field.load())
