@@ -102,6 +102,47 @@ def test_quicklook_command(truth_cog, tmp_path: Path) -> None:
     assert res.exit_code != 0 and "x.tif" in res.output
 
 
+def test_quicklook_replaces_only_a_figure_geoembed_drew(truth_cog, tmp_path: Path) -> None:
+    from geoembed.export.outputs import is_geoembed_output
+
+    ours, theirs = tmp_path / "ours.png", tmp_path / "theirs.png"
+    res = CliRunner().invoke(main, ["quicklook", str(truth_cog), "-o", str(ours)])
+    assert res.exit_code == 0, res.output
+    assert is_geoembed_output(ours) and (tmp_path / "ours.png.stac.json").is_file()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(theirs)  # a user's own picture
+    before = theirs.read_bytes()
+    assert not is_geoembed_output(theirs)
+    res = CliRunner().invoke(main, ["quicklook", str(truth_cog), "-o", str(theirs), "--overwrite"])
+    assert res.exit_code == 2 and "did not write" in res.output
+    assert theirs.read_bytes() == before
+    res = CliRunner().invoke(main, ["quicklook", str(truth_cog), "-o", str(ours), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ours.png", "ours.png.stac.json", "theirs.png"
+    ]  # fmt: skip
+
+
+def test_classify_report_is_rerun_with_overwrite(tmp_path: Path) -> None:
+    """The confusion PNG beside the report is geoembed's, so --overwrite replaces it."""
+    import dask
+
+    from geoembed.export import write_zarr
+
+    with dask.config.set(scheduler="threads"):
+        s = synthetic_scene(96, 96, seed=0, chunks=48)
+        write_zarr(s.field, tmp_path / "f.zarr")
+        s.sample_points(12, seed=1).to_file(tmp_path / "p.gpkg")
+    args = [
+        "-q", "--scheduler", "threads", "classify", str(tmp_path / "f.zarr"),
+        "--labels", str(tmp_path / "p.gpkg"), "--label-column", "class_id",
+        "-o", str(tmp_path / "m.tif"), "--report", str(tmp_path / "r.json"), "--overwrite",
+    ]  # fmt: skip
+    for _ in range(2):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+    assert (tmp_path / "r.confusion.png").is_file()
+
+
 def test_map_png_names_from_the_cog(scene, truth_cog, tmp_path: Path) -> None:
     out = map_png(truth_cog, tmp_path / "m.png", title="truth")
     assert out.is_file()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 __all__ = ["quicklook"]
@@ -26,7 +24,11 @@ __all__ = ["quicklook"]
     show_default=True,
     help="Longest side each map is rendered at (only a decimated version is read).",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing PNG.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing PNG that geoembed drew (never another file).",
+)
 def quicklook(
     maps: tuple[str, ...], output: str, title: str | None, max_size: int, overwrite: bool
 ) -> None:
@@ -36,17 +38,7 @@ def quicklook(
     Class names and colours come from the map itself (the COG's class_names tag and
     colour table written by geoembed classify).
     """
-    from geoembed.errors import MissingInputError, OutputError
-    from geoembed.viz.panel import map_png, panel_png
+    from geoembed.jobs.quicklook import run_quicklook
 
-    for m in maps:
-        if not Path(m).exists():
-            raise MissingInputError(f"No map {m!r}: check the path.")
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise OutputError(f"{out} exists; pass --overwrite to replace it.")
-    if len(maps) == 1:
-        map_png(maps[0], out, title=title, max_size=max_size)
-    else:
-        panel_png([(Path(m).name, m) for m in maps], out, title=title, max_size=max_size)
+    out = run_quicklook(maps, output, title=title, max_size=max_size, overwrite=overwrite)
     click.echo(str(out))

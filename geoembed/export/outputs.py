@@ -144,7 +144,8 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
         report with a ``geoembed_version`` key, a GeoParquet table with the
         :data:`GEOPARQUET_MARK` schema metadata, an ONNX model exported by geoembed
         (producer ``geoembed``) or the sidecar JSON of one (same sha256). False for
-        anything else, symbolic links included.
+        anything else, symbolic links included. A PNG figure is geoembed's when it carries
+        the ``Software: geoembed ...`` text that :mod:`geoembed.viz.panel` writes.
     """
     p = Path(path)
     if p.is_symlink() or not p.exists():
@@ -166,6 +167,8 @@ def is_geoembed_output(path: str | os.PathLike[str]) -> bool:
         return _parquet_marked(p)
     if p.suffix.lower() == ".onnx":
         return _onnx_by_geoembed(p)
+    if p.suffix.lower() == ".png":  # figures: the PNG Software text geoembed writes
+        return _png_by_geoembed(p)
     if p.suffix.lower() == ".skops":  # estimator files: geoembed's zip comment
         import zipfile
 
@@ -187,6 +190,18 @@ def is_geoembed_json(payload: Any) -> bool:
     return (
         payload.get("type") == "Feature" and isinstance(props, dict) and "geoembed:version" in props
     )
+
+
+def _png_by_geoembed(path: Path) -> bool:
+    """Tell whether a PNG carries the ``Software: geoembed ...`` text geoembed's figures have."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}) or {}
+    except Exception:  # not a PNG, or unreadable: not geoembed's
+        return False
+    return str(text.get("Software", "")).startswith("geoembed ")
 
 
 def _parquet_marked(path: Path) -> bool:

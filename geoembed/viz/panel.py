@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from geoembed._version import __version__
 from geoembed.errors import MissingInputError, OutputError, SchemaError, require
 from geoembed.viz._render import Rendered, render
 
@@ -44,7 +45,8 @@ def _save(fig: Any, out: Path, dpi: int) -> Path:
 
     tmp = out.with_name(f".{out.name}.partial")
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        # the PNG's Software text marks it as geoembed's (so --overwrite may replace it)
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": f"geoembed {__version__}"})
         os.replace(tmp, out)
     finally:
         plt.close(fig)
