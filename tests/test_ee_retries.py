@@ -192,3 +192,31 @@ def test_every_worker_initialises_once_and_retries(dask_client: Any, tmp_path: P
         attempts[name] = max(attempts.get(name, 0), int(n) + 1)
     n_chunks = int(np.prod([len(c) for c in field.chunks[1:]]))
     assert len(attempts) == n_chunks and set(attempts.values()) == {3}
+
+
+def test_export_ee_job_commits_the_field_through_the_output_set(tmp_path: Path) -> None:
+    """export-ee: retried requests, a validated Zarr with its STAC Item, geoembed's only."""
+    from geoembed.errors import OutputError
+    from geoembed.export.outputs import is_geoembed_output
+    from geoembed.io import open_embeddings
+    from geoembed.jobs.export_ee import run_export_ee
+
+    out = tmp_path / "f.zarr"
+    fake = FakeEarthEngine(schedule=["429"])
+    kw: dict[str, Any] = {"bbox": BBOX, "year": 2024, "chunks": 64, "retry": FAST}
+    with dask.config.set(scheduler="threads"):
+        summary = run_export_ee(out, source=fake, **kw)
+        back = open_embeddings(out).load()
+    np.testing.assert_array_equal(back.values, expected_field(back))
+    assert summary["crs"] == "EPSG:32616" and summary["bands"] == 64
+    assert max(fake.attempts.values()) == 2  # each chunk: one 429, then the pixels
+    assert is_geoembed_output(out) and (tmp_path / "f.zarr.stac.json").is_file()
+    with pytest.raises(OutputError, match="already exists"):
+        run_export_ee(out, source=FakeEarthEngine(), **kw)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="Refusing to replace"):
+        run_export_ee(mine, source=FakeEarthEngine(), overwrite=True, **kw)
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zarr", "f.zarr.stac.json", "mine"]

@@ -7,7 +7,13 @@ from typing import Any
 
 import click
 
-from geoembed.cli._options import echo_json, job_client, json_option, overwrite_option
+from geoembed.cli._options import (
+    echo_json,
+    job_client,
+    json_option,
+    overwrite_option,
+    show_progress,
+)
 
 __all__ = ["export_ee", "utm_crs_for"]
 
@@ -48,7 +54,12 @@ def _parse_bbox(_ctx: click.Context, _param: Any, value: str) -> tuple[float, fl
 @click.option(
     "--scale", type=float, default=10.0, show_default=True, help="Pixel size (CRS units)."
 )
-@click.option("--project", default=None, help="Google Cloud project for ee.Initialize().")
+@click.option(
+    "--bands",
+    default=None,
+    help="Comma-separated bands to export (required for collections other than AlphaEarth's).",
+)
+@click.option("--project", default=None, help="Google Cloud project for Earth Engine.")
 @click.option("-o", "--output", required=True, help="Output Zarr store (path or gs:// URL).")
 @overwrite_option
 @json_option
@@ -60,42 +71,41 @@ def export_ee(
     year: int,
     crs: str | None,
     scale: float,
+    bands: str | None,
     project: str | None,
     output: str,
     overwrite: bool,
     as_json: bool,
 ) -> None:
-    """Export an Earth Engine embedding field over a bbox to Zarr, through Xee.
+    """Export an Earth Engine embedding field over a bbox to Zarr.
 
     Needs the "ee" extra (pip install "geoembed[ee]": earthengine-api, xee) and Earth
-    Engine credentials (earthengine authenticate). The grid is explicit: the bbox is
-    snapped outwards to whole pixels of SCALE in CRS, north-up.
+    Engine credentials (Application Default Credentials, Workload Identity or a service
+    account; initialised on each Dask worker). The grid is explicit: the bbox is snapped
+    outwards to whole pixels of SCALE in CRS, north-up; each chunk is one request, retried
+    with backoff on 429 / quota / transient errors.
     """
-    from geoembed.io.xee import grid_for_bbox, open_xee, require_ee
+    from geoembed.io.xee import require_ee
+    from geoembed.jobs.export_ee import run_export_ee
 
-    ee, _ = require_ee("geoembed export-ee")
-    from geoembed.export import write_zarr
-
-    ee.Initialize(**({"project": project} if project else {}))
-    grid = grid_for_bbox(bbox, crs=crs or utm_crs_for(bbox), scale=scale)
-    init = {"project": project} if project else None
-    field = open_xee(collection, year=year, ee_init_kwargs=init, **grid)
+    require_ee("geoembed export-ee")  # before a cluster is started for nothing
     with job_client(ctx):
-        write_zarr(field, output, overwrite=overwrite)
-    summary = {
-        "output": output,
-        "collection": collection,
-        "year": year,
-        "crs": grid["crs"],
-        "crs_transform": list(grid["crs_transform"]),
-        "width": grid["shape_2d"][0],
-        "height": grid["shape_2d"][1],
-        "bands": int(field.sizes["band"]),
-    }
+        summary = run_export_ee(
+            output,
+            bbox=bbox,
+            year=year,
+            collection=collection,
+            crs=crs or utm_crs_for(bbox),
+            scale=scale,
+            band_names=[b.strip() for b in bands.split(",") if b.strip()] if bands else None,
+            project=project,
+            overwrite=overwrite,
+            progress=show_progress(ctx, as_json),
+        )
     if as_json:
         echo_json(summary)
     else:
         click.echo(
             f"wrote {output}: {summary['width']} x {summary['height']} px, "
-            f"{summary['bands']} bands, {grid['crs']}, year {year}"
+            f"{summary['bands']} bands, {summary['crs']}, year {year}"
         )
