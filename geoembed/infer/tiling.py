@@ -57,6 +57,10 @@ PAD_MODES = {"reflect": "symmetric", "nearest": "edge"}
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
+def _round_up(v: int, m: int) -> int:
+    return -(-v // m) * m
+
+
 def tile_starts(size: int, interior: int) -> list[int]:
     """Interior starts of unblended tiles along one axis.
 
