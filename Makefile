@@ -44,19 +44,30 @@ test-slow: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/pytest tests/benchmarks -m bench -s -p no:cacheprovider --timeout=0 $(PYTEST_ARGS)
 
-# Debian's chromium for the browser tests (root, or sudo where there is one)
+# Debian's chromium for the browser tests: apt-get as root, or through passwordless sudo.
+# Fails (never skips) when it cannot be installed; CHROMIUM=... names another binary.
 CHROMIUM ?= /usr/bin/chromium
 $(CHROMIUM):
-	@SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null || \
-	{ $$SUDO apt-get update -q >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
+	@if [ "$$(id -u)" = 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "make browser: $(CHROMIUM) is missing and installing Debian's chromium needs root" \
+	  "or passwordless sudo; install it (apt-get install chromium) or set CHROMIUM=/path" >&2; \
+	  exit 1; fi; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	echo "make browser: installing Debian's chromium with apt-get"; \
+	$$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; } || \
+	{ echo "make browser: apt-get could not install chromium (see above)" >&2; exit 1; }; \
+	[ -x "$(CHROMIUM)" ] || { echo "make browser: chromium is installed but $(CHROMIUM) is not" \
+	  "there; set CHROMIUM=/path/to/chromium" >&2; exit 1; }
 
 $(VENV)/.browser-installed: pyproject.toml $(VENV)/.dev-installed
 	$(PIP) install -q -e ".[$(TEST_EXTRAS),browser]"
 	@touch $@
 
 browser: $(VENV)/.browser-installed $(CHROMIUM)
+	@$(CHROMIUM) --version >/dev/null 2>&1 || \
+	  { echo "make browser: $(CHROMIUM) does not start" >&2; exit 1; }
 	GEOEMBED_CHROMIUM=$(CHROMIUM) $(BIN)/pytest -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 # ratio change per row between two bench-results files (default: the two newest)

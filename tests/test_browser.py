@@ -12,6 +12,7 @@ Screenshots go to ``docs/screenshots/``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -79,8 +80,9 @@ def _ensure_kernel() -> None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """JupyterLab on 127.0.0.1 serving a folder with the map notebook; its URL and folder."""
-    pytest.importorskip("jupyterlab")
-    pytest.importorskip("playwright")
+    for module in ("jupyterlab", "playwright"):  # asked for with -m browser: never a skip
+        if importlib.util.find_spec(module) is None:
+            pytest.fail(f"{module} is missing; `make browser` installs the browser extra")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing; `make browser` installs Debian's chromium")
     import nbformat

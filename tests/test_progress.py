@@ -101,3 +101,76 @@ def test_kmeans_passes_show_one_bar(caplog, monkeypatch) -> None:
     with caplog.at_level(logging.INFO, logger="geoembed.progress"):
         KMeans(n_clusters=3, random_state=0, max_iter=7).fit(field)  # no bar unless asked
     assert not caplog.records
+
+
+@pytest.mark.parametrize(("index", "steps"), [("ivf", 5), ("hnsw", 4)])
+def test_approximate_index_build_shows_one_bar(index, steps, caplog, monkeypatch) -> None:
+    import dask
+    import numpy as np
+
+    pytest.importorskip("faiss")
+    import geoembed.classify.approximate as approximate
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    monkeypatch.setattr(approximate, "_ADD_BATCH", 300)  # 1000 vectors: 4 batches
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 8)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    label = f"building the faiss {index} index"
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        with dask.config.set({"geoembed.progress": True}):
+            model = approximate.ApproximateKNNClassifier(3, index=index).fit(X, y)
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith(label)]
+    assert msgs[0] == f"{label}: started ({steps} step)"  # train (IVF) + add batches
+    assert msgs[-1].startswith(f"{label}: done ({steps} step")
+    assert model.faiss_index.ntotal == 1000  # every batch was added
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        approximate.ApproximateKNNClassifier(3, index=index).fit(X, y)  # no bar unless asked
+    assert not caplog.records
+
+
+def test_classify_cli_shows_the_index_build(tmp_path, caplog, monkeypatch) -> None:
+    pytest.importorskip("faiss")
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+    from geoembed.datasets import synthetic_scene
+    from geoembed.export import write_zarr
+
+    scene = synthetic_scene(64, 64, seed=2, chunks=32)
+    src = write_zarr(scene.field, tmp_path / "field.zarr")
+    pts = scene.sample_points(10, seed=1)
+    pts.to_file(tmp_path / "labels.gpkg", driver="GPKG")
+    args = ["--scheduler", "threads", "classify", str(src), "--labels"]
+    args += [str(tmp_path / "labels.gpkg"), "--label-column", "class", "--approximate", "ivf"]
+    args += ["-o", str(tmp_path / "map.tif")]
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(re.match(r"building the faiss ivf index: started \(\d+ step\)", m) for m in msgs)
+    assert any(re.match(r"classifying: started \(\d+ task\)", m) for m in msgs)
+
+
+def test_infer_cli_shows_a_bar_with_its_total(tmp_path, caplog) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from click.testing import CliRunner
+
+    from geoembed.cli import main
+    from geoembed.export import write_zarr
+    from geoembed.infer.models import conv_stack
+    from geoembed.testing import make_field
+
+    src = write_zarr(make_field(48, 40, bands=8, chunks=24, seed=1), tmp_path / "f.zarr")
+    model = conv_stack(tmp_path / "m.onnx", bands=8, depth=1, n_classes=3)
+    args = ["--scheduler", "threads", "infer", str(src), "--model", str(model), "--tile", "32"]
+    args += ["--overlap", "4"]
+    with caplog.at_level(logging.INFO, logger="geoembed.progress"):
+        res = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "c.tif")])
+    assert res.exit_code == 0, res.output
+    msgs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("infer")]
+    m = re.match(r"infer: started \((\d+) task\)", msgs[0])
+    assert m and int(m.group(1)) > 0, msgs
+    assert msgs[-1].startswith(f"infer: done ({m.group(1)} task")

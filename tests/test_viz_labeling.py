@@ -194,3 +194,37 @@ def test_session_widget(scene) -> None:
     assert any(lay.name == "suggested points" for lay in sess.map.layers)
     assert box_widget.children[0] is sess.map
     assert json.dumps(sess.history)
+
+
+def test_session_cache_gives_the_full_resolution_classes(scene, tmp_path: Path) -> None:
+    lc = LabelCollector(_table(scene))
+    _label_scene(lc, scene, 3, seed=5)
+    plain = MappingSession(scene.field, collector=lc, k=3, workdir=tmp_path, cache=False)
+    full = plain.classify("field")
+    assert plain._cache is None
+    sess = MappingSession(scene.field, collector=lc, k=3, workdir=tmp_path)
+    again = sess.classify("field")
+    np.testing.assert_array_equal(again["class"].values, full["class"].values)
+    stores = sorted(p.name for p in sess._cache.root.iterdir())
+    assert stores == ["level-1.zarr"]
+    # a quick look at screen resolution, of a window: its pixels have the full map's classes
+    left, bottom, right, top = scene.field.rio.bounds()
+    view = (left + 130.0, bottom + 210.0, right - 70.0, top - 40.0)
+    quick = sess.classify(view, max_size=50)
+    assert max(quick["class"].shape) <= 50 and min(quick["class"].shape) > 30
+    assert "level-3.zarr" in {p.name for p in sess._cache.root.iterdir()}
+    at = full["class"].sel(x=quick["x"], y=quick["y"])
+    np.testing.assert_array_equal(quick["class"].values, at.values)
+    np.testing.assert_allclose(
+        quick["confidence"].values, full["confidence"].sel(x=quick["x"], y=quick["y"]).values
+    )
+    # the window's pixels lie inside the view
+    assert quick["x"].values.min() >= view[0] and quick["x"].values.max() <= view[2]
+    assert quick["y"].values.min() >= view[1] and quick["y"].values.max() <= view[3]
+    # the same look without the cache picks the same pixels
+    uncached = plain.classify(view, max_size=50)
+    np.testing.assert_array_equal(uncached["x"].values, quick["x"].values)
+    np.testing.assert_array_equal(uncached["class"].values, quick["class"].values)
+    root = sess._cache.root
+    sess.close()
+    assert not root.exists()

@@ -21,6 +21,26 @@ __all__ = ["INDEXES", "ApproximateKNNClassifier", "recall_at_k"]
 INDEXES = ("ivf", "hnsw")
 
 
+#: vectors added to a faiss index per step of its build's progress bar
+_ADD_BATCH = 65536
+
+
+def _index_bar(total: int, kind: str) -> Any:
+    """Return a bar over the index build's steps when ``geoembed.progress`` is set."""
+    import dask
+
+    if not dask.config.get("geoembed.progress", False):
+        return None
+    from geoembed._bars import progress_bar
+
+    return progress_bar(total, f"building the {kind} index", unit="step")
+
+
+def _advance(bar: Any) -> None:
+    if bar is not None:
+        bar.update(1)
+
+
 def recall_at_k(approx_ind: Any, exact_ind: Any) -> float:
     """Fraction of the exact neighbours that the approximate search found.
 
@@ -143,8 +163,18 @@ class ApproximateKNNClassifier(KNNClassifier):
             sample = (
                 Xv if n <= 256 * nlist else Xv[np.sort(rng.choice(n, 256 * nlist, replace=False))]
             )
-            index.train(sample)
-        index.add(Xv)
+        batches = range(0, n, _ADD_BATCH)
+        bar = _index_bar(len(batches) + (self.index_kind != "hnsw"), f"faiss {self.index_kind}")
+        try:
+            if self.index_kind != "hnsw":
+                index.train(sample)
+                _advance(bar)
+            for start in batches:  # in batches, so the bar moves while vectors are added
+                index.add(Xv[start : start + _ADD_BATCH])
+                _advance(bar)
+        finally:
+            if bar is not None:
+                bar.close()
         self._set_search_params(index)
         self._faiss = index
         self._faiss_bytes = faiss.serialize_index(index)

@@ -355,7 +355,10 @@ def run_classify(
             "crs": field.rio.crs.to_string() if field.rio.crs else None,
         },
     }
-    fitted, ts = _fit_or_load(params, field, name, summary)
+    import dask
+
+    with dask.config.set({"geoembed.progress": bool(progress)}):  # the faiss index build's bar
+        fitted, ts = _fit_or_load(params, field, name, summary)
     class_map, conf, proba, class_names, colors = _maps(fitted, field, out, name)
 
     if ts is not None and params.cv != "none" and (out.report is not None or params.cv is not None):

@@ -13,8 +13,10 @@ batch of labels is kept in :attr:`MappingSession.history` and drawn by
 from __future__ import annotations
 
 import math
+import shutil
 import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +52,8 @@ class _CVKNN:
         return np.asarray(self.model.predict(X))
 
 
-def _clip(field: xr.DataArray, extent: Any) -> xr.DataArray:
-    """Return the part of ``field`` inside ``(left, bottom, right, top)`` in the field's CRS."""
+def _window(field: xr.DataArray, extent: Any) -> tuple[slice, slice]:
+    """Row and column slices of ``field`` inside ``(left, bottom, right, top)`` (field CRS)."""
     left, bottom, right, top = (float(v) for v in extent)
     xs = field["x"].values
     ys = field["y"].values
@@ -59,7 +61,13 @@ def _clip(field: xr.DataArray, extent: Any) -> xr.DataArray:
     rows = np.flatnonzero((ys >= bottom) & (ys <= top))
     if cols.size == 0 or rows.size == 0:
         raise SchemaError(f"The extent {extent} does not overlap the field.")
-    return field.isel(x=slice(cols[0], cols[-1] + 1), y=slice(rows[0], rows[-1] + 1))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
+def _every(window: slice, stride: int) -> slice:
+    """Return the pixels of ``window`` on the grid of every ``stride``-th pixel (0, s...)."""
+    start, stop = int(window.start), int(window.stop)
+    return slice(stride * math.ceil(start / stride), stop, stride)
 
 
 def suggest_points(
@@ -169,6 +177,64 @@ def suggest_points(
     return gdf.to_crs("EPSG:4326")
 
 
+def _is_lazy(field: xr.DataArray) -> bool:
+    """Whether ``field`` is a Dask array (computed on read, so worth caching)."""
+    import dask.array as da
+
+    return isinstance(field.data, da.Array)
+
+
+class _FieldCache:
+    """A field's values stored once in Zarr, at full resolution and at each stride asked for.
+
+    Level ``s`` holds every ``s``-th pixel of the field (rows and columns 0, s, 2s...),
+    built from level 1 (the field's own blocks, computed once), so that a quick look at
+    screen resolution reads ``1/s^2`` of the values. The stores lie in one folder,
+    removed by :meth:`remove` or when the cache is garbage collected.
+    """
+
+    def __init__(self, field: xr.DataArray, workdir: Path) -> None:
+        self.field = field
+        self.root = workdir / f"session-{uuid.uuid4().hex[:8]}-field-cache"
+        self.levels: dict[int, xr.DataArray] = {}
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
+
+    def level(self, stride: int) -> xr.DataArray:
+        """Return the field at every ``stride``-th pixel, from the cache (stored first)."""
+        if stride not in self.levels:
+            if stride == 1:
+                src = self.field
+                label = "caching the field"
+            else:
+                src = self.level(1).isel(y=slice(None, None, stride), x=slice(None, None, stride))
+                label = f"caching the field at 1/{stride} resolution"
+            self.levels[stride] = self._store(src, stride, label)
+        return self.levels[stride]
+
+    def _store(self, src: xr.DataArray, stride: int, label: str) -> xr.DataArray:
+        import dask.array as da
+
+        from geoembed._compute import compute
+
+        arr = src.data
+        if stride > 1:  # whole-band blocks of about the field's own block size
+            cy, cx = self.field.data.chunksize[-2:]
+            arr = arr.rechunk((-1, cy, cx))
+        path = self.root / f"level-{stride}.zarr"
+        self.root.mkdir(parents=True, exist_ok=True)
+        compute(
+            da.to_zarr(arr, str(path), overwrite=True, compute=False),
+            progress=True,
+            label=label,
+        )
+        return src.copy(data=da.from_zarr(str(path)))
+
+    def remove(self) -> None:
+        """Delete the stored levels."""
+        self.levels.clear()
+        self._finalizer()
+
+
 class MappingSession:
     """Label, classify, look, correct: the interactive mapping loop.
 
@@ -185,6 +251,14 @@ class MappingSession:
     workdir : path, optional
         Where the class and confidence COGs go (default: the tile server's scratch
         folder, removed when it closes).
+    cache : bool
+        Keep the field's blocks, computed once, in a Zarr store in ``workdir`` (and the
+        field at each screen resolution asked for), so that each refresh reads stored
+        values instead of producing the field again. A lazily computed field (a
+        synthetic scene, a model's features, a remote COG) costs its full computation
+        only at the first :meth:`classify`. The store is removed by :meth:`close`. Pass
+        False when Dask workers cannot reach ``workdir`` (a remote cluster) or the field
+        is cheap to read.
     """
 
     def __init__(
@@ -195,6 +269,7 @@ class MappingSession:
         collector: LabelCollector | None = None,
         k: int = 5,
         workdir: str | Path | None = None,
+        cache: bool = True,
     ) -> None:
         if collector is None:
             if classes is None:
@@ -210,23 +285,66 @@ class MappingSession:
         self.paths: dict[str, Any] = {}
         self.map: Any = None
         self._ui: dict[str, Any] = {}
+        self._use_cache = bool(cache)
+        self._cache: _FieldCache | None = None
+
+    def _work(self) -> Path:
+        work = self._workdir
+        if work is None:
+            from geoembed.viz.tiles import tile_server
+
+            work = tile_server().scratch
+        work.mkdir(parents=True, exist_ok=True)
+        return work
+
+    def close(self) -> None:
+        """Remove the session's cache of the field (also done when it is garbage collected)."""
+        if self._cache is not None:
+            self._cache.remove()
+            self._cache = None
 
     # -- the loop -----------------------------------------------------------------------
 
-    def _extent(self, extent: Any) -> xr.DataArray:
+    def _window(self, extent: Any) -> tuple[slice, slice]:
+        """Rows and columns of the field to classify."""
+        whole = (slice(0, self.field.sizes["y"]), slice(0, self.field.sizes["x"]))
         if extent is None or extent == "field":
-            return self.field
+            return whole
         if extent == "view":
             bounds = getattr(self.map, "bounds", None) if self.map is not None else None
             if not bounds:  # not drawn in a browser yet
-                return self.field
+                return whole
             from pyproj import Transformer
 
             (south, west), (north, east) = bounds
             to_f = Transformer.from_crs("EPSG:4326", self.field.rio.crs, always_xy=True)
             xs, ys = to_f.transform([west, east, west, east], [south, south, north, north])
             extent = (min(xs), min(ys), max(xs), max(ys))
-        return _clip(self.field, extent)
+        return _window(self.field, extent)
+
+    def _extent(self, extent: Any, max_size: int | None) -> xr.DataArray:
+        """Return the field over ``extent``, every ``s``-th pixel (no side over ``max_size``).
+
+        Read from the session's cache (:class:`_FieldCache`) when there is one: the
+        field's blocks are computed once, and each stride's level once, so a refresh
+        reads stored values instead of producing the field again.
+        """
+        rows, cols = self._window(extent)
+        stride = 1
+        if max_size is not None:
+            longest = max(rows.stop - rows.start, cols.stop - cols.start)
+            stride = max(1, math.ceil(longest / int(max_size)))
+        if self._cache is None:
+            return self.field.isel(y=_every(rows, stride), x=_every(cols, stride))
+        level = self._cache.level(stride)
+        return level.isel(
+            y=slice(math.ceil(rows.start / stride), math.ceil(rows.stop / stride)),
+            x=slice(math.ceil(cols.start / stride), math.ceil(cols.stop / stride)),
+        )
+
+    def _source(self) -> xr.DataArray:
+        """Return the field to sample labels from (the cached full resolution when caching)."""
+        return self._cache.level(1) if self._cache is not None else self.field
 
     def classify(
         self, extent: Any = "view", *, cv: str | None = None, max_size: int | None = None
@@ -257,22 +375,16 @@ class MappingSession:
         from geoembed.jobs.classify import default_cv
 
         t0 = time.perf_counter()
-        ts = self.collector.training(self.field)
+        if self._cache is None and self._use_cache and _is_lazy(self.field):
+            self._cache = _FieldCache(self.field, self._work())
+        ts = self.collector.training(self._source())
         sizes = np.bincount(ts.y, minlength=len(ts.class_names))
         k = max(1, min(self.k, int(sizes.min())))
         model = fit_model(ts, k=k)
-        sub = self._extent(extent)
-        if max_size is not None:
-            stride = max(1, math.ceil(max(sub.sizes["y"], sub.sizes["x"]) / int(max_size)))
-            sub = sub.isel(y=slice(None, None, stride), x=slice(None, None, stride))
+        sub = self._extent(extent, max_size)
         ds = classify_knn(sub, model).compute()
         self.result = ds
-        work = self._workdir
-        if work is None:
-            from geoembed.viz.tiles import tile_server
-
-            work = tile_server().scratch
-        work.mkdir(parents=True, exist_ok=True)
+        work = self._work()
         tag = uuid.uuid4().hex[:8]
         self.paths = {
             "classes": write_cog(
