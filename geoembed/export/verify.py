@@ -77,12 +77,13 @@ def _read_overviews(path: Path, factors: list[int], size: tuple[int, int]) -> tu
 def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
     import numpy as np
     import rasterio
-    from rio_cogeo.cogeo import cog_validate
+
+    from geoembed.export.cog_layout import cog_check
 
     report: dict[str, Any] = {"path": str(path), "format": "GeoTIFF"}
     problems: list[str] = []
     try:
-        is_cog, errors, warnings = cog_validate(str(path), quiet=True)
+        is_cog, errors, warnings = cog_check(path)
     except Exception as exc:  # rio-cogeo raises assorted errors on non-TIFF input
         is_cog, errors, warnings = False, [f"cannot be validated: {exc}"], []
     report.update(is_cog=bool(is_cog), cog_errors=list(errors), cog_warnings=list(warnings))
