@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 from geoembed.cli._urls import ClassTablePath
@@ -70,6 +71,7 @@ def _threshold(value: str) -> float | str:
 @click.option("--report", type=_FILE, default=None, help="JSON report.")
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def change(
     ctx: click.Context,
@@ -87,6 +89,7 @@ def change(
     report: Path | None,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Map the change between two years of embeddings (FIRST, SECOND on one grid)."""
     from geoembed.errors import LabelError
@@ -116,6 +119,7 @@ def change(
             ChangeOutputs(output, mask, transitions, report),
             params,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
         )
     if as_json:

@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 
@@ -65,6 +66,7 @@ _EXAMPLES = (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the CV folds.")
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def regress(
     ctx: click.Context,
@@ -82,6 +84,7 @@ def regress(
     seed: int,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Predict a continuous target for every pixel with exact kNN regression."""
     from geoembed.errors import LabelError
@@ -105,6 +108,7 @@ def regress(
             RegressOutputs(output, spread, report),
             params,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
         )
     if as_json:

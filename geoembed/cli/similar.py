@@ -11,6 +11,7 @@ from geoembed.cli._options import (
     job_client,
     json_option,
     overwrite_option,
+    resume_option,
     show_progress,
 )
 
@@ -74,6 +75,7 @@ _EXAMPLES = (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the hold-out folds.")
 @json_option
 @overwrite_option
+@resume_option
 @click.pass_context
 def similar(
     ctx: click.Context,
@@ -93,6 +95,7 @@ def similar(
     seed: int,
     as_json: bool,
     overwrite: bool,
+    resume: bool,
 ) -> None:
     """Map how similar every pixel is to reference places (float32 COG)."""
     from geoembed.errors import LabelError
@@ -119,6 +122,7 @@ def similar(
             SimilarOutputs(output, mask, top_out, report),
             params,
             overwrite=overwrite,
+            resume=resume,
             progress=show_progress(ctx, as_json),
         )
     if as_json:

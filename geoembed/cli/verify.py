@@ -10,7 +10,7 @@ from geoembed.cli._options import echo_json, json_option
 
 
 @click.command()
-@click.argument("output", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.argument("output")
 @click.option(
     "--full",
     is_flag=True,
@@ -28,15 +28,22 @@ from geoembed.cli._options import echo_json, json_option
 def verify(output: str, full: bool, stac: bool, as_json: bool) -> None:
     """Check that OUTPUT (a COG or a Zarr store) is complete and valid.
 
+    OUTPUT is a local path or a gs://, s3:// or https:// URL (read in place; checking a
+    STAC Item at a URL copies the output it describes to a temporary directory).
+
     OUTPUT may also be a STAC Item written beside an output (NAME.stac.json): it is then
     validated (offline) and checked against the output it describes (size, checksum,
     grid, CRS, data type, classes). Or a directory of outputs: it is then checked for
     temporaries left by killed geoembed runs (the next run writing there removes them).
     Exits with status 1 when something is wrong, printing one line per problem.
     """
+    from geoembed.errors import OutputError
     from geoembed.export import verify as run_verify
 
-    report = run_verify(output, full=full, stac=stac)
+    try:
+        report = run_verify(output, full=full, stac=stac)
+    except OutputError as exc:
+        raise click.BadParameter(str(exc), param_hint="OUTPUT") from exc
     if as_json:
         echo_json(report)
     else:

@@ -13,9 +13,10 @@ How a write works (memory bounded by the chunk size, never by the scene size):
    that Dask re-runs rewrites the same file.
 3. One final task mosaics the parts through VRTs and makes the COG with GDAL's COG driver
    (which builds the overviews itself when the chunks do not line up), validates it with
-   ``rio_cogeo.cogeo.cog_validate`` and against the expected metadata, then moves it to
-   the target with :func:`os.replace`. The temporary directory is removed whether the
-   write succeeds or fails, so a failure leaves nothing at the target.
+   ``rio_cogeo.cogeo.cog_validate`` (through :mod:`geoembed.export.cog_layout`) and
+   against the expected metadata, then moves it to the target with :func:`os.replace`.
+   The temporary directory is removed whether the write succeeds or fails, so a failure
+   leaves nothing at the target.
 
 For a ``gs://`` or ``s3://`` target the workers share no disk (GKE pods): each part is
 encoded in the worker's own temporary directory and uploaded under a temporary key prefix

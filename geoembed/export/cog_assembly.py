@@ -96,9 +96,10 @@ def _validate(path: str, plan: _Plan) -> None:
     """Check COG layout and that the metadata are what was asked for."""
     import rasterio
     from rasterio.crs import CRS
-    from rio_cogeo.cogeo import cog_validate
 
-    valid, errors, _warnings = cog_validate(path, quiet=True)
+    from geoembed.export.cog_layout import cog_check
+
+    valid, errors, _warnings = cog_check(path)
     if not valid:
         raise OutputValidationError(
             f"The COG built for {plan.target!r} failed validation: {'; '.join(errors)}."

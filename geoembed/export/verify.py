@@ -51,7 +51,9 @@ def _read_blocks(src: Any, what: str) -> tuple[int, list[str]]:
     return n_read, bad
 
 
-def _read_overviews(path: Path, factors: list[int], size: tuple[int, int]) -> tuple[int, list[str]]:
+def _read_overviews(
+    path: Path | str, factors: list[int], size: tuple[int, int]
+) -> tuple[int, list[str]]:
     """Decode every block of each overview level (GDAL's ``OVERVIEW_LEVEL`` open option)."""
     import rasterio
 
@@ -74,22 +76,24 @@ def _read_overviews(path: Path, factors: list[int], size: tuple[int, int]) -> tu
     return n_read, bad
 
 
-def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
+def _verify_cog(path: Path | str, *, full: bool, gdal_name: str | None = None) -> dict[str, Any]:
+    """Check a COG; ``gdal_name`` is the name GDAL opens it by (``/vsigs/...`` for a URL)."""
     import numpy as np
     import rasterio
-    from rio_cogeo.cogeo import cog_validate
+
+    from geoembed.export.cog_layout import cog_check
 
     report: dict[str, Any] = {"path": str(path), "format": "GeoTIFF"}
     problems: list[str] = []
     try:
-        is_cog, errors, warnings = cog_validate(str(path), quiet=True)
+        is_cog, errors, warnings = cog_check(path)
     except Exception as exc:  # rio-cogeo raises assorted errors on non-TIFF input
         is_cog, errors, warnings = False, [f"cannot be validated: {exc}"], []
     report.update(is_cog=bool(is_cog), cog_errors=list(errors), cog_warnings=list(warnings))
     if not is_cog:
         problems.extend(f"not a valid COG: {e}" for e in errors)
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(gdal_name or path) as src:
             report.update(
                 width=src.width,
                 height=src.height,
@@ -125,7 +129,7 @@ def _verify_cog(path: Path, *, full: bool) -> dict[str, Any]:
             report["blocks_read"] = n_read
             factors, size = src.overviews(1), (src.height, src.width)
         if full:
-            n_read, bad = _read_overviews(path, factors, size)
+            n_read, bad = _read_overviews(gdal_name or str(path), factors, size)
             report["overview_blocks_read"] = n_read
             problems.extend(bad)
     except rasterio.errors.RasterioError as exc:
@@ -177,7 +181,7 @@ def _read_chunks(
     return list(dict.fromkeys(found))  # inner chunks of one bad shard: one line
 
 
-def _verify_zarr(path: Path, *, full: bool) -> dict[str, Any]:
+def _verify_zarr(path: Path | str, *, full: bool) -> dict[str, Any]:
     import xarray as xr
     import zarr
 
@@ -321,19 +325,26 @@ def _with_item(report: dict[str, Any], p: Path, *, stac: bool) -> dict[str, Any]
     from geoembed.stac import check_item, item_path
 
     item = Path(item_path(p))
-    if not item.exists():
+    checked = check_item(item) if item.exists() else None
+    return _with_stac_report(report, checked, item.name, stac=stac)
+
+
+def _with_stac_report(
+    report: dict[str, Any], checked: dict[str, Any] | None, name: str, *, stac: bool
+) -> dict[str, Any]:
+    """Add the report ``checked`` of the Item ``name`` (None: there is none)."""
+    if checked is None:
         report["stac_item"] = None
         if stac:
             report["problems"].append(
-                f"no STAC Item beside it (expected {item.name}); outputs written by a "
+                f"no STAC Item beside it (expected {name}); outputs written by a "
                 "geoembed command get one. Write the output again with this version."
             )
     else:
-        checked = check_item(item)
         report["stac_item"] = {
             k: checked.get(k) for k in ("path", "valid", "problems", "extensions_unavailable")
         }
-        report["problems"].extend(f"STAC Item {item.name}: {x}" for x in checked["problems"])
+        report["problems"].extend(f"STAC Item {name}: {x}" for x in checked["problems"])
     report["valid"] = not report["problems"]
     return report
 
@@ -348,7 +359,9 @@ def verify(
     path : str or path-like
         A GeoTIFF/COG file, a Zarr store, a STAC Item (``NAME.stac.json``, checked
         against the output it describes), or a directory of outputs (checked for
-        temporaries left by killed geoembed runs).
+        temporaries left by killed geoembed runs). COGs, Zarr stores and STAC Items may
+        also be ``gs://``, ``s3://`` or ``https://`` URLs (see
+        :mod:`geoembed.export.verify_url`).
     full : bool, default False
         Decode all the data. COG: every block of the full-resolution image and of each
         overview level (finds truncated or corrupt tiles); by default only the last
@@ -387,10 +400,15 @@ def verify(
     Raises
     ------
     OutputError
-        When ``path`` does not exist.
+        When ``path`` does not exist (or, for a URL, cannot be reached).
     """
+    from geoembed._cloud import is_url
     from geoembed.stac import ITEM_SUFFIX, check_item
 
+    if is_url(path):
+        from geoembed.export.verify_url import verify_url
+
+        return verify_url(str(path), full=full, stac=stac)
     p = Path(path).expanduser()
     if not p.exists():
         raise OutputError(f"Nothing to verify: {str(path)!r} does not exist.")

@@ -70,9 +70,16 @@ def run_change(
     params: ChangeParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Map the change between two years of embeddings (on one grid); write it together.
+
+    Parameters
+    ----------
+    resume : bool
+        Finish a killed run of the same job: the COG chunks it had written are reused
+        (:mod:`geoembed.export.resume`).
 
     Returns
     -------
@@ -88,6 +95,7 @@ def run_change(
             "report": out.report,
         },
         overwrite=overwrite,
+        resume=resume,
         inputs=[first, second, params.training, params.labels, params.class_table],
     )
     import dask
@@ -120,7 +128,7 @@ def run_change(
         model = KNNClassifier.from_training(ts, params.k)
         counts = ch.transitions(model, a, b, names=names)[0]
     with outputs:
-        tasks = [write_cog(magnitude, outputs.stage("change raster"), compute=False)]
+        tasks = [write_cog(magnitude, outputs.stage("change raster"), compute=False, resume=resume)]
         if counts is not None:
             # a Delayed like the writes: dask.compute does not keep the order of mixed
             # Array / Delayed arguments (seen with dask 2026.8)
@@ -132,7 +140,11 @@ def run_change(
             m = ch.change_mask(magnitude, info["threshold"])
             tasks.append(
                 write_cog(
-                    m, outputs.stage("mask"), class_names=m.attrs["class_names"], compute=False
+                    m,
+                    outputs.stage("mask"),
+                    class_names=m.attrs["class_names"],
+                    compute=False,
+                    resume=resume,
                 )
             )
         done = compute_all(*tasks, progress=progress, label="change")

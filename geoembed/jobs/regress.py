@@ -61,9 +61,16 @@ def run_regress(
     params: RegressParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Predict a continuous target for every pixel; write the maps and report together.
+
+    Parameters
+    ----------
+    resume : bool
+        Finish a killed run of the same job: the COG chunks it had written are reused
+        (:mod:`geoembed.export.resume`).
 
     Returns
     -------
@@ -75,6 +82,7 @@ def run_regress(
     outputs = plan_outputs(
         {"prediction raster": out.prediction, "spread raster": out.spread, "report": out.report},
         overwrite=overwrite,
+        resume=resume,
         inputs=[source, params.labels, params.training],
     )
     from geoembed import regress as rg
@@ -106,9 +114,15 @@ def run_regress(
         )
     ds = rg.predict_regression(model, field, source=str(source))
     with outputs:
-        writes = [write_cog(ds["value"], outputs.stage("prediction raster"), compute=False)]
+        writes = [
+            write_cog(ds["value"], outputs.stage("prediction raster"), compute=False, resume=resume)
+        ]
         if "spread raster" in outputs:
-            writes.append(write_cog(ds["spread"], outputs.stage("spread raster"), compute=False))
+            writes.append(
+                write_cog(
+                    ds["spread"], outputs.stage("spread raster"), compute=False, resume=resume
+                )
+            )
         compute_all(*writes, progress=progress, label="regressing")
         summary["outputs"] = {"prediction": str(outputs.target("prediction raster"))}
         if "spread raster" in outputs:

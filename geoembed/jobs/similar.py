@@ -62,9 +62,16 @@ def run_similar(
     params: SimilarParams,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Map how similar every pixel is to reference places; write the outputs together.
+
+    Parameters
+    ----------
+    resume : bool
+        Finish a killed run of the same job: the COG chunks it had written are reused
+        (:mod:`geoembed.export.resume`).
 
     Returns
     -------
@@ -92,6 +99,7 @@ def run_similar(
             "report": out.report,
         },
         overwrite=overwrite,
+        resume=resume,
         inputs=[source, params.like, params.unlike],
     )
     from geoembed import similar as sm
@@ -106,7 +114,7 @@ def run_similar(
     }
     sim = sm.similarity(field, refs, metric=params.metric, reduce=params.reduce, source=str(source))
     with outputs:
-        tasks = [write_cog(sim, outputs.stage("similarity raster"), compute=False)]
+        tasks = [write_cog(sim, outputs.stage("similarity raster"), compute=False, resume=resume)]
         if "mask" in outputs:
             if params.threshold is not None:
                 info: dict[str, Any] = {"threshold": params.threshold, "method": "fixed"}
@@ -130,7 +138,11 @@ def run_similar(
             m = sm.similarity_mask(sim, float(info["threshold"]))
             tasks.append(
                 write_cog(
-                    m, outputs.stage("mask"), class_names=m.attrs["class_names"], compute=False
+                    m,
+                    outputs.stage("mask"),
+                    class_names=m.attrs["class_names"],
+                    compute=False,
+                    resume=resume,
                 )
             )
         if params.top is not None:
