@@ -36,6 +36,9 @@ def test_notebook_executes(
 ) -> None:
     if "GEOEMBED_DATA" in path.read_text():  # a notebook on the real data in ../shared/data
         monkeypatch.setenv("GEOEMBED_DATA", str(request.getfixturevalue("shared_data")))
+    # the kernel inherits TMPDIR: the notebooks' work folders (tempfile.mkdtemp) land in
+    # this test's own directory, which pytest cleans, not in the system's /tmp
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     _ensure_kernel()
