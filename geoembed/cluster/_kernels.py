@@ -232,7 +232,7 @@ def label_sums(
             q = x[start : start + BATCH][order]
         q *= factor
         np.trunc(q, out=q)
-        if float(np.abs(q).max()) >= limit:
+        if max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
             raise OverflowError(
                 "a pixel value is far larger than any in the initial sample; "
                 "increase sample_size so that the sample sees the field's range"
