@@ -37,9 +37,6 @@ BATCH = 32768
 #: relative margin under which the float32 GEMM decision is re-checked in float64
 _TIE_MARGIN = 2.0**-12
 
-#: up to this k, labels are found with a loop over centres (faster than argmin over k)
-_LOOP_K = 48
-
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
     """Return the vectors the metric works on: unit-length rows for ``"cosine"``.
@@ -75,14 +72,28 @@ def _exact_rows(x: np.ndarray, centers64: np.ndarray, metric: str) -> np.ndarray
     return np.add.reduce(diff * diff, axis=2)
 
 
+def _tile_pixels(k: int) -> int:
+    """Pixels per tile of :func:`assign`: the ``(k, tile)`` distances stay in cache."""
+    return max(256, min(1024, (1 << 15) // max(k, 1)))
+
+
 def assign(x: np.ndarray, centers: np.ndarray, metric: str, *, columns: bool = False) -> np.ndarray:
     """Index of the nearest centre for each pixel of ``x`` (already :func:`prepare`-d).
+
+    Pixels are handled in cache-sized tiles (a column tile is first copied into a
+    contiguous ``(d, tile)`` buffer: a strided column block aliases in the cache): one GEMM
+    with the centres scaled by ``-2`` (exact, a power of two), the precomputed centre
+    norms added, a minimum over the centres, and a second small GEMM that counts, per
+    pixel, the centres within the rounding error of the best one and sums their
+    indices. A pixel with exactly one such centre has its label; the others are
+    re-decided exactly in float64. Labels therefore do not depend on the tiling or the
+    BLAS.
 
     Parameters
     ----------
     x : numpy.ndarray
         ``(n, d)`` float32 rows, or ``(d, n)`` columns when ``columns`` is true (the
-        layout of a ``(band, y, x)`` block, used as is without a transposed copy).
+        layout of a ``(band, y, x)`` block).
     centers : numpy.ndarray
         ``(k, d)`` float32 centres (unit-length for ``"cosine"``).
     metric : {"euclidean", "cosine"}
@@ -95,51 +106,64 @@ def assign(x: np.ndarray, centers: np.ndarray, metric: str, *, columns: bool = F
         ``(n,)`` int64 labels; ties go to the lowest index.
     """
     n = x.shape[1] if columns else x.shape[0]
-    k = centers.shape[0]
+    k, d = centers.shape
     labels = np.empty(n, dtype=np.int64)
     if n == 0:
         return labels
     c32 = np.ascontiguousarray(centers, dtype=np.float32)
     c64 = c32.astype(np.float64)
-    cc = np.add.reduce(c64 * c64, axis=1).astype(np.float32)
-    cmax = np.float32(cc.max())
+    cosine = metric == "cosine"
     margin = np.float32(_TIE_MARGIN)
-    # small k: (k, pixels) layout, reductions over k run along contiguous rows;
-    # large k: (pixels, k) layout, argmin over contiguous rows of length k
-    wide = k > _LOOP_K
-    for start in range(0, n, BATCH):
-        xb = x[:, start : start + BATCH] if columns else x[start : start + BATCH]
-        xr = xb.T if columns else xb  # (pixels, d) view
-        dist = np.dot(xr, c32.T) if wide else np.dot(c32, xr.T)
-        if metric == "cosine":
-            np.negative(dist, out=dist)
-            tol = np.float32(2.0) * margin
+    cc = np.add.reduce(c64 * c64, axis=1).astype(np.float32)
+    scaled = np.negative(c32) if cosine else c32 * np.float32(-2.0)
+    cmax = np.float32(cc.max())
+    # row 0 counts the near centres of a pixel, row 1 sums their indices (exact in float32)
+    weights = np.stack([np.ones(k), np.arange(k)]).astype(np.float32)
+    tile = _tile_pixels(k)
+    buf = np.empty((d, tile) if columns else (0, 0), dtype=np.float32)
+    dist = np.empty((k, tile), dtype=np.float32)
+    near = np.empty((k, tile), dtype=np.float32)
+    tally = np.empty((2, tile), dtype=np.float32)
+    limit = np.empty(tile, dtype=np.float32)
+    sq = np.empty(tile, dtype=np.float32)
+    for start in range(0, n, tile):
+        t = min(tile, n - start)
+        if columns:  # copied: a strided column block aliases in the cache
+            xb = buf if t == tile else buf[:, :t]
+            xb[...] = x[:, start : start + t]
+        else:  # a transposed view of contiguous rows (BLAS reads it as is)
+            xb = x[start : start + t].T
+        dv, nv, tv, lv = dist[:, :t], near[:, :t], tally[:, :t], limit[:t]
+        if t == tile:
+            np.dot(scaled, xb, out=dv)
         else:
-            dist *= np.float32(-2.0)
-            dist += cc[None, :] if wide else cc[:, None]
-            xx = np.einsum("ij,ij->j", xb, xb) if columns else np.einsum("ij,ij->i", xb, xb)
-            tol = (xx + cmax) * margin
-        # every centre within the GEMM's rounding error of the best one is "near";
-        # a pixel with one near centre has its label, the others are re-decided exactly
-        if wide:
-            lab = np.argmin(dist, axis=1)
-            limit = np.take_along_axis(dist, lab[:, None], axis=1)[:, 0] + tol
-            count = np.count_nonzero(dist <= limit[:, None], axis=1)
+            dv[...] = np.dot(scaled, xb)
+        if not cosine:
+            dv += cc[:, None]
+        np.minimum.reduce(dv, axis=0, out=lv)
+        if cosine:
+            lv += np.float32(2.0) * margin
+        else:  # tolerance (|x|^2 + max |c|^2) * margin
+            tol = sq[:t]
+            if columns:
+                np.einsum("ij,ij->j", xb, xb, out=tol)
+            else:
+                np.einsum("ij,ij->i", xb.T, xb.T, out=tol)
+            tol += cmax
+            tol *= margin
+            lv += tol
+        np.less_equal(dv, lv, out=nv)
+        if t == tile:
+            np.dot(weights, nv, out=tv)
         else:
-            limit = np.minimum.reduce(dist, axis=0) + tol
-            lab = np.zeros(xr.shape[0], dtype=np.int64)
-            count = np.zeros(xr.shape[0], dtype=np.int32)
-            near = np.empty(xr.shape[0], dtype=bool)
-            for j in range(k):
-                np.less_equal(dist[j], limit, out=near)
-                count += near
-                if j:
-                    lab += near * j
+            tv[...] = np.dot(weights, nv)
+        lab = labels[start : start + t]
+        lab[...] = tv[1]
         if k > 1:
-            amb = np.flatnonzero(count != 1)
+            amb = np.flatnonzero(tv[0] != 1)
             if amb.size:
-                lab[amb] = np.argmin(_exact_rows(xr[amb], c64, metric), axis=1)
-        labels[start : start + BATCH] = lab
+                rows = np.ascontiguousarray(xb[:, amb].T)
+                lab[amb] = np.argmin(_exact_rows(rows, c64, metric), axis=1)
     return labels
 
 
@@ -208,7 +232,7 @@ def label_sums(
             q = x[start : start + BATCH][order]
         q *= factor
         np.trunc(q, out=q)
-        if float(np.abs(q).max()) >= limit:
+        if max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
             raise OverflowError(
                 "a pixel value is far larger than any in the initial sample; "
                 "increase sample_size so that the sample sees the field's range"
