@@ -194,3 +194,17 @@ def test_classify_report_has_a_confusion_plot(aef_tif: Path, shared_data: Path, 
     out = tmp_path / "map.png"
     res = CliRunner().invoke(main, ["quicklook", str(tmp_path / "map.tif"), "-o", str(out)])
     assert res.exit_code == 0, res.output
+
+
+def test_panel_of_a_field_read_back_from_zarr_is_decimated(scene, tmp_path: Path) -> None:
+    """The demo's panel: a field opened from geoembed's Zarr, drawn smaller than it is."""
+    import dask
+
+    from geoembed.export import write_zarr
+    from geoembed.io import open_embeddings
+
+    with dask.config.set(scheduler="threads"):
+        write_zarr(scene.field, tmp_path / "f.zarr")
+        field = open_embeddings(tmp_path / "f.zarr")
+        out = panel_png([("field", field)], tmp_path / "p.png", max_size=48)
+    assert _rgb(out).shape[0] > 100

@@ -213,25 +213,35 @@ class CheckedZarrArray:
         key = key if isinstance(key, tuple) else (key,)
         return key + (slice(None),) * (self.ndim - len(key))
 
-    def _bounds(self, key: tuple[Any, ...]) -> list[tuple[int, int]]:
-        """``(start, stop)`` per axis of a selection of unit-step slices and integers.
+    def _bounds(self, key: tuple[Any, ...]) -> tuple[list[tuple[int, int]], tuple[slice, ...]]:
+        """``(start, stop)`` per axis read, and the steps taken from what was read.
 
-        Dask hands blocks as slices, and fuses a later integer selection (e.g. one time
-        step) into the read.
+        Dask hands blocks as unit-step slices, and fuses a later integer selection (e.g.
+        one time step) or a strided selection (a decimated quick look) into the read. A
+        strided slice reads the unit-step range that covers it (whole chunks are read for
+        their checksums anyway), then takes every ``step``-th element of it.
         """
-        bounds = []
+        bounds: list[tuple[int, int]] = []
+        steps: list[slice] = []
         for k, size in zip(key, self.shape):
             if isinstance(k, slice):
                 start, stop, step = k.indices(size)
-                if step != 1:
-                    raise IndexError(f"CheckedZarrArray reads unit-step slices, not {k!r}")
+                picked = range(start, stop, step)
+                if step == 1 or len(picked) == 0:
+                    bounds.append((start, max(start, stop)) if step == 1 else (0, 0))
+                    steps.append(slice(None))
+                    continue
+                lo, hi = min(picked[0], picked[-1]), max(picked[0], picked[-1]) + 1
+                end = picked[-1] - lo + (1 if step > 0 else -1)
+                bounds.append((lo, hi))
+                steps.append(slice(picked[0] - lo, end if end >= 0 else None, step))
             else:
                 start = operator.index(k) + (size if operator.index(k) < 0 else 0)
                 if not 0 <= start < size:
                     raise IndexError(f"index {k} is out of bounds for an axis of size {size}")
-                stop = start + 1
-            bounds.append((start, stop))
-        return bounds
+                bounds.append((start, start + 1))
+                steps.append(slice(None))
+        return bounds, tuple(steps)
 
     def _chunks_in(self, bounds: list[tuple[int, int]], *, whole: bool) -> list[tuple[int, ...]]:
         ranges = []
@@ -276,7 +286,7 @@ class CheckedZarrArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         key = self._key_tuple(key)
-        bounds = self._bounds(key)
+        bounds, steps = self._bounds(key)
         arr = self._open()
         sel = tuple(slice(a, b) for a, b in bounds)
         try:
@@ -299,6 +309,8 @@ class CheckedZarrArray:
                         "its values do not match the checksum recorded when geoembed wrote "
                         "the store (the chunk was altered or swapped with another)",
                     )
+        if any(st != slice(None) for st in steps):
+            block = block[steps]
         # integer keys drop their axes, as in numpy
         drop = tuple(i for i, k in enumerate(key) if not isinstance(k, slice))
         return block.squeeze(axis=drop) if drop else block
