@@ -184,3 +184,23 @@ def test_pin_process_sets_and_restores_the_environment(monkeypatch):
         _threads.unpin_process()
     assert os.environ["GDAL_NUM_THREADS"] == "4" and "OMP_NUM_THREADS" not in os.environ
     assert _threads.pinned_threads() is None
+
+
+def test_an_in_process_cluster_leaves_the_users_process_alone():
+    """processes=False: the worker shares the user's process, which is not pinned."""
+    from distributed import Client, LocalCluster
+
+    from geoembed.runtime.threads import register_thread_policy
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        register_thread_policy(client)
+        assert client.run(lambda: _threads.pinned_threads()) == {
+            w: None for w in client.scheduler_info()["workers"]
+        }
+        assert _threads.pinned_threads() is None
+    assert _threads.pinned_threads() is None

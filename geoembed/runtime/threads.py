@@ -27,12 +27,24 @@ class ThreadPolicy(WorkerPlugin):  # type: ignore[misc]
     name = PLUGIN_NAME
 
     def setup(self, worker: Any) -> None:
-        """Apply the policy in the worker process."""
-        pin_process()
+        """Apply the policy in the worker process (not in a process it shares).
+
+        A worker of an in-process cluster (``LocalCluster(processes=False)``) lives in
+        the user's own process, beside the scheduler and the client: pinning would make
+        the user's own NumPy single-threaded for as long as the cluster lives. There the
+        per-task guard (:func:`geoembed._threads.single_thread_blas`) applies instead, as
+        on the threaded scheduler.
+        """
+        from distributed.scheduler import Scheduler
+
+        self._pinned_here = not any(True for _ in Scheduler._instances)
+        if self._pinned_here:
+            pin_process()
 
     def teardown(self, worker: Any) -> None:
         """Undo it when the plugin is removed or the worker closes."""
-        unpin_process()
+        if getattr(self, "_pinned_here", False):
+            unpin_process()
 
 
 def register_thread_policy(client: Any) -> None:
