@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import click
@@ -20,10 +19,9 @@ __all__ = ["export_ee", "utm_crs_for"]
 
 def utm_crs_for(bbox: tuple[float, float, float, float]) -> str:
     """WGS 84 / UTM zone (as ``EPSG:326nn`` / ``EPSG:327nn``) of a lon/lat bbox's centre."""
-    lon = (bbox[0] + bbox[2]) / 2
-    lat = (bbox[1] + bbox[3]) / 2
-    zone = min(60, max(1, math.floor((lon + 180) / 6) + 1))
-    return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"
+    from geoembed.io.aef_open import utm_crs_of
+
+    return utm_crs_of(bbox)
 
 
 def _parse_bbox(_ctx: click.Context, _param: Any, value: str) -> tuple[float, float, float, float]:
