@@ -192,7 +192,7 @@ def test_approximate_mode_reports_recall(shared_data: Path, index: str, tmp_path
     np.testing.assert_array_equal(loaded.predict(Q), approx.predict(Q))
     field = make_field(20, 20, chunks=10)
     ds = predict_field(approx, field)
-    assert ds["class"].attrs["model"] == "approximate"
+    assert ds["classes"].attrs["model"] == "approximate"
 
 
 def test_random_forest_saved_with_skops_loads_without_pickle_on_workers(

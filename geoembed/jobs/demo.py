@@ -206,14 +206,14 @@ def _run(
     knn_names = [names[i] for i in ids]
     knn_colors = {j: scene.colors[i] for j, i in enumerate(ids)}
     write_cog(
-        result["class"],
+        result["classes"],
         paths["knn_map"],
         class_names=knn_names,
         colors=knn_colors,
         progress=progress,
     )
     write_cog(result["confidence"], paths["knn_confidence"], progress=progress)
-    table = contingency_table(scene.truth, result["class"], n_a=len(names), n_b=len(ids))
+    table = contingency_table(scene.truth, result["classes"], n_a=len(names), n_b=len(ids))
     confusion = table[ids, :]  # truth rows in the classifier's class order
     n_missed = int(table.sum() - confusion.sum())
     report = accuracy_from_confusion(confusion, class_names=knn_names)
