@@ -254,8 +254,8 @@ def fit_model(
         )
         raise LabelError(
             f"the training data has {present.size} class ({which}), so every pixel would get "
-            "it: add samples of the other classes, or pass --allow-single-class "
-            "(allow_single_class=True) if a constant map is what you want."
+            "it: add samples of the other classes, or pass allow_single_class=True if a "
+            "constant map is what you want."
         )
     if approximate:
         kind = "ivf" if approximate is True else str(approximate)

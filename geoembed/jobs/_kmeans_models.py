@@ -70,7 +70,7 @@ def save_model(
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise OutputError(
-                f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
+                f"{path} already exists; pass overwrite=True to replace it."
             )
         from geoembed.export.outputs import require_geoembed_output
 

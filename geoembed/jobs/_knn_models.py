@@ -92,7 +92,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
 
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise OutputError(f"{target} already exists; pass overwrite=True (--overwrite).")
+            raise OutputError(f"{target} already exists; pass overwrite=True.")
         require_geoembed_output(target, what="model directory")
         if not target.is_dir():
             raise OutputError(f"{target} exists and is not a model directory.")
@@ -158,8 +158,8 @@ def _load_pickle(path: Path, allow_pickle: bool) -> Any:
     if not allow_pickle:
         raise UnsafeModelError(
             f"{path} is a pickle/joblib file, which can execute arbitrary code when loaded. "
-            "Load it only if you trust its origin, with allow_pickle=True "
-            "(CLI: --allow-pickle); geoembed's own kNN models are saved without pickle."
+            "Load it only if you trust its origin, with allow_pickle=True; geoembed's own "
+            "kNN models are saved without pickle."
         )
     import joblib
 

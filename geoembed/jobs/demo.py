@@ -80,7 +80,7 @@ def _plan_folder(out: Path) -> OutputSet:
         if not is_geoembed_output(out):
             raise OutputError(
                 f"The demo output folder {str(out)!r} already holds files that geoembed did "
-                "not write; the demo replaces its own files only. Choose a new folder (--out)."
+                "not write; the demo replaces its own files only. Choose a new folder (out=)."
             )
         extra = sorted(
             p.name for p in out.iterdir() if p.name not in {*_NAMES.values(), MARKER_FILE}
@@ -89,7 +89,7 @@ def _plan_folder(out: Path) -> OutputSet:
             raise OutputError(
                 f"The demo output folder {str(out)!r} also holds {', '.join(extra[:5])}, "
                 "which the demo did not write; the demo replaces its whole folder. Move them "
-                "away or choose a new folder (--out)."
+                "away or choose a new folder (out=)."
             )
     elif out.is_dir():  # an empty folder: ours to fill
         out.rmdir()
