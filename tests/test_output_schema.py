@@ -196,9 +196,7 @@ def test_class_map_cog_reopens_with_its_legend_in_viz(tmp_path: Path, field) -> 
     img = render(reopened)
     want = {n: to_hex(c) for n, c in zip(names, colors)}
     present = {names[i] for i in np.unique(classes.values) if i != 255}
-    assert {k: v for k, v in img.legend.items() if k in present} == {
-        n: want[n] for n in present
-    }
+    assert {k: v for k, v in img.legend.items() if k in present} == {n: want[n] for n in present}
     assert set(img.legend) <= set(names)
     i, j = np.argwhere(classes.values == 1)[0]
     assert tuple(img.rgba[i, j, :3]) == parse_color(colors[1])[:3]

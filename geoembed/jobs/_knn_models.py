@@ -115,6 +115,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
             "class_values": _jsonable(model.class_values),
             "colors": _jsonable(model.colors),
             "band_names": model.band_names,
+            **_classes_meta(model),
             "arrays": _ARRAYS,
             "sha256": _sha256(tmp / _ARRAYS),
         }
@@ -330,5 +331,23 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     model.class_values = meta.get("class_values")
     model.colors = meta.get("colors")
     model.band_names = meta.get("band_names")
+    model.n_features_in_ = int(meta["n_features"])
+    labels = meta.get("classes")  # labels other than ids 0..C-1 (fitted on any y)
+    model.classes_ = (
+        np.asarray(labels) if labels is not None else np.arange(model.n_classes, dtype=np.int64)
+    )
+    if len(model.classes_) != model.n_classes:
+        raise ModelError(f"{meta_path}: {len(model.classes_)} classes for n_classes.")
     model._index = None
     return model
+
+
+def _classes_meta(model: Any) -> dict[str, Any]:
+    """``{"classes": [...]}`` for a model fitted on labels other than ids ``0..C-1``."""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return {}
+    classes = np.asarray(classes)
+    if classes.dtype == np.int64 and np.array_equal(classes, np.arange(len(classes))):
+        return {}
+    return {"classes": classes.tolist()}
