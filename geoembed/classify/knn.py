@@ -258,7 +258,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         if len(X) < self.k:
             raise LabelError(
                 f"k={self.k} neighbours requested but only {len(X)} training vectors "
-                f"(n_samples={len(X)}); lower n_neighbors= or add labels."
+                f"(n_samples={len(X)}); lower k= or add labels."
             )
         counts = np.bincount(y, minlength=n_classes)
         names = [str(c) for c in class_names] if class_names is not None else None
@@ -268,7 +268,7 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             listed = ", ".join(f"{label[c]!r} ({counts[c]})" for c in small[:10])
             raise LabelError(
                 f"k={self.k} is larger than the smallest class: {listed} have fewer than k "
-                "training samples. Lower n_neighbors=, add labels for those classes, or drop "
+                "training samples. Lower k=, add labels for those classes, or drop "
                 "them (or pass allow_small_classes=True)."
             )
         order = canonical_order(X, y)

@@ -98,7 +98,7 @@ class KNNRegressor:
             )
         if len(X) < self.k:
             raise LabelError(
-                f"k={self.k} neighbours requested but only {len(X)} training samples; lower -k "
+                f"k={self.k} neighbours requested but only {len(X)} training samples; lower k= "
                 "or add samples."
             )
         order = canonical_order(X, y)
