@@ -20,6 +20,7 @@ from affine import Affine
 
 from geoembed.colors import decode_class_colors, decode_class_names, default_color, to_hex
 from geoembed.errors import BandMismatchError, DimensionError, SchemaError
+from geoembed.grid import Grid
 from geoembed.schema import CLASS_NODATA
 
 __all__ = ["Rendered", "render"]
@@ -81,20 +82,8 @@ def _decimate(da: xr.DataArray, stride: int) -> xr.DataArray:
 
 def _grid(da: xr.DataArray, stride: int) -> tuple[Affine, bool]:
     """Transform of the decimated, north-up image; and whether rows must be flipped."""
-    x = da["x"].values
-    y = da["y"].values
-    rx = float(x[1] - x[0]) if len(x) > 1 else float(da.rio.resolution()[0])
-    ry = float(y[1] - y[0]) if len(y) > 1 else float(da.rio.resolution()[1])
-    flip = ry > 0
-    left = float(x[0]) - rx / 2.0
-    if flip:
-        # rows 0, s, 2s, ... are kept; after flipping, the first image row is the last kept
-        # row, which stands for s source rows extending northwards from it
-        kept_last = ((len(y) - 1) // stride) * stride
-        top = float(y[kept_last]) - ry / 2.0 + ry * stride
-    else:
-        top = float(y[0]) - ry / 2.0
-    return Affine(rx * stride, 0.0, left, 0.0, -abs(ry) * stride, top), flip
+    grid = Grid.of(da).decimate(stride)
+    return grid.north_up(), grid.bottom_up
 
 
 def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
