@@ -80,12 +80,6 @@ def _decimate(da: xr.DataArray, stride: int) -> xr.DataArray:
     return da.isel(y=slice(None, None, stride), x=slice(None, None, stride))
 
 
-def _grid(da: xr.DataArray, stride: int) -> tuple[Affine, bool]:
-    """Transform of the decimated, north-up image; and whether rows must be flipped."""
-    grid = Grid.of(da).decimate(stride)
-    return grid.north_up(), grid.bottom_up
-
-
 def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per-channel 2-98 % stretch of ``(c, rows, cols)`` to uint8 (``valid`` mask)."""
     out = np.zeros(values.shape, dtype=np.uint8)
@@ -275,7 +269,9 @@ def render(
             f"Cannot render an array with dims {dims}; expected ('band', 'y', 'x') or ('y', 'x')."
         )
     stride = _stride(obj.sizes["y"], obj.sizes["x"], max_size)
-    transform, flip = _grid(obj, stride)
+    # the decimated image's grid: north-up transform, and whether its rows must be flipped
+    grid = Grid.of(obj).decimate(stride)
+    transform, flip = grid.north_up(), grid.bottom_up
     legend: dict[str, str] | None = None
     if dims == ("band", "y", "x"):
         values = _render_field(obj, stride, method, bands)
