@@ -7,18 +7,25 @@ north-up transforms from it and inference builds its strided output coordinates 
 Built on odc-geo's :class:`~odc.geo.geobox.GeoBox`
 ---------------------------------------------------
 A ``Grid`` wraps a ``GeoBox`` (``grid.geobox``) rather than re-implementing one: the
-GeoBox holds the CRS, the affine transform and the shape, and gives equality, Dask
-tokenization, cropping (``grid[y0:y1, x0:x1]``), decimation (its ``zoom_out``) and bounds.
-The GeoBox keeps the affine exactly as given, so a bottom-up field (positive
-y-resolution) stays bottom-up, in the orientation it was read; cropping and decimation
-are exact products of affines, giving bit for bit the transforms the earlier
-per-package code computed. What geoembed adds on top is its own pixel semantics, which
-must not change: the half-open :meth:`Grid.index` of points, :meth:`Grid.centres`,
-:meth:`Grid.north_up` for writers (GeoTIFFs and rasterisation are north-up, so a
-bottom-up grid is flipped there), the transform of a field derived from its pixel-centre
-coordinates (:meth:`Grid.of`, first coordinate and first step, as
-:func:`geoembed.schema.resolution` defines the pixel size) and point reprojection with
-pyproj (``always_xy``).
+GeoBox holds the CRS, the affine transform and the shape, and gives equality, cropping
+(``grid[y0:y1, x0:x1]``), decimation (its ``zoom_out``) and bounds. It fits bottom-up
+fields: it keeps the affine exactly as given (positive y-resolution stays positive, the
+orientation as read), and cropping and decimation are exact affine products, the same
+products the COG writer and the AEF reader computed before. It is wrapped, not used
+bare, because geoembed needs pixel semantics of its own that must not change: the
+half-open :meth:`Grid.index` of points, :meth:`Grid.centres`, :meth:`Grid.north_up` for
+writers (GeoTIFFs and rasterisation are north-up, so a bottom-up grid is flipped there),
+NumPy-style clipping and steps in slicing (GeoBox extends a crop past the edge and has no
+steps), a token that does not depend on how the CRS was spelt, and point reprojection
+with pyproj (``always_xy``).
+
+The transform of a field is :meth:`Grid.of`: first coordinate and first step, as
+:func:`geoembed.schema.resolution` defines the pixel size (what labels always used).
+Where earlier code derived it otherwise (rioxarray's recalculated transform, spacing
+``span / (n - 1)``, in the COG writer and strided inference outputs; the last row's
+coordinate for training's bottom-up grids) results are bit-identical whenever the
+coordinates are exactly spaced (grids on whole metres, every AEF file); otherwise the
+transforms move by a few ulps (``tests/test_grid.py`` pins both cases).
 
 Nothing here reads pixels; the module depends only on the data-model layer
 (:mod:`geoembed.schema` re-exports :class:`Grid`, and is imported lazily here).
@@ -68,18 +75,21 @@ class Grid:
     same) when CRS, transform and shape are equal.
     """
 
-    __slots__ = ("geobox",)
+    __slots__ = ("_shape", "geobox")
     geobox: GeoBox
+    _shape: tuple[int, int]
 
     def __init__(self, transform: Affine, shape: tuple[int, int], crs: Any = None) -> None:
         height, width = (int(n) for n in shape)
         object.__setattr__(self, "geobox", GeoBox((height, width), transform, crs))
+        object.__setattr__(self, "_shape", (height, width))
 
     @classmethod
     def from_geobox(cls, geobox: GeoBox) -> Grid:
         """Grid of an odc-geo ``GeoBox``."""
         grid = cls.__new__(cls)
         object.__setattr__(grid, "geobox", geobox)
+        object.__setattr__(grid, "_shape", (int(geobox.shape[0]), int(geobox.shape[1])))
         return grid
 
     @classmethod
@@ -139,17 +149,17 @@ class Grid:
     @property
     def shape(self) -> tuple[int, int]:
         """``(height, width)``."""
-        return int(self.geobox.shape[0]), int(self.geobox.shape[1])
+        return self._shape
 
     @property
     def height(self) -> int:
         """Number of rows."""
-        return self.shape[0]
+        return self._shape[0]
 
     @property
     def width(self) -> int:
         """Number of columns."""
-        return self.shape[1]
+        return self._shape[1]
 
     @property
     def dx(self) -> float:

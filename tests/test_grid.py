@@ -292,3 +292,15 @@ def test_grid_module_imports_only_the_data_model() -> None:
     mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     internal = {m for m in mods if m.startswith("geoembed")}
     assert internal <= {"geoembed.errors", "geoembed.schema"}, internal
+
+
+@pytest.mark.parametrize("bottom_up", [False, True])
+def test_transform_vs_rioxarray_recalc(bottom_up: bool) -> None:
+    """The COG writer and strided inference used rioxarray's recalculated transform:
+    the same bits on exactly spaced coordinates, a few ulps apart otherwise."""
+    exact = _field(bottom_up)
+    assert Grid.of(exact).transform == exact.rio.transform(recalc=True)
+    geo = _field(bottom_up, **GEO)
+    ours, theirs = Grid.of(geo).transform, geo.rio.transform(recalc=True)
+    assert ours != theirs
+    np.testing.assert_allclose(tuple(ours)[:6], tuple(theirs)[:6], rtol=1e-12, atol=0)

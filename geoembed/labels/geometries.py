@@ -89,7 +89,7 @@ def _polygon_pixels(geom: Any, grid: Grid, all_touched: bool) -> tuple[np.ndarra
     nrows, ncols = r1 - r0 + 1, c1 - c0 + 1
     # the window's own north-up grid (its rows run north to south even when the field's
     # do not), from the field grid's window formula so that pixel edges match it exactly
-    window = Grid(grid.north_up_window_transform(r0, c0, nrows), (nrows, ncols), grid.crs)
+    window = Grid(grid.north_up_window_transform(r0, c0, nrows), (nrows, ncols))
     mask = burn([(geom, 1)], window, fill=0, dtype="uint8", all_touched=all_touched)
     if grid.bottom_up:  # bottom-up field: window rows run south to north
         mask = mask[::-1]
