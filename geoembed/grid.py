@@ -25,7 +25,8 @@ Where earlier code derived it otherwise (rioxarray's recalculated transform, spa
 ``span / (n - 1)``, in the COG writer and strided inference outputs; the last row's
 coordinate for training's bottom-up grids) results are bit-identical whenever the
 coordinates are exactly spaced (grids on whole metres, every AEF file); otherwise the
-transforms move by a few ulps (``tests/test_grid.py`` pins both cases).
+transforms differ by the rounding of the coordinates, about one ulp of the origin per
+pixel (``tests/test_grid.py`` pins both cases).
 
 Nothing here reads pixels; the module depends only on the data-model layer
 (:mod:`geoembed.schema` re-exports :class:`Grid`, and is imported lazily here).

@@ -297,10 +297,11 @@ def test_grid_module_imports_only_the_data_model() -> None:
 @pytest.mark.parametrize("bottom_up", [False, True])
 def test_transform_vs_rioxarray_recalc(bottom_up: bool) -> None:
     """The COG writer and strided inference used rioxarray's recalculated transform:
-    the same bits on exactly spaced coordinates, a few ulps apart otherwise."""
+    the same bits on exactly spaced coordinates; otherwise the pixel sizes differ by the
+    rounding of the coordinates (one ulp of the origin per pixel: 1.6e-11 relative here)."""
     exact = _field(bottom_up)
     assert Grid.of(exact).transform == exact.rio.transform(recalc=True)
     geo = _field(bottom_up, **GEO)
     ours, theirs = Grid.of(geo).transform, geo.rio.transform(recalc=True)
     assert ours != theirs
-    np.testing.assert_allclose(tuple(ours)[:6], tuple(theirs)[:6], rtol=1e-12, atol=0)
+    np.testing.assert_allclose(tuple(ours)[:6], tuple(theirs)[:6], rtol=1e-10, atol=1e-13)
