@@ -30,6 +30,7 @@ from geoembed.errors import (
     MissingCRSError,
     SchemaError,
 )
+from geoembed.grid import Grid as Grid  # the grid of a field (see geoembed.grid)
 
 __all__ = [
     "CLASS_NODATA",
