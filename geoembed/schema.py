@@ -34,6 +34,7 @@ from geoembed.errors import (
     MissingCRSError,
     SchemaError,
 )
+from geoembed.grid import Grid as Grid  # the grid of a field (see geoembed.grid)
 from geoembed.output_schema import *  # noqa: F403  (the output schema, re-exported)
 from geoembed.output_schema import __all__ as _output_all
 

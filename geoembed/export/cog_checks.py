@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed.errors import DimensionError, DTypeError, SchemaError
+from geoembed.grid import Grid
 from geoembed.schema import CLASS_NODATA
 
 __all__: list[str] = []
@@ -72,9 +73,11 @@ def _check_nodata(nodata: Any, dtype: np.dtype, name: str) -> float | int | None
 
 
 def _grid(da: xr.DataArray, name: str) -> tuple[Any, bool]:
-    """North-up affine transform of the output and whether the input runs bottom-up."""
-    from affine import Affine
+    """North-up affine transform of the output and whether the input runs bottom-up.
 
+    Checks that ``da`` lies on a regular, unrotated x/y grid, then takes the transform
+    from :class:`geoembed.grid.Grid`.
+    """
     for dim in ("y", "x"):
         if dim not in da.coords:
             raise DimensionError(
@@ -98,10 +101,8 @@ def _grid(da: xr.DataArray, name: str) -> tuple[Any, bool]:
                     f"{name} has an irregular {dim!r} coordinate; GeoTIFFs need a regular grid. "
                     "Reproject or resample it first (e.g. with rioxarray's rio.reproject)."
                 )
-    bottom_up = t.e > 0
-    if bottom_up:
-        t = Affine(t.a, 0.0, t.c, 0.0, -t.e, t.f + t.e * da.sizes["y"])
-    return t, bottom_up
+    grid = Grid.of(da)
+    return grid.north_up(), grid.bottom_up
 
 
 def _resolve_classes(

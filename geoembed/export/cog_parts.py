@@ -174,16 +174,17 @@ def _write_part(block: np.ndarray, ready: str, plan: _Plan, row: int, col: int) 
     from affine import Affine
 
     from geoembed.export.overviews import pyramid
+    from geoembed.grid import Grid
 
     data = block if block.ndim == 3 else block[np.newaxis]
-    base = Affine(*plan.transform[:6])
+    full = Grid(Affine(*plan.transform[:6]), (plan.height, plan.width))
+    part = full[row : row + data.shape[-2], col : col + data.shape[-1]]
     names = _part_names(plan, row, col)
     levels = pyramid(data, plan.factors, plan.resampling, plan.nodata)
     for f, name, level in zip(plan.factors, names[1:], levels):
-        t = base * Affine.translation(col, row) * Affine.scale(f)
-        _write_tif(_join(ready, name), level, plan, t)
+        _write_tif(_join(ready, name), level, plan, part.decimate(f).transform)
     # the full-resolution part last: a resumed write reuses a chunk only when all are there
-    _write_tif(_join(ready, names[0]), data, plan, base * Affine.translation(col, row))
+    _write_tif(_join(ready, names[0]), data, plan, part.transform)
     return names
 
 

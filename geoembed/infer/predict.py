@@ -39,6 +39,7 @@ from affine import Affine
 from dask.base import tokenize
 
 from geoembed.errors import ModelError
+from geoembed.grid import Grid
 from geoembed.infer.blocks import _classes_block, _probs_to_uint8, _stacked
 from geoembed.infer.plan import OUTPUTS, InferencePlan, SeamWarning, plan_inference
 from geoembed.infer.spec import ModelSpec
@@ -63,11 +64,10 @@ __all__ = ["OUTPUTS", "InferencePlan", "SeamWarning", "plan_inference", "predict
 
 
 def _grid_coords(field: xr.DataArray, stride: int, ny: int, nx: int) -> tuple[Any, Any, Affine]:
-    transform = field.rio.transform(recalc=True)
-    out = transform @ Affine.scale(stride)
-    xs = out.c + out.a * (np.arange(nx) + 0.5)
-    ys = out.f + out.e * (np.arange(ny) + 0.5)
-    return ys, xs, out
+    """Coordinates and transform of a ``(ny, nx)`` output with ``stride``-times larger pixels."""
+    grid = Grid.of(field).decimate(stride).with_shape((ny, nx))
+    coords = grid.coords()
+    return coords["y"], coords["x"], grid.transform
 
 
 def _wrap(

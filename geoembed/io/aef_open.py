@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from affine import Affine
 
 from geoembed._cloud import gdal_path, is_url
 from geoembed.errors import DataRequestError, SchemaError
+from geoembed.grid import Grid
 from geoembed.io.aef_index import AefFile, resolve_source, select_files
 
 __all__ = [
@@ -198,11 +198,9 @@ def _open_window(
     part = raw.isel(y=sy, x=sx).chunk({"band": -1, "y": _aligned(sy, cy), "x": _aligned(sx, cx)})
     if part.sizes["y"] > 1 and float(part["y"][0]) < float(part["y"][-1]):
         part = part.isel(y=slice(None, None, -1))  # bottom-up file -> north-up field
-    rx, ry = (abs(float(v)) for v in raw.rio.resolution())
-    transform = Affine(
-        rx, 0.0, float(part["x"][0]) - rx / 2, 0.0, -ry, float(part["y"][0]) + ry / 2
-    )
-    part = part.rio.write_transform(transform)
+    # the window of the file's own grid, north-up (the rows were flipped above)
+    grid = Grid(raw.rio.transform(), (raw.sizes["y"], raw.sizes["x"]), info.crs)[sy, sx]
+    part = part.rio.write_transform(grid.north_up())
     part.attrs.pop("long_name", None)
     names = info.descriptions
     if not all(names) or len(set(names)) != info.count:

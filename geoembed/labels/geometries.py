@@ -13,7 +13,7 @@ import xarray as xr
 
 from geoembed.errors import LabelError, MissingCRSError
 from geoembed.labels.classes import assign_classes, compact_classes
-from geoembed.labels.grid import Grid, gather_pixels
+from geoembed.labels.grid import Grid, burn, gather_pixels
 from geoembed.labels.hygiene import (
     apply_conflicts,
     check_class_sizes,
@@ -76,8 +76,6 @@ class _Candidates:
 
 def _polygon_pixels(geom: Any, grid: Grid, all_touched: bool) -> tuple[np.ndarray, np.ndarray]:
     """Rows and columns of the pixels of ``geom`` inside the grid, row-major order."""
-    from rasterio.features import rasterize
-
     minx, miny, maxx, maxy = geom.bounds
     fc = (np.array([minx, maxx]) - grid.left) / grid.dx
     fr = (np.array([miny, maxy]) - grid.top) / grid.dy
@@ -89,16 +87,11 @@ def _polygon_pixels(geom: Any, grid: Grid, all_touched: bool) -> tuple[np.ndarra
         e = np.zeros(0, dtype=np.int64)
         return e, e
     nrows, ncols = r1 - r0 + 1, c1 - c0 + 1
-    transform = grid.north_up_window_transform(r0, c0, nrows)
-    mask = rasterize(
-        [(geom, 1)],
-        out_shape=(nrows, ncols),
-        transform=transform,
-        fill=0,
-        all_touched=all_touched,
-        dtype="uint8",
-    )
-    if grid.dy > 0:  # bottom-up field: window rows run south to north
+    # the window's own north-up grid (its rows run north to south even when the field's
+    # do not), from the field grid's window formula so that pixel edges match it exactly
+    window = Grid(grid.north_up_window_transform(r0, c0, nrows), (nrows, ncols))
+    mask = burn([(geom, 1)], window, fill=0, dtype="uint8", all_touched=all_touched)
+    if grid.bottom_up:  # bottom-up field: window rows run south to north
         mask = mask[::-1]
     rr, cc = np.nonzero(mask)
     return rr.astype(np.int64) + r0, cc.astype(np.int64) + c0
@@ -429,6 +422,4 @@ def training_from_geometries(
 def _overlaps(geom: Any, grid: Grid) -> bool:
     import shapely
 
-    xs = sorted([grid.left, grid.left + grid.width * grid.dx])
-    ys = sorted([grid.top, grid.top + grid.height * grid.dy])
-    return bool(shapely.intersects(geom, shapely.box(xs[0], ys[0], xs[1], ys[1])))
+    return bool(shapely.intersects(geom, shapely.box(*grid.bounds)))

@@ -1,85 +1,54 @@
-"""Map coordinates to pixels of a field and read only the chunks that hold samples."""
+"""Read only the chunks of a field that hold samples; :class:`Grid` maps points to pixels.
+
+``Grid`` lives in :mod:`geoembed.grid` (one implementation for the whole package) and is
+re-exported here under its old import path.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any
 
 import dask
 import dask.array as dsa
 import numpy as np
 import xarray as xr
-from affine import Affine
 
-from geoembed.schema import resolution
+from geoembed.grid import Grid
 
-__all__ = ["Grid", "gather_pixels"]
+__all__ = ["Grid", "burn", "gather_pixels"]
 
 
-@dataclass(frozen=True)
-class Grid:
-    """Pixel grid of a field: edges and signed pixel sizes, from its coordinates.
+def burn(
+    shapes: Iterable[tuple[Any, int]],
+    grid: Grid,
+    *,
+    fill: int,
+    dtype: str,
+    all_touched: bool = False,
+) -> np.ndarray:
+    """Rasterise ``(geometry, value)`` pairs on ``grid``, rows in the grid's own order.
 
-    ``left``/``top`` are the outer edges of column 0 and row 0 (``top`` is the northern
-    edge when north-up and the southern edge when bottom-up); ``dx``/``dy`` are signed.
+    A pixel takes the value of the last shape covering its centre (every pixel a shape
+    touches with ``all_touched=True``); ``fill`` elsewhere. The shapes are burnt on the
+    grid's north-up transform and the rows flipped back for a bottom-up grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``grid.shape`` array of ``dtype``.
     """
+    from rasterio.features import rasterize
 
-    left: float
-    top: float
-    dx: float
-    dy: float
-    width: int
-    height: int
-
-    @classmethod
-    def of(cls, field: xr.DataArray) -> Grid:
-        """Grid of ``field`` (pixel-centre ``x``/``y`` coordinates, regular spacing)."""
-        dx, dy = resolution(field)
-        x0 = float(field["x"].values[0])
-        y0 = float(field["y"].values[0])
-        return cls(
-            left=x0 - dx / 2.0,
-            top=y0 - dy / 2.0,
-            dx=dx,
-            dy=dy,
-            width=int(field.sizes["x"]),
-            height=int(field.sizes["y"]),
-        )
-
-    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Row and column of each point, and whether it falls inside the grid.
-
-        Half-open pixels: a point on the edge shared by two pixels belongs to the one with
-        the larger index, so a point exactly on the left edge of column 0 (or the top edge
-        of row 0, i.e. its edge at ``top``) is inside, and a point exactly on the far edge
-        (right of the last column, beyond the last row) is outside. Points are never
-        snapped to the nearest pixel.
-        """
-        fc = (np.asarray(x, dtype=np.float64) - self.left) / self.dx
-        fr = (np.asarray(y, dtype=np.float64) - self.top) / self.dy
-        finite = np.isfinite(fc) & np.isfinite(fr)
-        col = np.floor(np.where(finite, fc, -1.0))
-        row = np.floor(np.where(finite, fr, -1.0))
-        inside = finite & (col >= 0) & (col < self.width) & (row >= 0) & (row < self.height)
-        return row.astype(np.int64), col.astype(np.int64), inside
-
-    def centres(self, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-        """``(n, 2)`` pixel-centre coordinates."""
-        xs = self.left + (np.asarray(col) + 0.5) * self.dx
-        ys = self.top + (np.asarray(row) + 0.5) * self.dy
-        return np.column_stack([xs, ys]).astype(np.float64)
-
-    def north_up_window_transform(self, row0: int, col0: int, nrows: int) -> Affine:
-        """North-up affine transform of the window ``rows row0..row0+nrows`` from ``col0``.
-
-        For a bottom-up grid the window's rows are then in reverse order (flip them).
-        """
-        x_left = self.left + col0 * self.dx
-        if self.dy < 0:
-            y_top = self.top + row0 * self.dy
-        else:
-            y_top = self.top + (row0 + nrows) * self.dy
-        return Affine(self.dx, 0.0, x_left, 0.0, -abs(self.dy), y_top)
+    out = rasterize(
+        shapes,
+        out_shape=grid.shape,
+        transform=grid.north_up(),
+        fill=fill,
+        dtype=dtype,
+        all_touched=all_touched,
+    )
+    return np.ascontiguousarray(out[::-1]) if grid.bottom_up else out
 
 
 def _take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

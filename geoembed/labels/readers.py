@@ -13,7 +13,7 @@ import pandas as pd
 from geoembed._cloud import is_url, open_input, split_url
 from geoembed.errors import CRSMismatchError, LabelError, MissingCRSError
 
-__all__ = ["LONLAT_CRS", "load_labels"]
+__all__ = ["LONLAT_CRS", "load_labels", "read_geometries"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,72 @@ def _table_to_gdf(
     return gpd.GeoDataFrame(attrs, geometry=list(geoms), crs=use_crs)
 
 
+def read_geometries(
+    source: Any,
+    *,
+    crs: Any = None,
+    lon: str | None = None,
+    lat: str | None = None,
+    wkt: str | None = None,
+    layer: str | int | None = None,
+) -> Any:
+    """Read points or polygons into a GeoDataFrame, as :func:`load_labels` reads them.
+
+    The reading half of :func:`load_labels` (same sources and parameters), without its
+    checks of the label column and the CRS: the GeoDataFrame may have no CRS.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+
+    Raises
+    ------
+    LabelError
+        The source does not exist or cannot be read.
+    """
+    import geopandas as gpd
+
+    where = f"labels {_describe(source)}"
+    if isinstance(source, gpd.GeoDataFrame):
+        gdf = source.copy()
+    elif isinstance(source, pd.DataFrame):
+        gdf = _table_to_gdf(source, where=where, crs=crs, lon=lon, lat=lat, wkt=wkt)
+    elif isinstance(source, str | Path):
+        path: Any
+        if is_url(source):  # gs://, s3://, https://: read through fsspec, in memory
+            path = open_input(str(source), "labels")
+            suffix = PurePosixPath(split_url(str(source))[2]).suffix.lower()
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise LabelError(f"{where} does not exist; check the path.")
+            suffix = path.suffix.lower()
+        if suffix in _TABLE_SUFFIXES:
+            gdf = _table_to_gdf(
+                _read_table(path, suffix), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt
+            )
+        elif suffix in (".parquet", ".geoparquet"):
+            try:
+                gdf = gpd.read_parquet(path)
+            except (ValueError, KeyError):  # plain Parquet: no geo metadata
+                gdf = _table_to_gdf(
+                    pd.read_parquet(path), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt
+                )
+        else:
+            try:
+                gdf = gpd.read_file(path, layer=layer) if layer is not None else gpd.read_file(path)
+            except Exception as exc:
+                raise LabelError(
+                    f"{where} cannot be read as a vector file ({exc}); use GeoJSON, GeoPackage, "
+                    "GeoParquet, Shapefile or a CSV with coordinate columns."
+                ) from exc
+    else:
+        raise LabelError(
+            f"{where}: expected a path, a GeoDataFrame or a DataFrame, got {type(source).__name__}."
+        )
+    return gdf
+
+
 def load_labels(
     source: Any,
     *,
@@ -202,46 +268,8 @@ def load_labels(
     LabelError
         The file cannot be read, or has no ``label_column`` / coordinates.
     """
-    import geopandas as gpd
-
     where = f"labels {_describe(source)}"
-    if isinstance(source, gpd.GeoDataFrame):
-        gdf = source.copy()
-    elif isinstance(source, pd.DataFrame):
-        gdf = _table_to_gdf(source, where=where, crs=crs, lon=lon, lat=lat, wkt=wkt)
-    elif isinstance(source, str | Path):
-        path: Any
-        if is_url(source):  # gs://, s3://, https://: read through fsspec, in memory
-            path = open_input(str(source), "labels")
-            suffix = PurePosixPath(split_url(str(source))[2]).suffix.lower()
-        else:
-            path = Path(source)
-            if not path.exists():
-                raise LabelError(f"{where} does not exist; check the path.")
-            suffix = path.suffix.lower()
-        if suffix in _TABLE_SUFFIXES:
-            gdf = _table_to_gdf(
-                _read_table(path, suffix), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt
-            )
-        elif suffix in (".parquet", ".geoparquet"):
-            try:
-                gdf = gpd.read_parquet(path)
-            except (ValueError, KeyError):  # plain Parquet: no geo metadata
-                gdf = _table_to_gdf(
-                    pd.read_parquet(path), where=where, crs=crs, lon=lon, lat=lat, wkt=wkt
-                )
-        else:
-            try:
-                gdf = gpd.read_file(path, layer=layer) if layer is not None else gpd.read_file(path)
-            except Exception as exc:
-                raise LabelError(
-                    f"{where} cannot be read as a vector file ({exc}); use GeoJSON, GeoPackage, "
-                    "GeoParquet, Shapefile or a CSV with coordinate columns."
-                ) from exc
-    else:
-        raise LabelError(
-            f"{where}: expected a path, a GeoDataFrame or a DataFrame, got {type(source).__name__}."
-        )
+    gdf = read_geometries(source, crs=crs, lon=lon, lat=lat, wkt=wkt, layer=layer)
     if label_column not in gdf.columns:
         raise LabelError(
             f"{where} has no label column {label_column!r}; columns are "

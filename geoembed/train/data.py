@@ -27,6 +27,9 @@ from affine import Affine
 
 from geoembed.colors import PALETTE
 from geoembed.errors import CRSMismatchError, LabelError, MissingCRSError
+from geoembed.grid import Grid
+from geoembed.labels.grid import burn
+from geoembed.labels.readers import read_geometries
 from geoembed.schema import resolution
 
 __all__ = [
@@ -117,19 +120,17 @@ class Split:
 def grid_transform(field: xr.DataArray) -> tuple[Affine, bool]:
     """North-up affine transform of the field grid and whether its rows run bottom-up.
 
+    A thin wrapper of :class:`geoembed.grid.Grid`: ``Grid.of(field).north_up()`` and
+    ``Grid.of(field).bottom_up``.
+
     Returns
     -------
     (affine.Affine, bool)
         The transform of the grid with rows ordered north to south, and ``True`` when the
         field stores them south to north (positive y-resolution): flip rows to match.
     """
-    dx, dy = resolution(field)
-    x0 = float(field["x"].values[0]) - dx / 2
-    ys = field["y"].values
-    if dy > 0:
-        top = float(ys[-1]) + dy / 2
-        return Affine(dx, 0.0, x0, 0.0, -dy, top), True
-    return Affine(dx, 0.0, x0, 0.0, dy, float(ys[0]) - dy / 2), False
+    grid = Grid.of(field)
+    return grid.north_up(), grid.bottom_up
 
 
 def _classes_from_values(
@@ -276,7 +277,6 @@ def labels_from_polygons(
         The polygons have no CRS.
     """
     import geopandas as gpd
-    from rasterio.features import rasterize
 
     if isinstance(polygons, gpd.GeoDataFrame):
         gdf, name = polygons, "the label polygons"
@@ -284,7 +284,7 @@ def labels_from_polygons(
         path = Path(polygons)
         if not path.exists():
             raise LabelError(f"Label file {path} does not exist.")
-        gdf, name = gpd.read_file(path), str(path)
+        gdf, name = read_geometries(path), str(path)
     for col in (label_column, name_column):
         if col is not None and col not in gdf.columns:
             cols = [c for c in gdf.columns if c != gdf.geometry.name]
@@ -311,17 +311,10 @@ def labels_from_polygons(
         )
     if gdf.empty:
         raise LabelError(f"{name} has no polygon with a value in {label_column!r}.")
-    transform, flip = grid_transform(field)
-    shape = (field.sizes["y"], field.sizes["x"])
     uniq = sorted(gdf[label_column].unique(), key=lambda v: (str(type(v)), v))
     index = {v: i for i, v in enumerate(uniq)}
     shapes = ((geom, index[v]) for geom, v in zip(gdf.geometry, gdf[label_column]))
-    burnt = rasterize(
-        shapes, out_shape=shape, transform=transform, fill=IGNORE, dtype="int16",
-        all_touched=all_touched,
-    )  # fmt: skip
-    if flip:
-        burnt = burnt[::-1]
+    burnt = burn(shapes, Grid.of(field), fill=IGNORE, dtype="int16", all_touched=all_touched)
     present = np.unique(burnt[burnt >= 0])
     if present.size == 0:
         raise LabelError(

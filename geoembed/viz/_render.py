@@ -20,6 +20,7 @@ from affine import Affine
 
 from geoembed.colors import decode_class_colors, decode_class_names, default_color, to_hex
 from geoembed.errors import BandMismatchError, DimensionError, SchemaError
+from geoembed.grid import Grid
 from geoembed.schema import CLASS_NODATA
 
 __all__ = ["Rendered", "render"]
@@ -77,24 +78,6 @@ def _decimate(da: xr.DataArray, stride: int) -> xr.DataArray:
     if stride == 1:
         return da
     return da.isel(y=slice(None, None, stride), x=slice(None, None, stride))
-
-
-def _grid(da: xr.DataArray, stride: int) -> tuple[Affine, bool]:
-    """Transform of the decimated, north-up image; and whether rows must be flipped."""
-    x = da["x"].values
-    y = da["y"].values
-    rx = float(x[1] - x[0]) if len(x) > 1 else float(da.rio.resolution()[0])
-    ry = float(y[1] - y[0]) if len(y) > 1 else float(da.rio.resolution()[1])
-    flip = ry > 0
-    left = float(x[0]) - rx / 2.0
-    if flip:
-        # rows 0, s, 2s, ... are kept; after flipping, the first image row is the last kept
-        # row, which stands for s source rows extending northwards from it
-        kept_last = ((len(y) - 1) // stride) * stride
-        top = float(y[kept_last]) - ry / 2.0 + ry * stride
-    else:
-        top = float(y[0]) - ry / 2.0
-    return Affine(rx * stride, 0.0, left, 0.0, -abs(ry) * stride, top), flip
 
 
 def _stretch(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -286,7 +269,9 @@ def render(
             f"Cannot render an array with dims {dims}; expected ('band', 'y', 'x') or ('y', 'x')."
         )
     stride = _stride(obj.sizes["y"], obj.sizes["x"], max_size)
-    transform, flip = _grid(obj, stride)
+    # the decimated image's grid: north-up transform, and whether its rows must be flipped
+    grid = Grid.of(obj).decimate(stride)
+    transform, flip = grid.north_up(), grid.bottom_up
     legend: dict[str, str] | None = None
     if dims == ("band", "y", "x"):
         values = _render_field(obj, stride, method, bands)
