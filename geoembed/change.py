@@ -31,7 +31,8 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots
 from geoembed.errors import CRSMismatchError, GridMismatchError, LabelError, SchemaError
-from geoembed.schema import check_embedding, map_like, resolution
+from geoembed.output_schema import CHANGE, CLASSES, class_map, continuous_map
+from geoembed.schema import check_embedding, resolution
 
 __all__ = [
     "MASK_NODATA",
@@ -190,8 +191,8 @@ def change_magnitude(
     out = map_pixels(
         both, _magnitude_block, n_out=1, fill=np.nan, dtype=np.float32, name="change"
     ).isel(output=0, drop=True)
-    out.attrs.update(long_name="change magnitude (1 - cosine similarity)", units="1")
-    return out.rename("change")
+    attrs = {"long_name": "change magnitude (1 - cosine similarity)", "units": "1"}
+    return continuous_map(first, out, name=CHANGE, attrs=attrs)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -281,10 +282,13 @@ def choose_change_threshold(
 def change_mask(magnitude: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``magnitude >= threshold``, 0 elsewhere, 255 at nodata."""
     flags = xr.where(magnitude >= threshold, 1, 0).where(magnitude.notnull(), MASK_NODATA)
-    mask = map_like(magnitude, flags.data.astype(np.uint8), name="changed")
-    mask = mask.rio.write_nodata(MASK_NODATA, encoded=False)
-    mask.attrs.update(threshold=float(threshold), class_names=["unchanged", "changed"])
-    return mask
+    return class_map(
+        magnitude,
+        flags.data.astype(np.uint8),
+        class_names=["unchanged", "changed"],
+        name="changed",
+        attrs={"threshold": float(threshold)},
+    )
 
 
 def transitions(
@@ -312,8 +316,8 @@ def transitions(
     from geoembed.classify import predict_field
 
     check_same_grid([a, b], names)
-    ca = predict_field(model, a)["class"]
-    cb = predict_field(model, b)["class"]
+    ca = predict_field(model, a)[CLASSES]
+    cb = predict_field(model, b)[CLASSES]
     C = int(model.n_classes)
     nodata = ca.rio.nodata
     va, vb = ca.data, cb.data

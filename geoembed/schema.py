@@ -10,6 +10,10 @@ An *embedding field* is an :class:`xarray.DataArray` named ``"embedding"`` with
 * ``band`` in a single Dask chunk.
 
 Nothing in this module reads pixel data: every check uses metadata only.
+
+The outputs' data model (class maps, confidences, probabilities ``(class, y, x)``,
+clusters, distances, features) lives in :mod:`geoembed.output_schema` and is re-exported
+here.
 """
 
 from __future__ import annotations
@@ -31,27 +35,24 @@ from geoembed.errors import (
     SchemaError,
 )
 from geoembed.grid import Grid as Grid  # the grid of a field (see geoembed.grid)
+from geoembed.output_schema import *  # noqa: F403  (the output schema, re-exported)
+from geoembed.output_schema import __all__ as _output_all
 
 __all__ = [
-    "CLASS_NODATA",
     "DIMS",
     "NAME",
     "aef_band_names",
     "check_embedding",
-    "class_dtype",
     "feature_band_names",
-    "map_like",
     "resolution",
     "to_canonical",
+    *_output_all,
 ]
 
 log = logging.getLogger(__name__)
 
 NAME = "embedding"
 DIMS: tuple[str, str, str] = ("band", "y", "x")
-
-#: nodata value of class maps, by dtype (class ids are 0..nodata-1)
-CLASS_NODATA: dict[str, int] = {"uint8": 255, "uint16": 65535, "int16": -1}
 
 _Y_ALIASES = ("y", "lat", "latitude", "northing", "row")
 _X_ALIASES = ("x", "lon", "longitude", "easting", "col")
@@ -66,15 +67,6 @@ def aef_band_names(n: int = 64) -> list[str]:
 def feature_band_names(n: int) -> list[str]:
     """Band names of a generic feature map: ``F000``, ``F001``, ..."""
     return [f"F{i:03d}" for i in range(n)]
-
-
-def class_dtype(n_classes: int) -> np.dtype:
-    """Smallest unsigned dtype whose nodata value (its max) is not a class id."""
-    if n_classes < CLASS_NODATA["uint8"]:
-        return np.dtype("uint8")
-    if n_classes < CLASS_NODATA["uint16"]:
-        return np.dtype("uint16")
-    raise SchemaError(f"{n_classes} classes is more than a uint16 class map can hold (65535).")
 
 
 def _describe(da: xr.DataArray, source: str | None) -> str:
@@ -322,49 +314,3 @@ def resolution(da: xr.DataArray) -> tuple[float, float]:
         res = da.rio.resolution()
         return float(res[0]), float(res[1])
     return float(x[1] - x[0]), float(y[1] - y[0])
-
-
-def map_like(
-    field: xr.DataArray,
-    data: Any,
-    *,
-    name: str,
-    leading: tuple[str, Sequence[Any]] | None = None,
-    nodata: float | int | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> xr.DataArray:
-    """Wrap ``data`` as an output on the same grid (and CRS) as ``field``.
-
-    Parameters
-    ----------
-    field : xarray.DataArray
-        The embedding field whose ``y``/``x`` coordinates and CRS are copied.
-    data : array-like
-        ``(y, x)`` array, or ``(n, y, x)`` when ``leading`` is given (NumPy or Dask).
-    name : str
-        Name of the output (``"class"``, ``"confidence"``, ...).
-    leading : (str, sequence), optional
-        Name and coordinate values of a leading dimension, e.g. ``("class", names)``.
-    nodata : number, optional
-        Written with ``rio.write_nodata`` (encoded in attributes, not applied).
-    attrs : dict, optional
-        Extra attributes.
-
-    Returns
-    -------
-    xarray.DataArray
-    """
-    coords: dict[str, Any] = {"y": field["y"], "x": field["x"]}
-    dims: tuple[str, ...] = ("y", "x")
-    if leading is not None:
-        dims = (leading[0], "y", "x")
-        coords[leading[0]] = list(leading[1])
-    out = xr.DataArray(data, dims=dims, coords=coords, name=name, attrs=dict(attrs or {}))
-    crs = field.rio.crs
-    if crs is not None:
-        out = out.rio.write_crs(crs)
-    if "spatial_ref" in field.coords and "GeoTransform" in field["spatial_ref"].attrs:
-        out["spatial_ref"].attrs["GeoTransform"] = field["spatial_ref"].attrs["GeoTransform"]
-    if nodata is not None:
-        out = out.rio.write_nodata(nodata)
-    return out

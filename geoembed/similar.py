@@ -30,7 +30,8 @@ from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots, unit_rows
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, SchemaError
-from geoembed.schema import check_embedding, map_like
+from geoembed.output_schema import class_map, similarity_map
+from geoembed.schema import check_embedding
 
 __all__ = [
     "METRICS",
@@ -259,13 +260,13 @@ def similarity(
         dtype=np.float32,
         name="similarity",
     ).isel(output=0, drop=True)
-    out.attrs.update(
-        metric=scorer.metric,
-        reduce=scorer.reduce,
-        n_references=len(scorer.references),
-        long_name=f"{scorer.metric} similarity to the references ({scorer.reduce})",
-    )
-    return out.rename("similarity")
+    attrs = {
+        "metric": scorer.metric,
+        "reduce": scorer.reduce,
+        "n_references": len(scorer.references),
+        "long_name": f"{scorer.metric} similarity to the references ({scorer.reduce})",
+    }
+    return similarity_map(field, out, attrs=attrs)
 
 
 # ---------------------------------------------------------------------------- top N
@@ -489,7 +490,10 @@ def choose_threshold(
 def similarity_mask(sim: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``sim >= threshold``, 0 elsewhere, 255 at nodata."""
     flags = xr.where(sim >= threshold, 1, 0).where(sim.notnull(), MASK_NODATA)
-    mask = map_like(sim, flags.data.astype(np.uint8), name="similar")
-    mask = mask.rio.write_nodata(MASK_NODATA, encoded=False)
-    mask.attrs.update(threshold=float(threshold), class_names=["not similar", "similar"])
-    return mask
+    return class_map(
+        sim,
+        flags.data.astype(np.uint8),
+        class_names=["not similar", "similar"],
+        name="similar",
+        attrs={"threshold": float(threshold)},
+    )

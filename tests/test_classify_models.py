@@ -192,7 +192,7 @@ def test_approximate_mode_reports_recall(shared_data: Path, index: str, tmp_path
     np.testing.assert_array_equal(loaded.predict(Q), approx.predict(Q))
     field = make_field(20, 20, chunks=10)
     ds = predict_field(approx, field)
-    assert ds["class"].attrs["model"] == "approximate"
+    assert ds["classes"].attrs["model"] == "approximate"
 
 
 def test_random_forest_saved_with_skops_loads_without_pickle_on_workers(
@@ -247,3 +247,20 @@ def test_skops_file_with_unknown_types_is_refused(tmp_path) -> None:
     sio.dump({"model": _Custom()}, tmp_path / "odd.skops")
     with pytest.raises(UnsafeModelError, match="_Custom"):
         load_model(tmp_path / "odd.skops")
+
+
+def test_model_fitted_on_label_values_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(90, 16)).astype(np.float32)
+    labels = np.array(["water", "trees", "crops"])[np.arange(90) % 3]
+    model = KNNClassifier(3).fit(X, labels)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.classes_, ["crops", "trees", "water"])
+    assert loaded.n_features_in_ == 16
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    ids = KNNClassifier(3).fit(X, np.arange(90) % 3)
+    save_model(ids, tmp_path / "ids")
+    meta = json.loads((tmp_path / "ids" / "model.json").read_text())
+    assert "classes" not in meta  # ids 0..C-1: the file format is unchanged
+    np.testing.assert_array_equal(load_model(tmp_path / "ids").classes_, [0, 1, 2])

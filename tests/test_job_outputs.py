@@ -361,3 +361,39 @@ def test_demo_folder_is_replaced_whole_and_only_when_it_holds_only_the_demo(
     with pytest.raises(OutputError, match=r"notes\.txt"):
         run_demo(out, **opts)
     assert _tree(out) == before
+
+
+def test_cli_spells_switches_and_group_options_as_flags() -> None:
+    from geoembed.cli import as_cli_flags
+
+    command = main.get_command(None, "classify")  # type: ignore[arg-type]
+    msg = "x.tif already exists. Pass overwrite=True to replace it; or allow_single_class=True."
+    assert as_cli_flags(msg, command) == (
+        "x.tif already exists. Pass --overwrite to replace it; or --allow-single-class."
+    )
+    # a switch given another value, or a non-switch option, keeps the library spelling
+    assert as_cli_flags("overwrite=False; k=True", command) == "overwrite=False; k=True"
+    assert as_cli_flags("give scheduler= or workers=.", main) == "give --scheduler or --workers."
+
+
+def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path: Path) -> None:
+    from geoembed.jobs.demo import run_demo
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("not geoembed's")
+    with pytest.raises(OutputError) as info:
+        run_demo(foreign, size=64, progress=False)
+    assert "(out=)" in str(info.value) and "--out" not in str(info.value)
+    result = CliRunner().invoke(main, ["-q", "demo", "--out", str(foreign), "--size", "64"])
+    assert result.exit_code == 2, result.output
+    assert "(--out)" in result.output and "out=" not in result.output
+    assert (foreign / "notes.txt").read_text() == "not geoembed's"
+
+    target = tmp_path / "map.tif"
+    target.write_bytes(b"x")
+    from geoembed.export.atomic import check_output_path
+
+    with pytest.raises(OutputError) as info:
+        check_output_path(target, overwrite=False, what="COG")
+    assert "overwrite=True" in str(info.value) and "--overwrite" not in str(info.value)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.exceptions import DataConversionWarning
 from sklearn.neighbors import KNeighborsClassifier
 
 import geoembed.classify.search as search_mod
@@ -165,8 +166,12 @@ def test_bad_training_data_is_rejected() -> None:
     Xn[3, 5] = np.nan
     with pytest.raises(LabelError, match="NaN"):
         KNNClassifier(3).fit(Xn, y)
-    with pytest.raises(LabelError, match="integers"):
-        KNNClassifier(3).fit(X, y.astype(float))
+    with pytest.raises(LabelError, match="Unknown label type"):
+        KNNClassifier(3).fit(X, np.linspace(0.0, 1.0, 20))  # a regression target
+    with pytest.raises(LabelError, match="requires y"):
+        KNNClassifier(3).fit(X, None)
+    with pytest.raises(ModelError, match="NaN or inf"):
+        KNNClassifier(3).fit(X, y).predict(Xn)
     with pytest.raises(ModelError, match="metric"):
         KNNClassifier(3, metric="manhattan").fit(X, y)  # scikit-learn: validated in fit
     with pytest.raises(ModelError, match="n_neighbors"):
@@ -280,3 +285,43 @@ def test_scikit_learn_estimator_contract(dw) -> None:
     with pytest.warns(DeprecationWarning, match="n_neighbors"):
         old = KNNClassifier(k=4)
     assert old.n_neighbors == 4 and old.k == 4
+
+
+def test_any_discrete_labels_are_encoded_like_scikit_learn() -> None:
+    X = _clustered(300, seed=31)
+    ids = np.random.default_rng(32).integers(0, 3, 300)
+    Q = _clustered(50, seed=33)
+    by_id = KNNClassifier(5).fit(X, ids)
+    np.testing.assert_array_equal(by_id.classes_, [0, 1, 2])
+    assert by_id.class_values is None and by_id.class_names == ["0", "1", "2"]
+    for labels in (np.array(["water", "trees", "crops"])[ids], ids * 10 - 7, ids.astype(float)):
+        model = KNNClassifier(5).fit(X, labels)
+        ref = KNeighborsClassifier(5, metric="cosine", algorithm="brute").fit(X, labels)
+        np.testing.assert_array_equal(model.classes_, ref.classes_)
+        np.testing.assert_array_equal(model.predict(Q), ref.predict(Q))
+        np.testing.assert_allclose(model.predict_proba(Q), ref.predict_proba(Q))
+        # the internal ids (and so class maps) are positions in classes_
+        np.testing.assert_array_equal(model.classes_[model.y_], labels[model.rows_])
+        ids_out = model.pixel_outputs(Q)[:, 0].astype(np.int64)
+        np.testing.assert_array_equal(model.classes_[ids_out], model.predict(Q))
+        assert model.class_values == model.classes_.tolist()
+    with pytest.warns(DataConversionWarning):
+        col = KNNClassifier(5).fit(X, ids[:, None])
+    np.testing.assert_array_equal(col.predict(Q), by_id.predict(Q))
+
+
+def test_deprecated_k_keyword_and_index_built_at_fit() -> None:
+    from sklearn.base import clone
+
+    with pytest.warns(DeprecationWarning, match="n_neighbors"):
+        model = KNNClassifier(k=7)
+    assert model.n_neighbors == 7 and model.k == 7 and "k" not in model.get_params()
+    with pytest.warns(DeprecationWarning, match="n_neighbors"):
+        model.set_params(k=3)
+    assert model.get_params()["n_neighbors"] == 3 and clone(model).n_neighbors == 3
+    X = _clustered(60, seed=34)
+    y = np.random.default_rng(35).integers(0, 2, 60)
+    model.fit(X, y)
+    before = dict(model.__dict__)
+    model.predict(X[:5])
+    assert model.__dict__ == before  # the search index exists from fit on

@@ -95,12 +95,12 @@ def test_aef_codes_flow_as_int8_and_match_decoding_first() -> None:
     assert aef_codes_of(floats.data) is None
     with dask.config.set(scheduler="synchronous"):
         out = predict_field(model, field)
-        (opt,) = dask.optimize(out["class"].data)
+        (opt,) = dask.optimize(out["classes"].data)
         assert not any(
             str(k[0] if isinstance(k, tuple) else k).startswith("dequantize-aef") for k in opt.dask
         )
         ref = predict_field(model, floats)
-        for name in ("class", "confidence"):
+        for name in ("classes", "confidence"):
             np.testing.assert_array_equal(out[name].values, ref[name].values)
     conf = out["confidence"].values
     assert np.isnan(conf[3, 4]) and np.isnan(conf[10, 10]) and np.isnan(conf).sum() == 2

@@ -51,21 +51,21 @@ def model(field: xr.DataArray) -> KNNClassifier:
 
 def test_outputs_match_the_model_and_keep_nodata(field, model) -> None:
     ds = predict_field(model, field, probabilities=True)
-    assert ds["class"].dtype == np.uint8 and ds["class"].dims == ("y", "x")
-    assert ds["probability"].dims == ("label", "y", "x")
-    assert list(ds["probability"]["label"].values) == ["a", "b", "c", "d"]
-    assert ds["class"].rio.crs == field.rio.crs
-    cls = ds["class"].values
+    assert ds["classes"].dtype == np.uint8 and ds["classes"].dims == ("y", "x")
+    assert ds["probabilities"].dims == ("class", "y", "x")
+    assert list(ds["probabilities"]["class"].values) == ["a", "b", "c", "d"]
+    assert ds["classes"].rio.crs == field.rio.crs
+    cls = ds["classes"].values
     conf = ds["confidence"].values
     vectors, valid = _valid_pixels(field)
     assert (cls.ravel()[~valid] == 255).all() and np.isnan(conf.ravel()[~valid]).all()
     np.testing.assert_array_equal(cls.ravel()[valid], model.predict(vectors))
     np.testing.assert_allclose(conf.ravel()[valid], model.predict_proba(vectors).max(1), rtol=1e-6)
-    proba = ds["probability"].values.reshape(4, -1)
+    proba = ds["probabilities"].values.reshape(4, -1)
     np.testing.assert_allclose(proba[:, valid].sum(axis=0), 1.0, rtol=1e-5)
     assert np.isnan(proba[:, ~valid]).all()
-    assert ds["class"].attrs["class_names"] == ["a", "b", "c", "d"]
-    assert ds["class"].rio.nodata == 255
+    assert ds["classes"].attrs["class_names"] == ["a", "b", "c", "d"]
+    assert ds["classes"].rio.nodata == 255
 
 
 @pytest.mark.parametrize("chunks", [7, (37, 53), (5, 40), None])
@@ -98,7 +98,7 @@ def test_threads_and_worker_processes_give_the_same_bytes(field, model, dask_cli
 def test_training_matrix_is_one_graph_node(field, model) -> None:
     """The model is a single delayed dependency, not embedded in every block task."""
     ds = predict_field(model, field)
-    graph = dict(ds["class"].data.__dask_graph__())
+    graph = dict(ds["classes"].data.__dask_graph__())
     model_keys = [k for k in graph if "KNNClassifier" in str(k)]
     assert len(model_keys) == 1
     n_blocks = len(field.chunks[1]) * len(field.chunks[2])
@@ -114,7 +114,7 @@ def test_lazy_and_errors_before_any_task(field) -> None:
     X, y = _training(field)
     with raise_if_dask_computes():
         ds = classify_knn(field, (X, y), k=5)
-        assert isinstance(ds["class"].data, dask.array.Array)
+        assert isinstance(ds["classes"].data, dask.array.Array)
         y_small = y.copy()
         y_small[:2] = 4  # class 4 has two samples
         with pytest.raises(LabelError, match="smallest class"):
@@ -135,7 +135,7 @@ def test_bottom_up_field_keeps_its_grid(field, model) -> None:
     ds = predict_field(model, up)
     np.testing.assert_array_equal(ds["y"].values, up["y"].values)
     vectors, valid = _valid_pixels(up)
-    np.testing.assert_array_equal(ds["class"].values.ravel()[valid], model.predict(vectors))
+    np.testing.assert_array_equal(ds["classes"].values.ravel()[valid], model.predict(vectors))
 
 
 def test_wisconsin_field_equals_sklearn_brute_force(aef_tif: Path, shared_data: Path) -> None:
@@ -150,7 +150,7 @@ def test_wisconsin_field_equals_sklearn_brute_force(aef_tif: Path, shared_data: 
     ds = classify_knn(field, (X, y), k=5).compute()
     vectors, valid = _valid_pixels(field)
     ref = KNeighborsClassifier(5, metric="cosine", algorithm="brute").fit(X, y)
-    np.testing.assert_array_equal(ds["class"].values.ravel()[valid], ref.predict(vectors))
-    assert (ds["class"].values.ravel()[~valid] == 255).all() and (~valid).sum() == 121
-    uniq = np.unique(ds["class"].values[ds["class"].values != 255])
+    np.testing.assert_array_equal(ds["classes"].values.ravel()[valid], ref.predict(vectors))
+    assert (ds["classes"].values.ravel()[~valid] == 255).all() and (~valid).sum() == 121
+    uniq = np.unique(ds["classes"].values[ds["classes"].values != 255])
     assert len(uniq) >= 2  # a real map, not one class

@@ -37,9 +37,19 @@ def test_unreachable_scheduler_is_a_clear_error():
             pass
 
 
-def test_describe_scheduler():
-    assert "LocalCluster" in describe_scheduler("local")
-    assert "tcp://h:8786" in describe_scheduler("tcp://h:8786")
+def test_describe_scheduler_names_what_dask_client_connects_to():
+    with dask_client("local", workers=1) as client:
+        # "local" starts the cluster type it is described as ...
+        assert type(client.cluster).__name__ in describe_scheduler("local")
+        address = client.scheduler.address
+        # ... and connecting to its address is described as that scheduler
+        with dask_client(address) as other:
+            assert other.scheduler.address == address
+            assert address in describe_scheduler(address)
+    with dask_client("threads") as none:
+        assert none is None and "in-process" in describe_scheduler("threads")
+    shown = describe_scheduler("tls://alice:s3cret@h:8786")
+    assert "s3cret" not in shown and "h:8786" in shown  # credentials never shown
 
 
 def test_cli_version_and_help():

@@ -168,11 +168,23 @@ def test_quicklook_bad_inputs(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_render_is_lazy_until_called() -> None:
-    arr = dsa.zeros((64, 40, 40), chunks=(64, 20, 20), dtype=np.float32) + 1
-    field = make_field(40, 40, chunks=20).copy(data=arr)
-    img = render(field, max_size=20)
+def test_render_computes_once_and_shows_the_field_at_its_stride() -> None:
+    from geoembed.testing import raise_if_dask_computes
+
+    field = make_field(40, 40, chunks=20)  # lazy, with a nodata patch
+    with raise_if_dask_computes(max_computes=1) as counter:
+        img = render(field, max_size=20)
+    assert counter.total == 1  # one pass over the (strided) field, nothing before
     assert img.rgba.shape == (20, 20, 4)
+    # image pixel (i, j) is field pixel (2i, 2j): nodata is transparent exactly there
+    valid = np.isfinite(field.values).all(axis=0)
+    assert not valid.all()
+    np.testing.assert_array_equal(img.rgba[..., 3] == 255, valid[::2, ::2])
+    assert (img.rgba[~valid[::2, ::2], :3] == 0).all()
+    classes = (field.isel(band=0, drop=True).fillna(-1.0) > 0).astype(np.uint8)
+    with raise_if_dask_computes(max_computes=1):
+        shown = render(classes.where(field.isel(band=0).notnull(), 255), max_size=20)
+    np.testing.assert_array_equal(shown.rgba[..., 3] == 255, valid[::2, ::2])
 
 
 def test_show_map_overlay_and_bounds(scene) -> None:

@@ -133,16 +133,16 @@ def test_session_classifies_scores_and_suggests(scene, tmp_path: Path) -> None:
     _label_scene(lc, scene, 3, seed=2)
     sess = MappingSession(scene.field, collector=lc, k=5, workdir=tmp_path)
     ds = sess.classify("field")
-    assert ds["class"].shape == scene.truth.shape
+    assert ds["classes"].shape == scene.truth.shape
     assert sess.paths["classes"].exists() and sess.paths["confidence"].exists()
     first = sess.history[-1]
     assert first["labels"] == len(lc) and first["cv"].startswith("spatial")
     # a box classifies only that part
     left, bottom, right, top = scene.field.rio.bounds()
     part = sess.classify((left, bottom, (left + right) / 2, top))
-    assert part["class"].sizes["x"] == scene.field.sizes["x"] // 2
+    assert part["classes"].sizes["x"] == scene.field.sizes["x"] // 2
     quick = sess.classify("field", max_size=40)  # a quick look at screen resolution
-    assert max(quick["class"].shape) == 40
+    assert max(quick["classes"].shape) == 40
     sess.classify("field")
     sug = sess.suggest_points(6)
     assert len(sug) == 6 and sug.crs.to_epsg() == 4326
@@ -204,17 +204,17 @@ def test_session_cache_gives_the_full_resolution_classes(scene, tmp_path: Path) 
     assert plain._cache is None
     sess = MappingSession(scene.field, collector=lc, k=3, workdir=tmp_path)
     again = sess.classify("field")
-    np.testing.assert_array_equal(again["class"].values, full["class"].values)
+    np.testing.assert_array_equal(again["classes"].values, full["classes"].values)
     stores = sorted(p.name for p in sess._cache.root.iterdir())
     assert stores == ["level-1.zarr"]
     # a quick look at screen resolution, of a window: its pixels have the full map's classes
     left, bottom, right, top = scene.field.rio.bounds()
     view = (left + 130.0, bottom + 210.0, right - 70.0, top - 40.0)
     quick = sess.classify(view, max_size=50)
-    assert max(quick["class"].shape) <= 50 and min(quick["class"].shape) > 30
+    assert max(quick["classes"].shape) <= 50 and min(quick["classes"].shape) > 30
     assert "level-3.zarr" in {p.name for p in sess._cache.root.iterdir()}
-    at = full["class"].sel(x=quick["x"], y=quick["y"])
-    np.testing.assert_array_equal(quick["class"].values, at.values)
+    at = full["classes"].sel(x=quick["x"], y=quick["y"])
+    np.testing.assert_array_equal(quick["classes"].values, at.values)
     np.testing.assert_allclose(
         quick["confidence"].values, full["confidence"].sel(x=quick["x"], y=quick["y"]).values
     )
@@ -224,7 +224,7 @@ def test_session_cache_gives_the_full_resolution_classes(scene, tmp_path: Path) 
     # the same look without the cache picks the same pixels
     uncached = plain.classify(view, max_size=50)
     np.testing.assert_array_equal(uncached["x"].values, quick["x"].values)
-    np.testing.assert_array_equal(uncached["class"].values, quick["class"].values)
+    np.testing.assert_array_equal(uncached["classes"].values, quick["classes"].values)
     root = sess._cache.root
     sess.close()
     assert not root.exists()

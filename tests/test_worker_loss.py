@@ -26,7 +26,7 @@ def _job(field: Any) -> dict[str, bytes]:
     return {
         "centers": km.cluster_centers_.tobytes(),
         "clusters": km.predict(field).values.tobytes(),
-        "knn": knn["class"].values.tobytes() + knn["confidence"].values.tobytes(),
+        "knn": knn["classes"].values.tobytes() + knn["confidence"].values.tobytes(),
     }
 
 

@@ -13,7 +13,8 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, ModelError
-from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype
+from geoembed.output_schema import class_map, probability_map
+from geoembed.schema import check_embedding
 
 __all__ = ["OUTPUTS", "apply_estimator"]
 
@@ -183,9 +184,10 @@ def apply_estimator(
         ``dask_ml.wrappers.ParallelPostFit``/``Incremental``. Dask arrays returned
         by ``predict`` are computed inside each task on the synchronous scheduler.
     output : {"class", "proba", "value"}, default "class"
-        ``"class"``: ``(y, x)`` class ids (positions in ``estimator.classes_``), uint8 or
-        uint16 with nodata 255/65535, class names in ``attrs["class_names"]``;
-        ``"proba"``: ``(class, y, x)`` float32 probabilities, NaN at nodata;
+        ``"class"``: ``(y, x)`` class ids named ``classes`` (positions in
+        ``estimator.classes_``), uint8 or uint16 with nodata 255/65535, class names in
+        ``attrs["class_names"]``; ``"proba"``: ``(class, y, x)`` float32
+        ``probabilities``, NaN at nodata;
         ``"value"``: regression output ``(y, x)`` (or ``(output, y, x)`` for several
         targets), float32, NaN at nodata.
     source : str, optional
@@ -219,10 +221,7 @@ def apply_estimator(
                 name="probability",
                 tile=ESTIMATOR_TILE,
             )
-            out.attrs.update(class_names=classes, estimator=name)
-            return out
-        dtype = class_dtype(len(classes))
-        nodata = CLASS_NODATA[dtype.name]
+            return probability_map(field, out, class_names=classes, attrs={"estimator": name})
         out = map_pixels(
             field,
             _predict_block,
@@ -233,10 +232,9 @@ def apply_estimator(
             name="class",
             tile=ESTIMATOR_TILE,
         )
-        cls = out.isel(output=0, drop=True).fillna(nodata).astype(dtype).rename("class")
-        cls = cls.rio.write_nodata(nodata, encoded=False)
-        cls.attrs.update(class_names=classes, estimator=name)
-        return cls
+        return class_map(
+            field, out.isel(output=0, drop=True), class_names=classes, attrs={"estimator": name}
+        )
     # regression: find the number of targets from one dummy prediction (no Dask compute)
     probe = np.zeros((1, field.sizes["band"]), np.float32)
     with warnings.catch_warnings():

@@ -12,7 +12,15 @@ from geoembed._aef_codes import decode_codes
 from geoembed._blockwise import map_pixels
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, ModelError
-from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype
+from geoembed.output_schema import (
+    CLASSES,
+    CONFIDENCE,
+    PROBABILITIES,
+    class_map,
+    confidence_map,
+    probability_map,
+)
+from geoembed.schema import check_embedding
 
 __all__ = ["check_model_bands", "classify_knn", "fit_model", "predict_field"]
 
@@ -87,11 +95,12 @@ def predict_field(
     Returns
     -------
     xarray.Dataset
-        ``class`` (y, x) class ids, uint8/uint16 with nodata 255/65535 (class names in
-        ``attrs["class_names"]``), ``confidence`` (y, x) float32 (winning vote share, NaN
-        at nodata) and, if asked, ``probability`` (label, y, x) float32 whose ``label``
-        coordinate holds the class names (the dimension cannot also be called ``class``
-        in one Dataset). Nothing is computed.
+        The outputs of :mod:`geoembed.output_schema`: ``classes`` (y, x) class ids,
+        uint8/uint16 with nodata 255/65535 (class names in ``attrs["class_names"]``,
+        colours in ``attrs["colors"]`` when the model has them), ``confidence`` (y, x)
+        float32 (winning vote share, NaN at nodata) and, if asked, ``probabilities``
+        (class, y, x) float32 whose ``class`` coordinate holds the class names. Nothing
+        is computed.
     """
     check_embedding(field, source=source, require_crs=False)
     if not hasattr(model, "pixel_outputs"):
@@ -102,8 +111,6 @@ def predict_field(
     model._check_fitted()
     check_model_bands(model, field, source=source)
     n_classes = model.n_classes
-    dtype = class_dtype(n_classes)
-    nodata = CLASS_NODATA[dtype.name]
     n_out = 2 + (n_classes if probabilities else 0)
     band_major = hasattr(model, "block_outputs")  # reads blocks in place
     out = map_pixels(
@@ -118,25 +125,35 @@ def predict_field(
         out_dim="output",
         name="knn",
     )
+    names = list(model.class_names)
     attrs = {
-        "class_names": list(model.class_names),
+        "class_names": names,
         "k": model.k,
         "metric": model.metric,
         "weights": model.weights,
         "model": getattr(model, "kind", "exact"),
     }
-    cls = out.isel(output=0, drop=True)
-    cls = cls.fillna(nodata).astype(dtype).rename("class")
-    cls = cls.rio.write_nodata(nodata, encoded=False)
-    cls.attrs.update(attrs)
-    conf = out.isel(output=1, drop=True).rename("confidence")
-    conf.attrs.update(attrs, long_name="winning vote share")
-    data = {"class": cls, "confidence": conf}
+    cls = class_map(
+        field,
+        out.isel(output=0, drop=True),
+        class_names=names,
+        colors=getattr(model, "colors", None),
+        n_classes=n_classes,
+        attrs=attrs,
+    )
+    conf = confidence_map(
+        field,
+        out.isel(output=1, drop=True),
+        attrs=dict(attrs, long_name="winning vote share"),
+    )
+    data = {CLASSES: cls, CONFIDENCE: conf}
     if probabilities:
-        proba = out.isel(output=slice(2, None)).rename({"output": "label"})
-        proba = proba.assign_coords({"label": list(model.class_names)}).rename("probability")
-        proba.attrs.update(attrs, long_name="vote share per class")
-        data["probability"] = proba
+        data[PROBABILITIES] = probability_map(
+            field,
+            out.isel(output=slice(2, None)),
+            class_names=names,
+            attrs=dict(attrs, long_name="vote share per class"),
+        )
     return xr.Dataset(data)
 
 
@@ -237,8 +254,8 @@ def fit_model(
         )
         raise LabelError(
             f"the training data has {present.size} class ({which}), so every pixel would get "
-            "it: add samples of the other classes, or pass --allow-single-class "
-            "(allow_single_class=True) if a constant map is what you want."
+            "it: add samples of the other classes, or pass allow_single_class=True if a "
+            "constant map is what you want."
         )
     if approximate:
         kind = "ivf" if approximate is True else str(approximate)

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from dask.base import normalize_token
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.multiclass import check_classification_targets
 
 from geoembed.classify.search import (
     METRICS,
@@ -48,6 +50,24 @@ __all__ = ["METRICS", "WEIGHTS", "KNNClassifier", "exact_kneighbors"]
 #: old private names, kept for code that imported them
 _Index = ExactIndex
 _canonical_order = canonical_order
+
+#: model metadata set by fit (stored privately: public attributes are parameters)
+_METADATA = ("n_classes", "class_names", "class_values", "colors", "band_names")
+
+
+def _metadata(name: str, doc: str) -> property:
+    private = "_" + name
+
+    def get(self: Any) -> Any:
+        try:
+            return self.__dict__[private]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def set_(self: Any, value: Any) -> None:
+        self.__dict__[private] = value
+
+    return property(get, set_, doc=doc)
 
 
 class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -73,19 +93,27 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     ----------
     n_features_in_ : int
         Length of the vectors.
-    classes_ : ndarray (n_classes,) int64
-        Class ids ``0..n_classes-1`` (names in ``class_names``).
+    classes_ : ndarray (n_classes,)
+        The class labels: ids ``0..n_classes-1`` when ``y`` holds such ids (geoembed's
+        training sets), else the sorted distinct values of ``y`` (any labels, as in
+        scikit-learn; ``predict`` returns them, class maps hold their positions).
     X_ : ndarray (n, d) float32
         Training vectors in canonical order.
     y_ : ndarray (n,) int64
-        Their class ids ``0..n_classes-1``.
+        Their class ids ``0..n_classes-1`` (positions in ``classes_``).
     rows_ : ndarray (n,) int64
         Position of each canonical row in the training data passed to :meth:`fit`.
     class_names, class_values, colors, band_names
-        Metadata saved with the model.
+        Metadata saved with the model (properties; set by :meth:`fit`).
     """
 
     kind = "exact"
+
+    n_classes = _metadata("n_classes", "Number of classes (``len(classes_)``).")
+    class_names = _metadata("class_names", "Class names, in class-id order.")
+    class_values = _metadata("class_values", "Original label values (None if not given).")
+    colors = _metadata("colors", "One colour per class (None if not given).")
+    band_names = _metadata("band_names", "Band names of the training field (or None).")
 
     def __init__(
         self,
@@ -94,21 +122,35 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         metric: str = "cosine",
         weights: str = "uniform",
         allow_small_classes: bool = False,
-        **deprecated: Any,
+        k: int | None = None,
     ) -> None:
-        if "k" in deprecated:
-            warnings.warn(
-                "KNNClassifier(k=...) is deprecated; use n_neighbors=.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            n_neighbors = deprecated.pop("k")
-        if deprecated:
-            raise TypeError(f"unexpected keyword arguments {sorted(deprecated)}")
+        if k is not None:
+            _warn_k()
+            n_neighbors = k
         self.n_neighbors = n_neighbors
         self.metric = metric
         self.weights = weights
         self.allow_small_classes = allow_small_classes
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        # the deprecated k= alias is not a parameter of its own (scikit-learn's convention)
+        return [p for p in super()._get_param_names() if p != "k"]
+
+    def set_params(self, **params: Any) -> KNNClassifier:
+        """Set parameters (scikit-learn's ``set_params``; ``k=`` is ``n_neighbors=``)."""
+        if "k" in params:
+            _warn_k()
+            k = params.pop("k")
+            if k is not None:
+                params["n_neighbors"] = k
+        return super().set_params(**params)  # type: ignore[no-any-return]
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in _METADATA:  # models pickled before the metadata became properties
+            if name in state:
+                state["_" + name] = state.pop(name)
+        super().__setstate__(state)
 
     def _validate_params(self) -> None:  # type: ignore[override]
         if self.metric not in METRICS:
@@ -143,7 +185,9 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         X : array-like (n, d)
             Training vectors (float32 is kept; other dtypes are converted).
         y : array-like (n,)
-            Class ids ``0..n_classes-1``.
+            Class ids ``0..n_classes-1`` (kept as they are, ``classes_`` is
+            ``0..n_classes-1``), or any discrete labels (strings, negative or
+            non-contiguous integers), encoded as positions in ``classes_ = unique(y)``.
         class_names : sequence of str, optional
             Names of the classes (length ``n_classes``); default ``"0"``, ``"1"``...
         class_values : sequence, optional
@@ -175,8 +219,22 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 "sparse training vectors are not supported; pass a dense (n, bands) array "
                 "(X.toarray())."
             )
+        if y is None:
+            raise LabelError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None; "
+                "give one class label per training vector."
+            )
         X = np.asarray(X)
+        if np.iscomplexobj(X):
+            raise LabelError("Complex data not supported: training vectors must be real.")
         y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1 and len(y) == len(X):
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is raveled.",
+                DataConversionWarning,
+                stacklevel=2,
+            )
+            y = y.ravel()
         if X.ndim != 2 or len(X) == 0:
             raise LabelError(
                 f"training vectors must be a non-empty (n, bands) array; got shape {X.shape}."
@@ -188,11 +246,6 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             )
         if y.shape != (len(X),):
             raise LabelError(f"{len(X)} training vectors but labels of shape {y.shape}.")
-        if not np.issubdtype(y.dtype, np.integer):
-            raise LabelError(
-                f"class ids must be integers 0..C-1, got dtype {y.dtype}; build the training "
-                "data with geoembed.labels, which encodes label values as class ids."
-            )
         X = np.ascontiguousarray(X, dtype=np.float32)
         bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if len(bad):
@@ -200,25 +253,23 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 f"{len(bad)} training vectors hold NaN or inf (rows {bad[:10].tolist()}); "
                 "drop them (they come from nodata pixels)."
             )
-        n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
-        if y.min() < 0 or y.max() >= n_classes:
-            raise LabelError(
-                f"class ids must lie in 0..{n_classes - 1}; found {int(y.min())}..{int(y.max())}."
-            )
+        y, classes, encoded = self._encode_labels(y, class_names)
+        n_classes = len(classes)
         if len(X) < self.k:
             raise LabelError(
                 f"k={self.k} neighbours requested but only {len(X)} training vectors "
-                f"(n_samples={len(X)}); lower -k or add labels."
+                f"(n_samples={len(X)}); lower k= or add labels."
             )
         counts = np.bincount(y, minlength=n_classes)
         names = [str(c) for c in class_names] if class_names is not None else None
         small = [c for c in range(n_classes) if 0 < counts[c] < self.k]
         if small and not allow_small_classes:
-            label = names or [str(c) for c in range(n_classes)]
+            label = names or [str(c) for c in classes]
             listed = ", ".join(f"{label[c]!r} ({counts[c]})" for c in small[:10])
             raise LabelError(
                 f"k={self.k} is larger than the smallest class: {listed} have fewer than k "
-                "training samples. Lower -k, add labels for those classes, or drop them."
+                "training samples. Lower k=, add labels for those classes, or drop "
+                "them (or pass allow_small_classes=True)."
             )
         order = canonical_order(X, y)
         self.X_ = X[order]
@@ -226,13 +277,47 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.rows_ = order.astype(np.int64)
         self.n_classes = n_classes
         self.n_features_in_ = int(X.shape[1])
-        self.classes_ = np.arange(n_classes, dtype=np.int64)
-        self.class_names = names or [str(c) for c in range(n_classes)]
+        self.classes_ = classes
+        self.class_names = names or [str(c) for c in classes]
+        if class_values is None and encoded:
+            class_values = classes.tolist()  # labels given as values: keep them
         self.class_values = list(class_values) if class_values is not None else None
         self.colors = list(colors) if colors is not None else None
         self.band_names = [str(b) for b in band_names] if band_names is not None else None
-        self._index: ExactIndex | None = None
+        self._index: ExactIndex | None = ExactIndex(self.X_, self.metric)  # for predict
         return self
+
+    def _encode_labels(
+        self, y: np.ndarray, class_names: Sequence[str] | None
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Class ids ``(n,)`` int64, ``classes_`` and whether ``y`` held labels, not ids.
+
+        Non-negative integer ids are kept (``classes_ = 0..C-1``, ``C`` the number of
+        names, else ``max + 1``); any other discrete labels become positions in
+        ``unique(y)``.
+        """
+        if np.issubdtype(y.dtype, np.integer) and y.min() >= 0:
+            n_classes = len(class_names) if class_names is not None else int(y.max()) + 1
+            if y.max() >= n_classes:
+                raise LabelError(
+                    f"class ids must lie in 0..{n_classes - 1}; found "
+                    f"{int(y.min())}..{int(y.max())}."
+                )
+            return y.astype(np.int64, copy=False), np.arange(n_classes, dtype=np.int64), False
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise LabelError(
+                f"{exc} Class labels must be discrete (class ids 0..C-1, names or codes); "
+                "geoembed.labels builds them from a label column."
+            ) from exc
+        classes, ids = np.unique(y, return_inverse=True)
+        if class_names is not None and len(class_names) != len(classes):
+            raise LabelError(
+                f"{len(class_names)} class names for {len(classes)} distinct labels "
+                f"{classes[:5].tolist()}; give one name per label (in sorted label order)."
+            )
+        return ids.astype(np.int64), classes, True
 
     @classmethod
     def from_training(
@@ -385,13 +470,23 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
                 best = np.maximum(best, s)
         return counts, pred, counts[r, pred] / counts.sum(axis=1)
 
+    def _check_finite(self, Q: np.ndarray) -> np.ndarray:
+        bad = np.flatnonzero(~np.isfinite(Q).all(axis=1))
+        if len(bad):
+            raise ModelError(
+                f"{len(bad)} query vectors hold NaN or inf (rows {bad[:10].tolist()}); drop "
+                "them first (classify a field with predict_field(), which skips nodata)."
+            )
+        return Q
+
     def predict(self, Q: Any) -> np.ndarray:
-        """Class ids (int64) of the query vectors."""
-        return self._votes(self._check_queries(Q), need_counts=False)[1]
+        """Class labels of the query vectors: ``classes_`` values (ids 0..C-1, int64)."""
+        pred = self._votes(self._check_finite(self._check_queries(Q)), need_counts=False)[1]
+        return self.classes_[pred]
 
     def predict_proba(self, Q: Any) -> np.ndarray:
         """Vote shares per class, shape ``(n, n_classes)``, float64."""
-        counts, _, _ = self._votes(self._check_queries(Q))
+        counts, _, _ = self._votes(self._check_finite(self._check_queries(Q)))
         assert counts is not None
         return counts / counts.sum(axis=1, keepdims=True)
 
@@ -437,6 +532,12 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ind, valid = self.index.search_bands(Qt, self.k, decode)
         counts, pred, share = self._count_votes(None, ind, probabilities)
         return self._outputs(counts, pred, share, probabilities), valid
+
+
+def _warn_k() -> None:
+    warnings.warn(
+        "KNNClassifier(k=...) is deprecated; use n_neighbors=.", DeprecationWarning, stacklevel=3
+    )
 
 
 @normalize_token.register(KNNClassifier)

@@ -89,7 +89,9 @@ class LazyGroup(click.Group):
         except GeoembedError as exc:
             sub = ctx.invoked_subcommand
             command = self.get_command(ctx, sub) if sub else None
-            _fail(as_cli_flags(str(exc), command), exc.exit_code)
+            # the subcommand's options, then the group's (--scheduler, --workers...)
+            message = as_cli_flags(as_cli_flags(str(exc), command), self)
+            _fail(message, exc.exit_code)
         except KeyboardInterrupt:
             _quiet_distributed()
             click.echo("interrupted", err=True)
@@ -119,8 +121,9 @@ def as_cli_flags(message: str, command: click.Command | None) -> str:
     """Spell the library's parameter names in an error (``label_column=``) as flags.
 
     Library errors name a parameter as ``name=`` (followed by a space, punctuation or
-    the end); the CLI shows the option of ``command`` with that name instead
-    (``--label-column``). ``name=value`` is left alone.
+    the end), or a switch as ``name=True``; the CLI shows the option of ``command`` with
+    that name instead (``--label-column``, ``--overwrite``). Library messages never quote
+    flags themselves. Any other ``name=value`` is left alone.
     """
     if command is None:
         return message
@@ -129,6 +132,14 @@ def as_cli_flags(message: str, command: click.Command | None) -> str:
             flag = max(param.opts, key=len)
             pattern = rf"(?<![\w-]){re.escape(param.name)}=(?=[\s,.;:)]|$)"
             message = re.sub(pattern, flag, message)
+            if (
+                param.is_flag
+                and not param.secondary_opts
+                and not param.count
+                and isinstance(param.type, click.types.BoolParamType)
+            ):
+                switch = rf"(?<![\w-]){re.escape(param.name)}=True\b"
+                message = re.sub(switch, flag, message)
     return message
 
 

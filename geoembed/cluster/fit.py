@@ -12,6 +12,7 @@ import xarray as xr
 from geoembed.cluster.kmeans import KMeans
 from geoembed.cluster.names import class_names, parse_names
 from geoembed.errors import ModelError
+from geoembed.output_schema import cluster_map, legend_attrs
 
 __all__ = ["ENGINES", "ClusterResult", "check_engine", "cluster_field"]
 
@@ -98,7 +99,7 @@ def cluster_field(
     model.cluster_names_ = named
     cnames = class_names(n_clusters, named)
     labels = model.predict(field)
-    labels.attrs["class_names"] = cnames
+    labels.attrs.update(legend_attrs(cnames))
     return ClusterResult(
         model=model,
         labels=labels,
@@ -138,8 +139,13 @@ def _cluster_dask_ml(
     model.inertia_ = -model.score(field)  # sum of squared distances, as geoembed reports it
     model.cluster_names_ = named
     cnames = class_names(n_clusters, named)
-    labels = apply_estimator(field, fitted, output="class").rename("cluster")
-    labels.attrs.update(class_names=cnames, n_clusters=int(n_clusters), metric="euclidean")
+    labels = cluster_map(
+        field,
+        apply_estimator(field, fitted, output="class"),
+        n_clusters=int(n_clusters),
+        class_names=cnames,
+        attrs={"metric": "euclidean"},
+    )
     return ClusterResult(
         model=model,
         labels=labels,

@@ -37,7 +37,6 @@ from geoembed.cluster._lloyd import (
     matrix_pass,
     minibatch,
 )
-from geoembed.colors import default_color, encode_class_colors
 from geoembed.errors import (
     BandMismatchError,
     GeoembedError,
@@ -45,7 +44,8 @@ from geoembed.errors import (
     NotFittedError,
     SchemaError,
 )
-from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names, map_like
+from geoembed.output_schema import cluster_map, distance_map, distances_map
+from geoembed.schema import CLASS_NODATA, check_embedding, class_dtype, feature_band_names
 
 __all__ = ["ClusterCountError", "KMeans"]
 
@@ -561,7 +561,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         -------
         xarray.DataArray or numpy.ndarray
             For a field: a lazy ``(y, x)`` uint8 map (uint16 for k >= 255) named
-            ``"cluster"``, nodata 255 (65535) where the field is NaN. For a matrix: ``(n,)``
+            ``"clusters"``, nodata 255 (65535) where the field is NaN, a palette colour per
+            cluster in ``attrs["colors"]``. For a matrix: ``(n,)``
             int64 labels.
         """
         self._check_fitted()
@@ -591,14 +592,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
             meta=np.empty((0, 0), dtype=dtype),
             token="geoembed-kmeans-predict",  # prefix; the key hashes centres and field
         )
-        labels = map_like(X, out, name="cluster")
-        palette = [default_color(i) for i in range(int(self.n_clusters))]
-        labels.attrs.update(
-            n_clusters=int(self.n_clusters),
-            metric=self.metric,
-            class_colors=encode_class_colors(palette),  # the COG's colour table
-        )
-        return labels.rio.write_nodata(nodata)
+        # palette colours in attrs["colors"]: the COG's colour table
+        return cluster_map(X, out, n_clusters=int(self.n_clusters), attrs={"metric": self.metric})
 
     def fit_predict(self, X: Any, y: Any = None) -> Any:
         """``fit(X)`` then ``predict(X)``."""
@@ -632,10 +627,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
             dtype=np.float32,
             name="distance",
         )
-        return out.isel(output=0, drop=True).rename("distance").rio.write_nodata(np.nan)
+        return distance_map(X, out.isel(output=0, drop=True))
 
     def transform(self, X: Any) -> Any:
-        """Distances to every centre: lazy ``(cluster, y, x)`` float32, or ``(n, k)``."""
+        """Distances to every centre: lazy ``(cluster, y, x)`` ``distances``, or ``(n, k)``."""
         self._check_fitted()
         k = int(self.n_clusters)
         if not isinstance(X, xr.DataArray):
@@ -646,7 +641,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
 
         check_embedding(X, require_crs=False)
         self._check_bands([str(b) for b in X["band"].values], X.sizes["band"], True)
-        return map_pixels(
+        out = map_pixels(
             X,
             functools.partial(_transform_pixels, metric=self.metric),
             n_out=k,
@@ -656,6 +651,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
             out_dim="cluster",
             name="distance",
         )
+        return distances_map(X, out)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Negative inertia of ``X`` for the fitted centres (one exact pass)."""

@@ -101,8 +101,8 @@ def check_output_path(
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise OutputError(
-                f"The {what} {str(path)!r} already exists. Pass overwrite=True (--overwrite) "
-                "to replace it, or choose another path."
+                f"The {what} {str(path)!r} already exists. Pass overwrite=True to "
+                "replace it, or choose another path."
             )
         from geoembed.export.outputs import require_geoembed_output
 

@@ -179,7 +179,7 @@ def write_cog(
     if not isinstance(da, xr.DataArray):
         raise SchemaError(
             f"write_cog needs an xarray.DataArray, got a {type(da).__name__}; for a Dataset "
-            "write each variable (ds['class']) separately, or use write_zarr."
+            "write each variable (ds['classes']) separately, or use write_zarr."
         )
     name = f"DataArray {da.name!r}" if da.name is not None else "the raster"
     if da.ndim not in (2, 3) or tuple(da.dims[-2:]) != ("y", "x"):

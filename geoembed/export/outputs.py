@@ -264,7 +264,7 @@ def require_geoembed_output(
         kind = "a file geoembed did not write"
     raise OutputError(
         f"Refusing to replace {shown!r} with the {what}: it is {kind}. geoembed only replaces "
-        "its own outputs, even with --overwrite (overwrite=True), and leaves everything else "
+        "its own outputs, even with overwrite=True, and leaves everything else "
         "untouched. Give the output a new path (a file name, or a new sub-directory for a "
         "directory output) or move the existing one away yourself."
     )

@@ -159,13 +159,13 @@ def check_remote_output(url: str, *, overwrite: bool = False, what: str = "outpu
     if remote_exists(url):
         if not overwrite:
             raise OutputError(
-                f"The {what} {url!r} already exists. Pass overwrite=True (--overwrite) to "
-                "replace it, or choose another URL."
+                f"The {what} {url!r} already exists. Pass overwrite=True to replace "
+                "it, or choose another URL."
             )
         if not is_geoembed_remote(url):
             raise OutputError(
                 f"Refusing to replace {url!r} with the {what}: it was not written by "
-                "geoembed. geoembed only replaces its own outputs, even with --overwrite; "
+                "geoembed. geoembed only replaces its own outputs, even with overwrite=True; "
                 "choose another URL or delete it yourself."
             )
     return url

@@ -28,6 +28,7 @@ one graph (one ``dask.compute``) without collisions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,16 @@ from geoembed.grid import Grid
 from geoembed.infer.blocks import _classes_block, _probs_to_uint8, _stacked
 from geoembed.infer.plan import OUTPUTS, InferencePlan, SeamWarning, plan_inference
 from geoembed.infer.spec import ModelSpec
+from geoembed.output_schema import (
+    CLASSES,
+    CONFIDENCE,
+    FEATURES,
+    PROBABILITIES,
+    class_map,
+    confidence_map,
+    feature_map,
+    probability_map,
+)
 from geoembed.schema import (
     CLASS_NODATA,
     class_dtype,
@@ -217,7 +228,7 @@ def _assemble(
     if plan.step is not None:
         attrs["step"] = plan.step
     result: dict[str, xr.DataArray] = {}
-    if "classes" in outputs:
+    if CLASSES in outputs:
         dtype = class_dtype(k)
         nodata = CLASS_NODATA[dtype.name]
         cc = dsa.map_blocks(
@@ -230,17 +241,19 @@ def _assemble(
             meta=np.empty((0, 0, 0), dtype=np.float32),
             name="geoembed-classes-" + tokenize(stacked.name, k, nodata),
         )
-        cls_attrs = dict(attrs, class_names=names)
-        if spec.colors:
-            cls_attrs["colors"] = list(spec.colors)
-        result["classes"] = _wrap(
-            field, cc[0].astype(dtype), name="classes", stride=s, nodata=nodata, attrs=cls_attrs
+        place = functools.partial(_wrap, stride=s)
+        result[CLASSES] = class_map(
+            field,
+            cc[0].astype(dtype),
+            class_names=names,
+            colors=list(spec.colors) if spec.colors else None,
+            n_classes=k,
+            attrs=attrs,
+            place=place,
         )
-        result["confidence"] = _wrap(
-            field, cc[1], name="confidence", stride=s, nodata=np.nan, attrs=attrs
-        )
-    if "probabilities" in outputs:
-        probs, p_nodata, p_attrs = stacked[:k], np.nan, attrs
+        result[CONFIDENCE] = confidence_map(field, cc[1], attrs=attrs, place=place)
+    if PROBABILITIES in outputs:
+        probs, p_attrs = stacked[:k], attrs
         if probabilities_dtype == "uint8":
             probs = dsa.map_blocks(
                 _probs_to_uint8,
@@ -248,23 +261,20 @@ def _assemble(
                 dtype=np.uint8,
                 name="geoembed-probabilities-uint8-" + tokenize(probs.name),
             )
-            p_nodata, p_attrs = 255, dict(attrs, probability_scale=1 / 254)
-        result["probabilities"] = _wrap(
+            p_attrs = dict(attrs, probability_scale=1 / 254)
+        result[PROBABILITIES] = probability_map(
             field,
             probs,
-            name="probabilities",
-            stride=s,
-            leading=("class", names),
-            nodata=p_nodata,
+            class_names=names,
             attrs=p_attrs,
+            place=functools.partial(_wrap, stride=s),
         )
-    if "features" in outputs:
-        result["features"] = _wrap(
+    if FEATURES in outputs:
+        result[FEATURES] = feature_map(
             field,
             stacked[k:],
-            name="features",
-            stride=s,
-            leading=("band", feature_band_names(plan.n_features)),
+            band_names=feature_band_names(plan.n_features),
             attrs=attrs,
+            place=functools.partial(_wrap, stride=s),
         )
     return xr.Dataset(result)

@@ -102,7 +102,7 @@ def lonlat_bounds(area: Any, *, bbox_crs: Any = None) -> Bounds:
     if west < -180 or east > 180 or south < -90 or north > 90:
         raise SchemaError(
             f"bbox {(west, south, east, north)} is outside longitude -180..180 / latitude "
-            "-90..90; is it in another CRS? Say which with bbox_crs= (--bbox-crs)."
+            "-90..90; is it in another CRS? Say which with bbox_crs=."
         )
     return (west, south, east, north)
 

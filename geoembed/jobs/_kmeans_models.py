@@ -69,9 +69,7 @@ def save_model(
     path = Path(path)
     if path.exists() or path.is_symlink():
         if not overwrite:
-            raise OutputError(
-                f"{path} already exists; pass overwrite=True (--overwrite) to replace it."
-            )
+            raise OutputError(f"{path} already exists; pass overwrite=True to replace it.")
         from geoembed.export.outputs import require_geoembed_output
 
         require_geoembed_output(path, what="model directory")

@@ -92,7 +92,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
 
     if target.exists() or target.is_symlink():
         if not overwrite:
-            raise OutputError(f"{target} already exists; pass overwrite=True (--overwrite).")
+            raise OutputError(f"{target} already exists; pass overwrite=True.")
         require_geoembed_output(target, what="model directory")
         if not target.is_dir():
             raise OutputError(f"{target} exists and is not a model directory.")
@@ -115,6 +115,7 @@ def save_model(model: Any, path: str | os.PathLike[str], *, overwrite: bool = Fa
             "class_values": _jsonable(model.class_values),
             "colors": _jsonable(model.colors),
             "band_names": model.band_names,
+            **_classes_meta(model),
             "arrays": _ARRAYS,
             "sha256": _sha256(tmp / _ARRAYS),
         }
@@ -158,8 +159,8 @@ def _load_pickle(path: Path, allow_pickle: bool) -> Any:
     if not allow_pickle:
         raise UnsafeModelError(
             f"{path} is a pickle/joblib file, which can execute arbitrary code when loaded. "
-            "Load it only if you trust its origin, with allow_pickle=True "
-            "(CLI: --allow-pickle); geoembed's own kNN models are saved without pickle."
+            "Load it only if you trust its origin, with allow_pickle=True; geoembed's own "
+            "kNN models are saved without pickle."
         )
     import joblib
 
@@ -330,5 +331,23 @@ def load_model(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     model.class_values = meta.get("class_values")
     model.colors = meta.get("colors")
     model.band_names = meta.get("band_names")
+    model.n_features_in_ = int(meta["n_features"])
+    labels = meta.get("classes")  # labels other than ids 0..C-1 (fitted on any y)
+    model.classes_ = (
+        np.asarray(labels) if labels is not None else np.arange(model.n_classes, dtype=np.int64)
+    )
+    if len(model.classes_) != model.n_classes:
+        raise ModelError(f"{meta_path}: {len(model.classes_)} classes for n_classes.")
     model._index = None
     return model
+
+
+def _classes_meta(model: Any) -> dict[str, Any]:
+    """``{"classes": [...]}`` for a model fitted on labels other than ids ``0..C-1``."""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return {}
+    classes = np.asarray(classes)
+    if classes.dtype == np.int64 and np.array_equal(classes, np.arange(len(classes))):
+        return {}
+    return {"classes": classes.tolist()}

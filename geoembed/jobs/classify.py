@@ -20,7 +20,14 @@ import numpy as np
 from geoembed.errors import GeoembedError, LabelError, SchemaError
 from geoembed.jobs._outputs import compute_all, plan_outputs, write_report, written
 from geoembed.runtime.redact import redact_url
-from geoembed.schema import CLASS_NODATA
+from geoembed.schema import (
+    CLASS_DIM,
+    CLASS_NODATA,
+    CLASSES,
+    CONFIDENCE,
+    PROBABILITIES,
+    confidence_map,
+)
 
 __all__ = [
     "ClassifyOutputs",
@@ -258,9 +265,9 @@ def _maps(
     if isinstance(fitted, KNNClassifier):
         ds = predict_field(fitted, field, probabilities=out.probabilities is not None, source=name)
         return (
-            ds["class"],
-            ds["confidence"],
-            ds.get("probability"),
+            ds[CLASSES],
+            ds[CONFIDENCE],
+            ds.get(PROBABILITIES),
             list(fitted.class_names),
             fitted.colors,
         )
@@ -270,7 +277,7 @@ def _maps(
         proba = apply_estimator(field, fitted, output="proba", source=name)
     conf = None
     if out.confidence is not None and proba is not None:
-        conf = proba.max("class").rename("confidence")
+        conf = confidence_map(field, proba.max(CLASS_DIM))
     if out.confidence is not None and conf is None:
         raise GeoembedError("this model gives no confidence; do not ask for a confidence map.")
     if out.probabilities is None:

@@ -80,7 +80,7 @@ def _plan_folder(out: Path) -> OutputSet:
         if not is_geoembed_output(out):
             raise OutputError(
                 f"The demo output folder {str(out)!r} already holds files that geoembed did "
-                "not write; the demo replaces its own files only. Choose a new folder (--out)."
+                "not write; the demo replaces its own files only. Choose a new folder (out=)."
             )
         extra = sorted(
             p.name for p in out.iterdir() if p.name not in {*_NAMES.values(), MARKER_FILE}
@@ -89,7 +89,7 @@ def _plan_folder(out: Path) -> OutputSet:
             raise OutputError(
                 f"The demo output folder {str(out)!r} also holds {', '.join(extra[:5])}, "
                 "which the demo did not write; the demo replaces its whole folder. Move them "
-                "away or choose a new folder (--out)."
+                "away or choose a new folder (out=)."
             )
     elif out.is_dir():  # an empty folder: ours to fill
         out.rmdir()
@@ -206,14 +206,14 @@ def _run(
     knn_names = [names[i] for i in ids]
     knn_colors = {j: scene.colors[i] for j, i in enumerate(ids)}
     write_cog(
-        result["class"],
+        result["classes"],
         paths["knn_map"],
         class_names=knn_names,
         colors=knn_colors,
         progress=progress,
     )
     write_cog(result["confidence"], paths["knn_confidence"], progress=progress)
-    table = contingency_table(scene.truth, result["class"], n_a=len(names), n_b=len(ids))
+    table = contingency_table(scene.truth, result["classes"], n_a=len(names), n_b=len(ids))
     confusion = table[ids, :]  # truth rows in the classifier's class order
     n_missed = int(table.sum() - confusion.sum())
     report = accuracy_from_confusion(confusion, class_names=knn_names)

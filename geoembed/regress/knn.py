@@ -31,6 +31,7 @@ from geoembed._exact import row_dots
 from geoembed._threads import single_thread_blas
 from geoembed.classify.search import METRICS, WEIGHTS, ExactIndex, canonical_order
 from geoembed.errors import BandMismatchError, LabelError, ModelError
+from geoembed.output_schema import SPREAD, VALUE, continuous_map
 from geoembed.schema import check_embedding
 
 __all__ = ["KNNRegressor", "predict_regression"]
@@ -97,7 +98,7 @@ class KNNRegressor:
             )
         if len(X) < self.k:
             raise LabelError(
-                f"k={self.k} neighbours requested but only {len(X)} training samples; lower -k "
+                f"k={self.k} neighbours requested but only {len(X)} training samples; lower k= "
                 "or add samples."
             )
         order = canonical_order(X, y)
@@ -234,8 +235,16 @@ def predict_regression(
         name="knn_regression",
     )
     attrs = {"model": "knn", **model.params()}
-    value = out.isel(output=0, drop=True).rename("value")
-    value.attrs.update(attrs, long_name="kNN prediction")
-    spread = out.isel(output=1, drop=True).rename("spread")
-    spread.attrs.update(attrs, long_name="standard deviation of the neighbours' targets")
-    return xr.Dataset({"value": value, "spread": spread})
+    value = continuous_map(
+        field,
+        out.isel(output=0, drop=True),
+        name=VALUE,
+        attrs=dict(attrs, long_name="kNN prediction"),
+    )
+    spread = continuous_map(
+        field,
+        out.isel(output=1, drop=True),
+        name=SPREAD,
+        attrs=dict(attrs, long_name="standard deviation of the neighbours' targets"),
+    )
+    return xr.Dataset({VALUE: value, SPREAD: spread})

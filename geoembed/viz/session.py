@@ -388,7 +388,7 @@ class MappingSession:
         tag = uuid.uuid4().hex[:8]
         self.paths = {
             "classes": write_cog(
-                ds["class"],
+                ds["classes"],
                 work / f"session-{tag}-classes.tif",
                 class_names=list(ts.class_names),
                 colors=[self.collector.color_of(n) for n in ts.class_names],
@@ -420,7 +420,7 @@ class MappingSession:
         if self.result is None:
             raise LabelError("Classify first: suggestions come from the last confidence map.")
         kwargs.setdefault("avoid", self.collector.labels)
-        gdf = suggest_points(self.result["class"], self.result["confidence"], n, **kwargs)
+        gdf = suggest_points(self.result["classes"], self.result["confidence"], n, **kwargs)
         self.suggestions = gdf
         if self.map is not None:
             self._show_suggestions(gdf)

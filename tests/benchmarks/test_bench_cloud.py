@@ -161,7 +161,7 @@ def _knn_job(gcs_bucket: str, tag: str) -> tuple[float, int]:
     client = get_client()
     before = sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
     t0 = time.perf_counter()
-    write_cog(result["class"], f"{gcs_bucket}/scale/{tag}.tif")
+    write_cog(result["classes"], f"{gcs_bucket}/scale/{tag}.tif")
     seconds = time.perf_counter() - t0
     after = sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values())
     return seconds, after - before

@@ -226,7 +226,7 @@ def run_variant(variant: str, n_train: int, pixels: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             field = synthetic_field(h, w)
             model = KNNClassifier(K).fit(X, y)
-            cls = predict_field(model, field)["class"].data
+            cls = predict_field(model, field)["classes"].data
             counts = cls.map_blocks(_count_blocks, new_axis=2, chunks=(1, 1, 256), dtype=np.int64)
             total = counts.sum(axis=(0, 1)).compute()
             wall = time.perf_counter() - t0
@@ -504,7 +504,7 @@ def test_bench_knn_aef_codes(n_train: int) -> None:
     model = KNNClassifier(K).fit(X, y)
 
     def run(field: Any) -> np.ndarray:
-        return predict_field(model, field)["class"].values
+        return predict_field(model, field)["classes"].values
 
     with dask.config.set(scheduler="synchronous"):
         assert np.array_equal(run(fused), run(first))
