@@ -209,3 +209,21 @@ def test_csmask_tile_placement() -> None:
     assert list(ax.starts) == [-51, 153, 357]
     assert list(ax.tiles_for(0, 256)) == [0, 1] and list(ax.tiles_for(256, 512)) == [1, 2]
     assert ax.window(256, 512, "reflect") == (153, 512)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "nearest"])
+@pytest.mark.parametrize("size", [1, 2, 5, 40])
+def test_tile_copies_by_runs_equal_fancy_indexing(padding: str, size: int) -> None:
+    """Tiles cut by slice runs (interior, mirrored and repeated edges) equal x[:, r][:, :, c]."""
+    from geoembed.infer.tiling import _copy_tile, _runs
+
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, size, size + 3)).astype(np.float32)
+    for start in (-25, -7, -1, 0, 3, size - 4, size - 1):
+        rows = source_index(np.arange(16) + start, size, padding)
+        cols = source_index(np.arange(16) + start + 2, size + 3, padding)
+        dst = np.full((3, 16, 16), np.nan, np.float32)
+        _copy_tile(dst, x, _runs(rows), _runs(cols))
+        assert np.array_equal(dst, x[:, rows][:, :, cols]), (start, size, padding)
+        if 0 <= start and start + 18 <= size:
+            assert len(_runs(rows)) == len(_runs(cols)) == 1  # interior: one slice

@@ -10,7 +10,6 @@ probabilities, block by block.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import dask.array as dsa
@@ -104,6 +103,17 @@ def _block(
     return res
 
 
+def _window_piece(block: np.ndarray, sy: slice, sx: slice) -> np.ndarray:
+    """Return the part ``[:, sy, sx]`` of an input block that a block's window needs.
+
+    A thin part (less than half the block: a halo strip) is copied, since a view would
+    keep the whole input block alive until the window's block runs; larger parts stay
+    views (copying them would not free much).
+    """
+    part = block[:, sy, sx]
+    return part.copy() if 2 * part.size < block.size else part
+
+
 def _probs_to_uint8(p: np.ndarray) -> np.ndarray:
     """Probabilities 0..1 -> uint8 0..254 (value / 254), NaN -> 255."""
     out = np.full(p.shape, 255, dtype=np.uint8)
@@ -191,7 +201,7 @@ def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
                 row = []
                 for b, sx in pieces(*wx, cx):
                     key = (part, i, j, a, b)
-                    dsk[key] = (operator.getitem, (data.name, 0, a, b), (slice(None), sy, sx))
+                    dsk[key] = (_window_piece, (data.name, 0, a, b), sy, sx)
                     row.append(key)
                 rows.append(row)
             dsk[(name, 0, i, j)] = (_block, rows, plan, ty, tx, (wy[0], wx[0]), (ry, rx))

@@ -220,19 +220,50 @@ def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int
         yield items[i : i + size]
 
 
-def _gather(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``x[:, rows][:, :, cols]``, by slicing where the indices are a plain range."""
+#: one run of a tile's source indices: (first, stop) in the tile, and the source slice
+Run = tuple[int, int, slice]
 
-    def as_slice(idx: np.ndarray) -> slice | None:
-        if idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 2 or (np.diff(idx) == 1).all()):
-            return slice(int(idx[0]), int(idx[-1]) + 1)
-        return None
 
-    sr, sc = as_slice(rows), as_slice(cols)
-    if sr is not None and sc is not None:
-        return x[:, sr, sc]
-    part = x[:, sr] if sr is not None else x.take(rows, axis=1)
-    return part[:, :, sc] if sc is not None else part.take(cols, axis=2)
+def _runs(idx: np.ndarray) -> list[Run]:
+    """Split source indices into runs that plain slices read (steps +1, -1 or 0).
+
+    An interior tile reads one ascending run; a tile over the field's edge reads the
+    mirrored (``"reflect"``) or repeated (``"nearest"``) padding as one more run per
+    edge. Steps 0 (a repeated pixel) are read as a one-pixel slice and broadcast.
+    """
+    runs: list[Run] = []
+    n, start = len(idx), 0
+    while start < n:
+        first = int(idx[start])
+        step = int(idx[start + 1]) - first if start + 1 < n else 1
+        if step not in (-1, 0, 1):
+            step = 1
+            end = start + 1
+        else:
+            end = start + 1
+            while end < n and int(idx[end]) - int(idx[end - 1]) == step:
+                end += 1
+        if step == 0:
+            src = slice(first, first + 1)
+        elif step == 1:
+            src = slice(first, first + end - start)
+        else:
+            last = first - (end - start)
+            src = slice(first, last if last >= 0 else None, -1)
+        runs.append((start, end, src))
+        start = end
+    return runs
+
+
+def _copy_tile(dst: np.ndarray, x: np.ndarray, rows: list[Run], cols: list[Run]) -> None:
+    """``dst[:] = x[:, rows][:, :, cols]``, one slice copy per pair of runs (no temporaries).
+
+    Padding reads (runs of mirrored or repeated indices) cost as little as interior
+    reads: a fancy-index ``take`` would copy whole window rows first.
+    """
+    for r0, r1, rs in rows:
+        for c0, c1, cs in cols:
+            dst[:, r0:r1, c0:c1] = x[:, rs, cs]
 
 
 def run_region(
@@ -285,8 +316,14 @@ def run_region(
     oy, ox = (y1 - y0) // s, (x1 - x0) // s
     starts_y, starts_x = ty.starts, tx.starts
     ks_y, ks_x = ty.tiles_for(y0, y1), tx.tiles_for(x0, x1)
-    rows = {k: source_index(np.arange(t) + starts_y[k], ty.size, padding) - origin[0] for k in ks_y}
-    cols = {k: source_index(np.arange(t) + starts_x[k], tx.size, padding) - origin[1] for k in ks_x}
+    rows = {
+        k: _runs(source_index(np.arange(t) + starts_y[k], ty.size, padding) - origin[0])
+        for k in ks_y
+    }
+    cols = {
+        k: _runs(source_index(np.arange(t) + starts_x[k], tx.size, padding) - origin[1])
+        for k in ks_x
+    }
     positions = [(a, b) for a in ks_y for b in ks_x]
     per_call = fixed_batch or batch_size
 
@@ -295,7 +332,7 @@ def run_region(
             m = fixed_batch or len(group)
             batch = np.empty((m, x.shape[0], t, t), dtype=x.dtype)
             for i, (a, b) in enumerate(group):
-                batch[i] = _gather(x, rows[a], cols[b])
+                _copy_tile(batch[i], x, rows[a], cols[b])
             batch[len(group) :] = batch[0]
             yield group, run(batch)[: len(group)]
 
