@@ -20,7 +20,14 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoembed.infer.plan import InferencePlan
 from geoembed.infer.session import get_session
-from geoembed.infer.tiling import PAD_MODES, AxisTiling, _round_up, block_edges, run_region
+from geoembed.infer.tiling import (
+    PAD_MODES,
+    AxisTiling,
+    Window,
+    _round_up,
+    block_edges,
+    run_region,
+)
 
 __all__: list[str] = []
 
@@ -75,12 +82,12 @@ def _block(
     field pixel its tiles read), row by row; ``origin`` is the window's first field pixel
     and ``region`` the field pixels the block produces.
     """
-    x = pieces[0][0] if len(pieces) == 1 and len(pieces[0]) == 1 else np.block(pieces)
+    x = Window(pieces)  # tiles are cut from the parts: the window is never joined
     (y0, y1), (x0, x1) = region
     s = plan.stride
-    own = x[:, y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]]
-    # a pixel is nodata when any band is NaN: NaN propagates through the band sum
-    valid = ~np.isnan(np.add.reduce(own, axis=0, dtype=np.float32))
+    # a pixel is nodata when any band is NaN
+    own = (slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
+    valid = ~x.nodata(*own)
     by, bx = valid.shape
     if s > 1:
         valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
