@@ -87,10 +87,10 @@ def _block(
     s = plan.stride
     # a pixel is nodata when any band is NaN
     own = (slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
-    valid = ~x.nodata(*own)
+    valid: np.ndarray = ~x.nodata(*own)
     by, bx = valid.shape
     if s > 1:
-        valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
+        valid = np.asarray(valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3)))
     if not valid.any():
         return np.full((plan.n_out, by // s, bx // s), np.nan, dtype=np.float32)
     res = run_region(
