@@ -247,3 +247,21 @@ def test_tile_copies_by_runs_equal_fancy_indexing(padding: str, size: int) -> No
         assert np.array_equal(got, np.isnan(nan[:, rs, cs]).any(axis=0))
         if 0 <= start and start + 18 <= size:
             assert len(_runs(rows)) == len(_runs(cols)) == 1  # interior: one slice
+
+
+def test_thin_window_pieces_do_not_keep_the_input_block_alive() -> None:
+    """A halo strip cut from an input block is a copy; a view would pin the whole block."""
+    import gc
+    import weakref
+
+    from geoembed.infer.blocks import _window_piece
+
+    block = np.arange(4 * 64 * 64, dtype=np.float32).reshape(4, 64, 64)
+    ref = weakref.ref(block)
+    strip = _window_piece(block, slice(60, 64), slice(0, 64))
+    big = _window_piece(block, slice(2, 64), slice(0, 64))
+    assert np.array_equal(strip, np.arange(4 * 64 * 64).reshape(4, 64, 64)[:, 60:64])
+    assert big.base is block  # most of the block: a view (nothing to free)
+    del block, big
+    gc.collect()
+    assert ref() is None, "the strip keeps the input block alive"
