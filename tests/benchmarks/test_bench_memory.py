@@ -28,7 +28,18 @@ Sizes: 1024^2 vs 3072^2 (1.05e6 vs 9.4e6 px) by default, 1024^2 vs 10240^2 (1.05
 with ``GEOEMBED_BENCH_SCALE=full``, 1024^2 vs 2048^2 with ``small``;
 ``GEOEMBED_BENCH_MEMORY_SIDE=5120`` sets the large side. ``GEOEMBED_BENCH_MEMORY=kmeans,cog``
 picks workloads (default: kmeans, infer, cog; kNN has its own case in test_bench_knn).
-Run one case by hand: ``python tests/benchmarks/test_bench_memory.py cog 1048576``.
+Run one case by hand: ``python tests/benchmarks/test_bench_memory.py cog 1048576``
+(with this directory on ``PYTHONPATH``: the workers unpickle the synthetic field from it).
+
+Known growth (``infer``): the worker peak grows with the scene's width (+54 % at 9.4e6
+px, +99 % at 2.6e7 px on 2 workers). CNN output blocks follow the tile grid (504 px for
+tile 256, overlap 2), not the 512-px input chunks, so every output block reads a large
+part of one input block and thin strips of its upper/left neighbours. Dask's ordering of
+this graph (``dask.order``, quadrant by quadrant) makes input blocks whose neighbours
+come later wait with their large part in memory: up to 385 MB of window parts on a
+worker at 9.4e6 px vs 67 MB at 1e6. A serial replay of ``dask.order``'s order holds 4, 13
+and 57 input blocks at 1024^2, 3072^2 and 10240^2 px; a row-major order would hold 2, 2.6
+and 8.4 (thin strips of one block row).
 """
 
 from __future__ import annotations
