@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -209,3 +211,58 @@ def test_csmask_tile_placement() -> None:
     assert list(ax.starts) == [-51, 153, 357]
     assert list(ax.tiles_for(0, 256)) == [0, 1] and list(ax.tiles_for(256, 512)) == [1, 2]
     assert ax.window(256, 512, "reflect") == (153, 512)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "nearest"])
+@pytest.mark.parametrize("size", [1, 2, 5, 40])
+def test_tile_copies_by_runs_equal_fancy_indexing(padding: str, size: int) -> None:
+    """Tiles cut by slice runs (interior, mirrored and repeated edges) equal x[:, r][:, :, c],
+    from one array and from a window split into a grid of input-block parts."""
+    from geoembed.infer.tiling import Window, _copy_tile, _runs
+
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((3, size, size + 3)).astype(np.float32)
+    for start in (-25, -7, -1, 0, 3, size - 4, size - 1):
+        rows = source_index(np.arange(16) + start, size, padding)
+        cols = source_index(np.arange(16) + start + 2, size + 3, padding)
+        dst = np.full((3, 16, 16), np.nan, np.float32)
+        _copy_tile(dst, x, _runs(rows), _runs(cols))
+        assert np.array_equal(dst, x[:, rows][:, :, cols]), (start, size, padding)
+        ye = sorted({0, size, *rng.integers(0, size + 1, 3).tolist()})
+        xe = sorted({0, size + 3, *rng.integers(0, size + 4, 3).tolist()})
+        grid = [
+            [x[:, a:b, c:d] for c, d in itertools.pairwise(xe)] for a, b in itertools.pairwise(ye)
+        ]
+        win = Window(grid)
+        dst[:] = np.nan
+        win.copy_tile(dst, _runs(rows), _runs(cols))
+        assert np.array_equal(dst, x[:, rows][:, :, cols]), (start, size, padding, ye, xe)
+        nan = x.copy()
+        nan[1, : size // 2, 1] = np.nan
+        parts = [
+            [nan[:, a:b, c:d] for c, d in itertools.pairwise(xe)] for a, b in itertools.pairwise(ye)
+        ]
+        rs, cs = slice(size // 3, size), slice(1, size + 2)
+        got = Window(parts).nodata(rs, cs)
+        assert np.array_equal(got, np.isnan(nan[:, rs, cs]).any(axis=0))
+        if 0 <= start and start + 18 <= size:
+            assert len(_runs(rows)) == len(_runs(cols)) == 1  # interior: one slice
+
+
+def test_thin_window_pieces_do_not_keep_the_input_block_alive() -> None:
+    """A halo strip cut from an input block is a copy; a view would pin the whole block."""
+    import gc
+    import weakref
+
+    from geoembed.infer.blocks import _window_piece
+
+    block = np.random.default_rng(0).random((4, 64, 64), dtype=np.float32)  # owns its data
+    expected = block[:, 60:64].copy()
+    ref = weakref.ref(block)
+    strip = _window_piece(block, slice(60, 64), slice(0, 64))
+    big = _window_piece(block, slice(2, 64), slice(0, 64))
+    assert np.array_equal(strip, expected)
+    assert np.shares_memory(big, block)  # most of the block: a view (nothing to free)
+    del block, big
+    gc.collect()
+    assert ref() is None, "the strip keeps the input block alive"

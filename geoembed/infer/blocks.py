@@ -10,7 +10,6 @@ probabilities, block by block.
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import dask.array as dsa
@@ -21,7 +20,14 @@ from dask.highlevelgraph import HighLevelGraph
 
 from geoembed.infer.plan import InferencePlan
 from geoembed.infer.session import get_session
-from geoembed.infer.tiling import PAD_MODES, AxisTiling, _round_up, block_edges, run_region
+from geoembed.infer.tiling import (
+    PAD_MODES,
+    AxisTiling,
+    Window,
+    _round_up,
+    block_edges,
+    run_region,
+)
 
 __all__: list[str] = []
 
@@ -76,15 +82,15 @@ def _block(
     field pixel its tiles read), row by row; ``origin`` is the window's first field pixel
     and ``region`` the field pixels the block produces.
     """
-    x = pieces[0][0] if len(pieces) == 1 and len(pieces[0]) == 1 else np.block(pieces)
+    x = Window(pieces)  # tiles are cut from the parts: the window is never joined
     (y0, y1), (x0, x1) = region
     s = plan.stride
-    own = x[:, y0 - origin[0] : y1 - origin[0], x0 - origin[1] : x1 - origin[1]]
-    # a pixel is nodata when any band is NaN: NaN propagates through the band sum
-    valid = ~np.isnan(np.add.reduce(own, axis=0, dtype=np.float32))
+    # a pixel is nodata when any band is NaN
+    own = (slice(y0 - origin[0], y1 - origin[0]), slice(x0 - origin[1], x1 - origin[1]))
+    valid: np.ndarray = ~x.nodata(*own)
     by, bx = valid.shape
     if s > 1:
-        valid = valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3))
+        valid = np.asarray(valid.reshape(by // s, s, bx // s, s).any(axis=(1, 3)))
     if not valid.any():
         return np.full((plan.n_out, by // s, bx // s), np.nan, dtype=np.float32)
     res = run_region(
@@ -102,6 +108,17 @@ def _block(
     if not valid.all():
         res[:, ~valid] = np.nan
     return res
+
+
+def _window_piece(block: np.ndarray, sy: slice, sx: slice) -> np.ndarray:
+    """Return the part ``[:, sy, sx]`` of an input block that a block's window needs.
+
+    A thin part (less than half the block: a halo strip) is copied, since a view would
+    keep the whole input block alive until the window's block runs; larger parts stay
+    views (copying them would not free much).
+    """
+    part = block[:, sy, sx]
+    return part.copy() if 2 * part.size < block.size else part
 
 
 def _probs_to_uint8(p: np.ndarray) -> np.ndarray:
@@ -191,7 +208,7 @@ def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
                 row = []
                 for b, sx in pieces(*wx, cx):
                     key = (part, i, j, a, b)
-                    dsk[key] = (operator.getitem, (data.name, 0, a, b), (slice(None), sy, sx))
+                    dsk[key] = (_window_piece, (data.name, 0, a, b), sy, sx)
                     row.append(key)
                 rows.append(row)
             dsk[(name, 0, i, j)] = (_block, rows, plan, ty, tx, (wy[0], wx[0]), (ry, rx))

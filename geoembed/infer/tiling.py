@@ -43,6 +43,7 @@ import numpy as np
 __all__ = [
     "PAD_MODES",
     "AxisTiling",
+    "Window",
     "blend_starts",
     "block_edges",
     "edge_weights",
@@ -220,23 +221,148 @@ def _batches(items: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int
         yield items[i : i + size]
 
 
-def _gather(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``x[:, rows][:, :, cols]``, by slicing where the indices are a plain range."""
+#: one run of a tile's source indices: (first, stop) in the tile, and the source slice
+Run = tuple[int, int, slice]
 
-    def as_slice(idx: np.ndarray) -> slice | None:
-        if idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 2 or (np.diff(idx) == 1).all()):
-            return slice(int(idx[0]), int(idx[-1]) + 1)
-        return None
 
-    sr, sc = as_slice(rows), as_slice(cols)
-    if sr is not None and sc is not None:
-        return x[:, sr, sc]
-    part = x[:, sr] if sr is not None else x.take(rows, axis=1)
-    return part[:, :, sc] if sc is not None else part.take(cols, axis=2)
+def _runs(idx: np.ndarray) -> list[Run]:
+    """Split source indices into runs that plain slices read (steps +1, -1 or 0).
+
+    An interior tile reads one ascending run; a tile over the field's edge reads the
+    mirrored (``"reflect"``) or repeated (``"nearest"``) padding as one more run per
+    edge. Steps 0 (a repeated pixel) are read as a one-pixel slice and broadcast.
+    """
+    runs: list[Run] = []
+    n, start = len(idx), 0
+    while start < n:
+        first = int(idx[start])
+        step = int(idx[start + 1]) - first if start + 1 < n else 1
+        if step not in (-1, 0, 1):
+            step = 1
+            end = start + 1
+        else:
+            end = start + 1
+            while end < n and int(idx[end]) - int(idx[end - 1]) == step:
+                end += 1
+        if step == 0:
+            src = slice(first, first + 1)
+        elif step == 1:
+            src = slice(first, first + end - start)
+        else:
+            last = first - (end - start)
+            src = slice(first, last if last >= 0 else None, -1)
+        runs.append((start, end, src))
+        start = end
+    return runs
+
+
+#: a run cut to one piece: (piece, first, stop, piece-local slice)
+Part = tuple[int, int, int, slice]
+
+
+def _split(run: Run, edges: np.ndarray) -> list[Part]:
+    """Split a run of window indices at the piece ``edges`` into piece-local parts."""
+    d0, d1, src = run
+    n = d1 - d0
+    step = src.step or 1
+    if src.stop == src.start + 1 and n > 1:  # a repeated pixel (step 0)
+        step = 0
+    a = int(src.start)
+    lo, hi = (a, a + 1) if step == 0 else ((a, a + n) if step == 1 else (a - n + 1, a + 1))
+    out: list[Part] = []
+    for p in range(len(edges) - 1):
+        e0, e1 = int(edges[p]), int(edges[p + 1])
+        u, w = max(lo, e0), min(hi, e1)
+        if u >= w:
+            continue
+        if step == 0:
+            out.append((p, d0, d1, slice(a - e0, a - e0 + 1)))
+        elif step == 1:
+            out.append((p, d0 + u - a, d0 + w - a, slice(u - e0, w - e0)))
+        else:
+            stop = u - 1 - e0
+            rev = slice(w - 1 - e0, stop if stop >= 0 else None, -1)
+            out.append((p, d0 + a - (w - 1), d0 + a - u + 1, rev))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The field pixels a block's tiles read, as a grid of input-block parts (no copy).
+
+    Attributes
+    ----------
+    pieces : list of list of numpy.ndarray
+        ``(band, h_i, w_j)`` parts, row by row (as :func:`numpy.block` would join them).
+    """
+
+    pieces: list[list[np.ndarray]]
+
+    @property
+    def row_edges(self) -> np.ndarray:
+        """Window rows where each row of pieces starts (and the total, last)."""
+        return np.cumsum([0] + [row[0].shape[1] for row in self.pieces])
+
+    @property
+    def col_edges(self) -> np.ndarray:
+        """Window columns where each column of pieces starts (and the total, last)."""
+        return np.cumsum([0] + [p.shape[2] for p in self.pieces[0]])
+
+    @property
+    def bands(self) -> int:
+        """Number of bands."""
+        return int(self.pieces[0][0].shape[0])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Element type of the pieces."""
+        return self.pieces[0][0].dtype
+
+    def copy_tile(self, dst: np.ndarray, rows: list[Run], cols: list[Run]) -> None:
+        """``dst[:] = window[:, rows][:, :, cols]``: one slice copy per run and piece.
+
+        Padding reads (runs of mirrored or repeated indices) cost as little as interior
+        reads, and the window is never joined into one array.
+        """
+        re, ce = self.row_edges, self.col_edges
+        rparts = [q for r in rows for q in _split(r, re)]
+        cparts = [q for c in cols for q in _split(c, ce)]
+        for pr, r0, r1, rs in rparts:
+            row = self.pieces[pr]
+            for pc, c0, c1, cs in cparts:
+                dst[:, r0:r1, c0:c1] = row[pc][:, rs, cs]
+
+    def nodata(self, rows: slice, cols: slice) -> np.ndarray:
+        """``(h, w)`` bool: pixels of ``[rows, cols]`` (window indices) with a NaN band."""
+        re, ce = self.row_edges, self.col_edges
+        out = []
+        for i, row in enumerate(self.pieces):
+            r0, r1 = max(rows.start, re[i]), min(rows.stop, re[i + 1])
+            if r0 >= r1:
+                continue
+            parts = []
+            for j, piece in enumerate(row):
+                c0, c1 = max(cols.start, ce[j]), min(cols.stop, ce[j + 1])
+                if c0 >= c1:
+                    continue
+                part = piece[:, r0 - re[i] : r1 - re[i], c0 - ce[j] : c1 - ce[j]]
+                # NaN propagates through the band sum
+                parts.append(np.isnan(np.add.reduce(part, axis=0, dtype=np.float32)))
+            out.append(parts)
+        return np.block(out)
+
+
+def _copy_tile(dst: np.ndarray, x: np.ndarray, rows: list[Run], cols: list[Run]) -> None:
+    """``dst[:] = x[:, rows][:, :, cols]``, one slice copy per pair of runs (no temporaries).
+
+    Padding reads (runs of mirrored or repeated indices) cost as little as interior
+    reads: a fancy-index ``take`` would copy whole window rows first.
+    """
+    Window([[x]]).copy_tile(dst, rows, cols)
 
 
 def run_region(
-    x: np.ndarray,
+    x: np.ndarray | Window,
     origin: tuple[int, int],
     run: Runner,
     *,
@@ -252,9 +378,10 @@ def run_region(
 
     Parameters
     ----------
-    x : numpy.ndarray
-        ``(band, wy, wx)`` float field pixels starting at field pixel ``origin``; must
-        hold ``ty.window(...)`` x ``tx.window(...)`` of the region. Not modified.
+    x : numpy.ndarray or Window
+        ``(band, wy, wx)`` float field pixels starting at field pixel ``origin`` (one
+        array, or the input-block parts that make it up); must hold ``ty.window(...)`` x
+        ``tx.window(...)`` of the region. Not modified.
     origin : (int, int)
         Field row and column of ``x[:, 0, 0]``.
     run : callable
@@ -280,22 +407,29 @@ def run_region(
         field into regions.
     """
     (y0, y1), (x0, x1) = region
+    win = x if isinstance(x, Window) else Window([[x]])
     t, s = ty.tile, ty.stride
     to = t // s
     oy, ox = (y1 - y0) // s, (x1 - x0) // s
     starts_y, starts_x = ty.starts, tx.starts
     ks_y, ks_x = ty.tiles_for(y0, y1), tx.tiles_for(x0, x1)
-    rows = {k: source_index(np.arange(t) + starts_y[k], ty.size, padding) - origin[0] for k in ks_y}
-    cols = {k: source_index(np.arange(t) + starts_x[k], tx.size, padding) - origin[1] for k in ks_x}
+    rows = {
+        k: _runs(source_index(np.arange(t) + starts_y[k], ty.size, padding) - origin[0])
+        for k in ks_y
+    }
+    cols = {
+        k: _runs(source_index(np.arange(t) + starts_x[k], tx.size, padding) - origin[1])
+        for k in ks_x
+    }
     positions = [(a, b) for a in ks_y for b in ks_x]
     per_call = fixed_batch or batch_size
 
     def batches() -> Iterator[tuple[list[tuple[int, int]], np.ndarray]]:
         for group in _batches(positions, per_call):
             m = fixed_batch or len(group)
-            batch = np.empty((m, x.shape[0], t, t), dtype=x.dtype)
+            batch = np.empty((m, win.bands, t, t), dtype=win.dtype)
             for i, (a, b) in enumerate(group):
-                batch[i] = _gather(x, rows[a], cols[b])
+                win.copy_tile(batch[i], rows[a], cols[b])
             batch[len(group) :] = batch[0]
             yield group, run(batch)[: len(group)]
 
