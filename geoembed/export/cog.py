@@ -66,6 +66,7 @@ from geoembed.export.atomic import (
     check_output_path,
     is_remote,
     remove_path,
+    scratch_dir,
     temp_sibling,
 )
 from geoembed.export.cog_assembly import _finalize
@@ -241,6 +242,7 @@ def write_cog(
     if is_remote(path):
         target = check_remote_output(str(path), overwrite=overwrite, what="COG")
         tmpdir = remote_temp_sibling(target, "cog")
+        scratch_dir()  # a bad $GEOEMBED_TMPDIR fails here, not in a task
     else:
         target = check_output_path(path, overwrite=overwrite, what="COG")
         tmpdir = str(temp_sibling(target, "cog"))
