@@ -13,7 +13,8 @@ not, so the COG itself is written to the assembling worker's scratch directory
 validated there and uploaded in one upload. The assembling worker's scratch disk holds
 the compressed COG only (plus x 1/3 for GDAL's temporary overviews when the chunks do not
 line up with the overview grid), and its memory is bounded by GDAL's block cache
-(:data:`_GDAL_CACHE_BYTES`, or ``$GDAL_CACHEMAX`` when set) plus one tile per band.
+(:data:`_GDAL_CACHE_BYTES`, or ``$GDAL_CACHEMAX`` when set) and the decoder state of the
+parts kept open (:data:`_GDAL_POOL_SIZE`), whatever the size of the scene.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ __all__: list[str] = []
 
 #: GDAL's block cache while a COG is built (GDAL's own default is 5 % of the machine's
 #: memory, which a pod's memory limit does not bound); ``$GDAL_CACHEMAX`` overrides it
-_GDAL_CACHE_BYTES = 64 << 20
+_GDAL_CACHE_BYTES = 32 << 20
+#: parts the VRT mosaics keep open at once (GDAL's default, 100, costs about 0.6 MiB of
+#: decoder state each); ``$GDAL_MAX_DATASET_POOL_SIZE`` overrides it
+_GDAL_POOL_SIZE = 16
 
 
 def _fmt(value: float | int) -> str:
@@ -257,6 +261,8 @@ def _build(tmpdir: Path, built: Path, plan: _Plan, parts: str | None = None) -> 
     env: dict[str, Any] = {"GDAL_PAM_ENABLED": "NO", "CPL_TMPDIR": str(tmpdir)}
     if not os.environ.get("GDAL_CACHEMAX"):
         env["GDAL_CACHEMAX"] = _GDAL_CACHE_BYTES  # bytes (rasterio sets it on the cache)
+    if not os.environ.get("GDAL_MAX_DATASET_POOL_SIZE"):
+        env["GDAL_MAX_DATASET_POOL_SIZE"] = str(_GDAL_POOL_SIZE)
     if parts is not None:
         # a part has no sidecar files: open each without listing the prefix
         env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
