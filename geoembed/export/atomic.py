@@ -31,6 +31,7 @@ from pathlib import Path
 from geoembed.errors import OutputError
 
 __all__ = [
+    "SCRATCH_ENV",
     "TEMP_MARKER",
     "atomic_directory",
     "check_output_path",
@@ -38,6 +39,7 @@ __all__ = [
     "is_remote",
     "remove_path",
     "replace_path",
+    "scratch_dir",
     "temp_sibling",
 ]
 
@@ -158,6 +160,42 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> OSError
     if free >= _FULL_BYTES:
         return None
     return OSError(errno.ENOSPC, f"No space left on device writing {str(path)!r} ({exc})")
+
+
+#: environment variable naming the local directory for geoembed's scratch files
+SCRATCH_ENV = "GEOEMBED_TMPDIR"
+
+
+def scratch_dir() -> str | None:
+    """Return the local directory for this process's scratch files, or None for the default.
+
+    Writers to object storage encode COG parts and build the assembled COG on local disk
+    (see :mod:`geoembed.export.cog_assembly` for the bound). The directory is
+    ``$GEOEMBED_TMPDIR`` when set (created if missing), else None: Python's and GDAL's
+    default (``$TMPDIR``, then ``/tmp``). Read in the process that writes, so each Dask
+    worker uses its own setting (on GKE: the pod's scratch volume).
+
+    Raises
+    ------
+    OutputError
+        When ``$GEOEMBED_TMPDIR`` names a path that is not a writable directory.
+    """
+    path = os.environ.get(SCRATCH_ENV)
+    if not path:
+        return None
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"{SCRATCH_ENV}={path!r} cannot be used for scratch files ({exc}); point it at a "
+            "writable local directory, or unset it to use $TMPDIR."
+        ) from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{SCRATCH_ENV}={path!r} is not writable; point it at a writable local "
+            "directory, or unset it to use $TMPDIR."
+        )
+    return path
 
 
 def temp_sibling(target: Path, tag: str) -> Path:

@@ -19,11 +19,13 @@ How a write works (memory bounded by the chunk size, never by the scene size):
    leaves nothing at the target.
 
 For a ``gs://`` or ``s3://`` target the workers share no disk (GKE pods): each part is
-encoded in the worker's own temporary directory and uploaded under a temporary key prefix
-next to the target; the final task downloads the parts one by one (memory bounded by the
-chunk size, disk by the output size), builds and validates the same COG, uploads it in one
-upload (the object appears only complete) and deletes the temporary prefix. Local and
-object-store targets get byte-identical files.
+encoded in the worker's scratch directory (``$GEOEMBED_TMPDIR``, else ``$TMPDIR``) and
+uploaded under a temporary key prefix next to the target; the final task reads the parts
+in place through GDAL (``/vsigs/``, ``/vsis3/``; nothing is downloaded), builds the COG in
+its scratch directory (disk bounded by the compressed COG, memory by the chunk size and
+GDAL's block cache), validates it, uploads it in one upload (the object appears only
+complete) and deletes the temporary prefix. Local and object-store targets get
+byte-identical files.
 
 Class names are stored as JSON (``{"0": "water", ...}``) in the ``class_names`` tag of
 the dataset and of band 1; read them back with :func:`read_class_names`, or with
@@ -64,6 +66,7 @@ from geoembed.export.atomic import (
     check_output_path,
     is_remote,
     remove_path,
+    scratch_dir,
     temp_sibling,
 )
 from geoembed.export.cog_assembly import _finalize
@@ -239,6 +242,7 @@ def write_cog(
     if is_remote(path):
         target = check_remote_output(str(path), overwrite=overwrite, what="COG")
         tmpdir = remote_temp_sibling(target, "cog")
+        scratch_dir()  # a bad $GEOEMBED_TMPDIR fails here, not in a task
     else:
         target = check_output_path(path, overwrite=overwrite, what="COG")
         tmpdir = str(temp_sibling(target, "cog"))

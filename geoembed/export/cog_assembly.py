@@ -3,11 +3,24 @@
 The final task of :func:`geoembed.export.cog.write_cog` (:func:`_finalize`) checks that
 every part is there, builds the COG with GDAL's COG driver, validates it with
 ``rio_cogeo`` and against the plan, and moves (or uploads) it to the target.
+
+For an object-store target the parts are not downloaded: the VRT mosaics point at them
+where they are (``/vsigs/``, ``/vsis3/``, with the retries of :func:`geoembed._cloud.gdal_env`)
+and GDAL reads them tile by tile while it writes the COG. GDAL's GeoTIFF writer needs a
+seekable file (it fills in the tile offsets last), which ``/vsigs/`` and ``/vsis3/`` are
+not, so the COG itself is written to the assembling worker's scratch directory
+(:func:`geoembed.export.atomic.scratch_dir`: ``$GEOEMBED_TMPDIR``, else ``$TMPDIR``),
+validated there and uploaded in one upload. The assembling worker's scratch disk holds
+the compressed COG only (plus x 1/3 for GDAL's temporary overviews when the chunks do not
+line up with the overview grid), and its memory is bounded by GDAL's block cache
+(:data:`_GDAL_CACHE_BYTES`, or ``$GDAL_CACHEMAX`` when set) and the decoder state of the
+parts kept open (:data:`_GDAL_POOL_SIZE`), whatever the size of the scene.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
@@ -17,15 +30,28 @@ from typing import Any
 
 import numpy as np
 
-from geoembed._cloud import filesystem
+from geoembed._cloud import filesystem, gdal_path
 from geoembed._threads import gdal_threads
 from geoembed.errors import OutputError, OutputValidationError
-from geoembed.export.atomic import disk_full_error, is_remote, remove_path, replace_path
+from geoembed.export.atomic import (
+    disk_full_error,
+    is_remote,
+    remove_path,
+    replace_path,
+    scratch_dir,
+)
 from geoembed.export.cog_checks import _GDAL_TYPES
 from geoembed.export.cog_parts import _part_name, _Plan
 from geoembed.export.remote import remote_exists, remote_remove
 
 __all__: list[str] = []
+
+#: GDAL's block cache while a COG is built (GDAL's own default is 5 % of the machine's
+#: memory, which a pod's memory limit does not bound); ``$GDAL_CACHEMAX`` overrides it
+_GDAL_CACHE_BYTES = 32 << 20
+#: parts the VRT mosaics keep open at once (GDAL's default, 100, costs about 0.6 MiB of
+#: decoder state each); ``$GDAL_MAX_DATASET_POOL_SIZE`` overrides it
+_GDAL_POOL_SIZE = 16
 
 
 def _fmt(value: float | int) -> str:
@@ -34,8 +60,13 @@ def _fmt(value: float | int) -> str:
     return repr(value)
 
 
-def _vrt_xml(plan: _Plan, factor: int = 1, overviews: Sequence[str] = ()) -> str:
-    """VRT mosaic of the parts of one level (``factor`` 1 = full resolution)."""
+def _vrt_xml(
+    plan: _Plan, factor: int = 1, overviews: Sequence[str] = (), parts: str | None = None
+) -> str:
+    """VRT mosaic of the parts of one level (``factor`` 1 = full resolution).
+
+    The parts are next to the VRT, or under the GDAL path ``parts`` (``/vsigs/...``).
+    """
     width, height = math.ceil(plan.width / factor), math.ceil(plan.height / factor)
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = plan.crs_wkt
@@ -69,9 +100,11 @@ def _vrt_xml(plan: _Plan, factor: int = 1, overviews: Sequence[str] = ()) -> str
                 ET.SubElement(ct, "Entry", c1=str(c[0]), c2=str(c[1]), c3=str(c[2]), c4=str(c[3]))
         for row, col, h, w in plan.blocks:
             src = ET.SubElement(rb, "SimpleSource")
-            ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = _part_name(
-                row, col, factor
-            )
+            name = _part_name(row, col, factor)
+            if parts is None:
+                ET.SubElement(src, "SourceFilename", relativeToVRT="1").text = name
+            else:
+                ET.SubElement(src, "SourceFilename", relativeToVRT="0").text = f"{parts}/{name}"
             ET.SubElement(src, "SourceBand").text = str(band)
             h, w = math.ceil(h / factor), math.ceil(w / factor)
             y, x = row // factor, col // factor
@@ -147,17 +180,25 @@ def _missing_parts(parts: Sequence[Sequence[str]], plan: _Plan, present: set[str
 
 
 def _finalize_remote(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
-    """Build the COG of an object-store target from parts under a temporary prefix."""
+    """Build the COG of an object-store target from the parts under its temporary prefix.
+
+    The parts are read in place through GDAL; only the COG is written to local disk (see
+    the module notes), then uploaded in one upload so the object appears complete.
+    """
     fs = filesystem(plan.tmpdir)
-    local = Path(tempfile.mkdtemp(prefix="geoembed-cog-"))
+    local = Path(tempfile.mkdtemp(prefix="geoembed-cog-", dir=scratch_dir()))
     try:
         fs.invalidate_cache()
         present = {k.rpartition("/")[2] for k in fs.ls(plan.tmpdir, detail=False)}
         _missing_parts(parts, plan, present)
-        for name in (n for p in parts for n in p):  # one part at a time: bounded memory
-            fs.get_file(f"{plan.tmpdir}/{name}", str(local / name))
         built = local / plan.target.rpartition("/")[2]
-        _build(local, built, plan)
+        try:
+            _build(local, built, plan, parts=gdal_path(plan.tmpdir))
+        except Exception as exc:
+            full = disk_full_error(local, exc)
+            if full is not None:
+                raise full from exc
+            raise
         if not plan.overwrite and remote_exists(plan.target):
             raise OutputError(
                 f"The COG {plan.target!r} appeared while it was being written. Pass "
@@ -192,16 +233,20 @@ def _finalize(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
     return str(target)
 
 
-def _build(tmpdir: Path, built: Path, plan: _Plan) -> None:
-    """Mosaic the parts in ``tmpdir`` into the COG ``built`` and validate it."""
+def _build(tmpdir: Path, built: Path, plan: _Plan, parts: str | None = None) -> None:
+    """Mosaic the parts into the COG ``built`` and validate it.
+
+    The VRTs are written to ``tmpdir``; the parts are there too, or under the GDAL path
+    ``parts`` (an object-store prefix, read in place).
+    """
     import rasterio
     from rasterio.shutil import copy as rio_copy
 
     overviews = [f"overview-{f}.vrt" for f in plan.factors]
     for f, name in zip(plan.factors, overviews):
-        (tmpdir / name).write_text(_vrt_xml(plan, f))
+        (tmpdir / name).write_text(_vrt_xml(plan, f, parts=parts))
     vrt = tmpdir / "mosaic.vrt"
-    vrt.write_text(_vrt_xml(plan, 1, overviews))
+    vrt.write_text(_vrt_xml(plan, 1, overviews, parts=parts))
     options: dict[str, Any] = {
         "BLOCKSIZE": plan.blocksize,
         "COMPRESS": plan.compress.upper(),
@@ -213,6 +258,14 @@ def _build(tmpdir: Path, built: Path, plan: _Plan) -> None:
         options["PREDICTOR"] = "YES"
     if plan.factors:
         options["OVERVIEWS"] = "FORCE_USE_EXISTING"
-    with rasterio.Env(GDAL_PAM_ENABLED="NO", CPL_TMPDIR=str(tmpdir)):
+    env: dict[str, Any] = {"GDAL_PAM_ENABLED": "NO", "CPL_TMPDIR": str(tmpdir)}
+    if not os.environ.get("GDAL_CACHEMAX"):
+        env["GDAL_CACHEMAX"] = _GDAL_CACHE_BYTES  # bytes (rasterio sets it on the cache)
+    if not os.environ.get("GDAL_MAX_DATASET_POOL_SIZE"):
+        env["GDAL_MAX_DATASET_POOL_SIZE"] = str(_GDAL_POOL_SIZE)
+    if parts is not None:
+        # a part has no sidecar files: open each without listing the prefix
+        env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
+    with rasterio.Env(**env):
         rio_copy(str(vrt), str(built), driver="COG", **options)
     _validate(str(built), plan)

@@ -20,7 +20,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._cloud import filesystem
-from geoembed.export.atomic import disk_full_error, is_remote
+from geoembed.export.atomic import disk_full_error, is_remote, scratch_dir
 
 __all__: list[str] = []
 
@@ -122,13 +122,14 @@ def _join(base: str, name: str) -> str:
 def _write_tif(path: str, data: np.ndarray, plan: _Plan, transform: Any) -> None:
     """Write a (count, h, w) array as a tiled GeoTIFF under a temporary name, then rename.
 
-    A URL ``path`` is encoded in this process's temporary directory and uploaded (a
-    re-run task uploads the same bytes to the same key).
+    A URL ``path`` is encoded in this process's scratch directory
+    (:func:`~geoembed.export.atomic.scratch_dir`) and uploaded (a re-run task uploads the
+    same bytes to the same key).
     """
     import rasterio
 
     if is_remote(path):
-        local = tempfile.mkdtemp(prefix="geoembed-part-")
+        local = tempfile.mkdtemp(prefix="geoembed-part-", dir=scratch_dir())
         try:
             part = os.path.join(local, path.rpartition("/")[2])
             _write_tif(part, data, plan, transform)
