@@ -238,6 +238,9 @@ def write_cog(
     target: Path | str
     if is_remote(path):
         target = check_remote_output(str(path), overwrite=overwrite, what="COG")
+        from geoembed.export.remote_sweep import sweep_target
+
+        sweep_target(target, keep_resumable=resume)
         tmpdir = remote_temp_sibling(target, "cog")
     else:
         target = check_output_path(path, overwrite=overwrite, what="COG")
