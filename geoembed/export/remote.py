@@ -10,12 +10,15 @@ follows the same protocol as a local path with object-store operations:
    (:func:`remote_temp_sibling`, ``.<name>.geoembed-tmp-<tag>-<host>-<pid>-<random>``);
    workers upload their parts there.
 3. A single object appears in one step (a completed upload or a server-side copy is
-   atomic on GCS and S3). A directory output (Zarr) is copied object by object with its
-   root metadata (``zarr.json``, ``.zmetadata``, ``.zgroup``, ``.zattrs``) copied last,
-   so a reader never opens a store whose chunks are still missing.
+   atomic on GCS and S3). A directory output (Zarr) is copied with up to
+   :data:`COPY_CONCURRENCY` server-side copies in flight, its root metadata
+   (``zarr.json``, ``.zmetadata``, ``.zgroup``, ``.zattrs``) copied last, once every other
+   object is in place, so a reader never opens a store whose chunks are still missing.
 4. Temporary keys are deleted on success and on failure. A killed client cannot delete
-   them: they carry geoembed's temporary marker, so a bucket lifecycle rule on the
-   ``.geoembed-tmp-`` prefix (or ``geoembed verify``) finds them.
+   them: they carry geoembed's temporary marker, so the next write to the same target
+   removes them once stale, ``geoembed clean URL`` lists and removes those of targets never
+   written again (:mod:`geoembed.export.remote_sweep`), and a bucket lifecycle rule on the
+   ``.geoembed-tmp-`` marker can too.
 """
 
 from __future__ import annotations
