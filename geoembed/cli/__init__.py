@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "info": "geoembed.cli.info:info",
     "demo": "geoembed.cli.demo:demo",
     "verify": "geoembed.cli.verify:verify",
+    "clean": "geoembed.cli.clean:clean",
     "classify": "geoembed.cli.classify:classify",
     "cluster": "geoembed.cli.cluster:cluster",
     "infer": "geoembed.cli.infer:infer",

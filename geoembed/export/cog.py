@@ -241,6 +241,9 @@ def write_cog(
     target: Path | str
     if is_remote(path):
         target = check_remote_output(str(path), overwrite=overwrite, what="COG")
+        from geoembed.export.remote_sweep import sweep_target
+
+        sweep_target(target, keep_resumable=resume)
         tmpdir = remote_temp_sibling(target, "cog")
         scratch_dir()  # a bad $GEOEMBED_TMPDIR fails here, not in a task
     else:

@@ -597,6 +597,9 @@ class OutputSet:
                     f"The {what} and the {other.what} share the URL {given!r}; give each its own."
                 )
         target = check_remote_output(url, overwrite=self.overwrite, what=what)
+        from geoembed.export.remote_sweep import sweep_target
+
+        sweep_target(target, keep_resumable=self.resume)
         self._outputs[what] = _Output(what, target, given, directory, remote=True)
         if self.stac:
             self._add_item(what)

@@ -10,12 +10,15 @@ follows the same protocol as a local path with object-store operations:
    (:func:`remote_temp_sibling`, ``.<name>.geoembed-tmp-<tag>-<host>-<pid>-<random>``);
    workers upload their parts there.
 3. A single object appears in one step (a completed upload or a server-side copy is
-   atomic on GCS and S3). A directory output (Zarr) is copied object by object with its
-   root metadata (``zarr.json``, ``.zmetadata``, ``.zgroup``, ``.zattrs``) copied last,
-   so a reader never opens a store whose chunks are still missing.
+   atomic on GCS and S3). A directory output (Zarr) is copied with up to
+   :data:`COPY_CONCURRENCY` server-side copies in flight, its root metadata
+   (``zarr.json``, ``.zmetadata``, ``.zgroup``, ``.zattrs``) copied last, once every other
+   object is in place, so a reader never opens a store whose chunks are still missing.
 4. Temporary keys are deleted on success and on failure. A killed client cannot delete
-   them: they carry geoembed's temporary marker, so a bucket lifecycle rule on the
-   ``.geoembed-tmp-`` prefix (or ``geoembed verify``) finds them.
+   them: they carry geoembed's temporary marker, so the next write to the same target
+   removes them once stale, ``geoembed clean URL`` lists and removes those of targets never
+   written again (:mod:`geoembed.export.remote_sweep`), and a bucket lifecycle rule on the
+   ``.geoembed-tmp-`` marker can too.
 """
 
 from __future__ import annotations
@@ -75,15 +78,45 @@ def remote_exists(url: str) -> bool:
     return bool(fs.exists(url))
 
 
+#: server-side copies in flight at once when a directory output is committed: enough to
+#: hide each request's latency, well under GCS's initial 1000 writes/s per prefix
+COPY_CONCURRENCY = 32
+
+
+def _objects(fs: Any, url: str) -> list[str]:
+    """Keys (without scheme) of the object ``url`` or of every object under ``url/``."""
+    fs.invalidate_cache()
+    return sorted(str(k) for k in fs.find(url))
+
+
+def _delete(fs: Any, keys: list[str]) -> None:
+    """Delete ``keys`` in as few requests as the store allows.
+
+    S3 takes 1000 keys per request, GCS 100 per batch request (emulators: one request
+    per key); keys already gone are fine.
+    """
+    if not keys:
+        return
+    try:
+        fs.rm(keys)
+    except FileNotFoundError:
+        pass
+    fs.invalidate_cache()
+
+
 def remote_remove(url: str, *, retries: int = 5, delay: float = 0.2) -> None:
-    """Delete the object ``url`` or every object under it; missing is fine."""
+    """Delete the object ``url`` or every object under it; missing is fine.
+
+    One listing, then batched deletes. Tasks of a failed job may still be writing under
+    ``url``: the prefix is listed again until it is empty (``retries`` times).
+    """
     fs = filesystem(url)
     for attempt in range(retries):
         try:
-            fs.invalidate_cache()
-            if fs.exists(url):
-                fs.rm(url, recursive=True)
-            return
+            keys = _objects(fs, url)
+            if not keys:
+                return
+            _delete(fs, keys)
         except FileNotFoundError:
             return
         except OSError:
@@ -174,25 +207,35 @@ def check_remote_output(url: str, *, overwrite: bool = False, what: str = "outpu
 def copy_output(stage: str, target: str, *, directory: bool) -> None:
     """Copy a finished temporary output to its final key (root metadata last).
 
-    A single object is one server-side copy (atomic). For a directory, every object is
-    copied first and the root metadata last; an existing directory target is removed
-    first (``overwrite`` was checked before any task ran).
+    A single object is one server-side copy (atomic). For a directory, an existing
+    target is removed first (``overwrite`` was checked before any task ran), then every
+    object but the root metadata (:data:`ROOT_METADATA`) is copied, up to
+    :data:`COPY_CONCURRENCY` server-side copies at a time, and only once they have all
+    succeeded are the root metadata copied, one after the other: a reader never opens a
+    store whose chunks are still missing. The stage is left as it is (its owner removes
+    it with :func:`remote_remove`).
     """
     fs = filesystem(stage)
-    fs.invalidate_cache()
     if not directory:
-        fs.copy(stage, target)
+        fs.invalidate_cache()
+        fs.copy([stage], [target])
         return
-    if fs.exists(target):
-        fs.rm(target, recursive=True)
-    keys = sorted(fs.find(stage))
+    remote_remove(target)
+    keys = _objects(fs, stage)
     prefix = fs._strip_protocol(stage).rstrip("/") + "/"
     scheme = stage.split("://", 1)[0]
-    rel = [k[len(prefix) :] for k in keys]
+    rel = [k[len(prefix) :] for k in keys if k.startswith(prefix)]
     body = [r for r in rel if r not in ROOT_METADATA]
-    last = [r for r in rel if r in ROOT_METADATA]
-    for r in body + last:
-        fs.copy(f"{scheme}://{prefix}{r}", f"{target}/{r}")
+    last = [r for r in ROOT_METADATA if r in rel]
+    if body:
+        fs.copy(
+            [f"{scheme}://{prefix}{r}" for r in body],
+            [f"{target}/{r}" for r in body],
+            batch_size=COPY_CONCURRENCY,
+        )
+    for r in reversed(last):  # zarr.json and .zmetadata: the very last ones
+        fs.copy([f"{scheme}://{prefix}{r}"], [f"{target}/{r}"])
+    fs.invalidate_cache()
 
 
 def write_remote_text(url: str, text: str) -> None:

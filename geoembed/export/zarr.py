@@ -188,17 +188,47 @@ def _open_for_write(store: str, name: str) -> Any:
     return arr.with_config({"write_empty_chunks": True})
 
 
+def _array_metadata(store: str, names: Sequence[str]) -> dict[str, Any]:
+    """Read the metadata of the arrays ``names`` of a store once, for the write tasks."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r")
+    return {name: group[name].metadata for name in names}
+
+
+def _open_known(store: str, name: str, metadata: Any) -> Any:
+    """Open array ``name`` of ``store`` from metadata the client read: no request at all.
+
+    Opening by path reads the array's metadata, and on object storage zarr and fsspec
+    first probe every format's metadata keys (``zarr.json``, ``.zarray``, ``.zattrs``,
+    then a listing for each missing key): 4 to 9 requests for every chunk written.
+    Chunks equal to the fill value are stored too (``write_empty_chunks``).
+    """
+    from zarr import Array, AsyncArray
+    from zarr.storage import FsspecStore, LocalStore, StorePath
+
+    root = FsspecStore.from_url(store) if is_remote(store) else LocalStore(store)
+    config = {"write_empty_chunks": True}
+    return Array(AsyncArray(metadata, StorePath(root, name), config=config))  # type: ignore[call-overload]
+
+
 def _write_chunk(
-    block: np.ndarray, store: str, name: str, index: tuple[int, ...]
+    block: np.ndarray, store: str, name: str, index: tuple[int, ...], metadata: Any = None
 ) -> tuple[str, tuple[int, ...], int]:
     """Write one whole, aligned chunk (idempotent: the same block gives the same bytes).
+
+    ``metadata`` is the array's zarr metadata (read once by the client) so that the task
+    sends the chunk and nothing else; without it the array is opened from the store.
 
     Returns
     -------
     (str, tuple of int, int)
         Array name, chunk index and CRC-32 of the chunk's values, for the manifest.
     """
-    arr = _open_for_write(store, name)
+    if metadata is None:
+        arr = _open_for_write(store, name)
+    else:
+        arr = _open_known(store, name, metadata)
     values = np.asarray(block, dtype=arr.dtype)
     arr[chunk_slices(index, arr)] = values
     return name, tuple(int(i) for i in index), chunk_crc32(values)
@@ -208,6 +238,8 @@ def _chunk_tasks(
     ds: xr.Dataset, store: str, only: dict[str, list[tuple[int, ...]]] | None
 ) -> list[Any]:
     tasks: list[Any] = []
+    names = [str(n) for n in ds.data_vars if only is None or only.get(str(n))]
+    metadata = _array_metadata(store, names) if names else {}
     for name in ds.data_vars:
         data = ds[name].data
         blocks = data.to_delayed()
@@ -217,7 +249,8 @@ def _chunk_tasks(
             else list(itertools.product(*(range(len(c)) for c in data.chunks)))
         )
         for idx in indices:
-            tasks.append(dask.delayed(_write_chunk, pure=False)(blocks[idx], store, str(name), idx))
+            write = dask.delayed(_write_chunk, pure=False)
+            tasks.append(write(blocks[idx], store, str(name), idx, metadata[str(name)]))
     return tasks
 
 
@@ -310,6 +343,9 @@ def _write_remote(
     recorded, the store is copied to ``url`` with its root metadata last.
     """
     target = check_remote_output(url, overwrite=overwrite, what="Zarr store")
+    from geoembed.export.remote_sweep import sweep_target
+
+    sweep_target(target, keep_resumable=resume)
     partial = f"{target}.partial"
     only: dict[str, list[tuple[int, ...]]] | None = None
     if resume and remote_exists(partial) and _compatible(ds, encoding, partial) is None:
