@@ -293,7 +293,9 @@ def test_client_sigkilled_mid_job_then_resume_on_the_cluster(
     fs.invalidate_cache()
     assert fs.cat(f"{out}/map.tif") == (local / "map.tif").read_bytes()
     assert fs.cat(f"{out}/conf.tif") == (local / "conf.tif").read_bytes()
-    assert sorted(k.rpartition("/")[2] for k in fs.find(out)) == ["conf.tif", "map.tif"]
+    # the two maps, each with its STAC Item, and no temporary key
+    expected = ["conf.tif", "conf.tif.stac.json", "map.tif", "map.tif.stac.json"]
+    assert sorted(k.rpartition("/")[2] for k in fs.find(out)) == expected
 
 
 def test_zarr_output_of_a_killed_command_is_resumed_from_its_staged_store(
