@@ -426,9 +426,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         tol = float(self.tol) * float(np.mean(np.var(xs.astype(np.float64), axis=0)))
         max_iter = self._default_iter()
 
+        xs_cols = np.ascontiguousarray(xs.T)  # the assign kernel's fast layout
+
         def sample_pass(c: np.ndarray, want: bool) -> Any:
             return matrix_pass(
-                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None
+                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None, xt=xs_cols
             )
 
         if isinstance(self.init, str):
