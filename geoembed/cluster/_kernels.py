@@ -24,7 +24,6 @@ from geoembed._threads import single_thread_blas
 
 __all__ = [
     "BATCH",
-    "SUM_PIXELS",
     "assign",
     "exact_distances",
     "fixed_point_scale",
@@ -37,10 +36,6 @@ __all__ = [
 #: rows handled at once (bounds the (rows x k) distance matrix and the int64 copy)
 BATCH = 32768
 
-#: pixels summed per GEMM of :func:`label_sums` (the float64 copy stays in L2)
-SUM_PIXELS = 4096
-#: most clusters summed by the one-hot GEMM (above: a sort, cheaper for many clusters)
-GEMM_SUM_MAX_K = 64
 
 #: relative margin under which the float32 GEMM decision is re-checked in float64
 _TIE_MARGIN = 2.0**-12
@@ -314,54 +309,11 @@ def label_sums(
     """Exact per-cluster sums (int64, units of ``2**-scale``) and counts.
 
     Values are truncated to the fixed-point grid (exactly, in float32: a power-of-two
-    scaling and a truncation) and summed per cluster in float64 by one GEMM with the
-    one-hot ``(k, pixels)`` matrix of the labels, :data:`SUM_PIXELS` pixels at a time
-    (above :data:`GEMM_SUM_MAX_K` clusters: per cluster after a stable sort).
-    Every term and partial sum is an integer below ``2**53``, so every addition is exact
-    whatever order the BLAS adds in: the result does not depend on the order of the
-    rows, the tiling or the BLAS. ``columns=True`` takes a ``(d, n)`` block.
+    scaling and a truncation), rows are grouped by label with a stable radix sort, and
+    each group is summed in float64 (``np.add.reduce`` over contiguous rows), which is
+    exact because every partial sum is an integer below ``2**53``. The result does not
+    depend on the order of the rows. ``columns=True`` takes a ``(d, n)`` block.
     """
-    if k > GEMM_SUM_MAX_K:  # the one-hot GEMM costs 2 k d flops a pixel
-        return _label_sums_sorted(x, labels, k, scale, columns=columns)
-    d = x.shape[0] if columns else x.shape[1]
-    n = x.shape[1] if columns else x.shape[0]
-    sums = np.zeros((k, d), dtype=np.int64)
-    counts = np.bincount(labels, minlength=k).astype(np.int64)
-    factor = np.float32(2.0**scale)
-    limit = np.float32(2.0 ** (53 - int(np.ceil(np.log2(BATCH)))))
-    ids = np.arange(k, dtype=labels.dtype)[:, None]
-    acc = np.zeros((k, d), dtype=np.float64)  # exact below 2**53: flushed every BATCH rows
-    since = 0
-    for start in range(0, n, SUM_PIXELS):
-        lab = labels[start : start + SUM_PIXELS]
-        if lab.size == 0:
-            continue
-        # (d, t) or (t, d) float32, the same values either way
-        q = np.multiply(
-            x[:, start : start + SUM_PIXELS] if columns else x[start : start + SUM_PIXELS], factor
-        )
-        np.trunc(q, out=q)
-        if max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
-            raise OverflowError(
-                "a pixel value is far larger than any in the initial sample; "
-                "increase sample_size so that the sample sees the field's range"
-            )
-        onehot = np.equal(ids, lab[None, :]).astype(np.float64)
-        q64 = q.astype(np.float64)
-        acc += onehot @ (q64.T if columns else q64)
-        since += lab.size
-        if since + SUM_PIXELS > BATCH:
-            sums += acc.astype(np.int64)
-            acc[...] = 0.0
-            since = 0
-    sums += acc.astype(np.int64)
-    return sums, counts
-
-
-def _label_sums_sorted(
-    x: np.ndarray, labels: np.ndarray, k: int, scale: int, *, columns: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact sums as :func:`label_sums`, by a stable sort on the labels (for large ``k``)."""
     d = x.shape[0] if columns else x.shape[1]
     n = x.shape[1] if columns else x.shape[0]
     sums = np.zeros((k, d), dtype=np.int64)
