@@ -15,9 +15,11 @@ the same amount to the sums whatever block (chunking) it arrives in.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 
 import numpy as np
 
+from geoembed._aef_codes import AEF_NODATA, AEF_SCALE, decode_codes
 from geoembed._threads import single_thread_blas
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
 
 #: rows handled at once (bounds the (rows x k) distance matrix and the int64 copy)
 BATCH = 32768
+
 
 #: relative margin under which the float32 GEMM decision is re-checked in float64
 _TIE_MARGIN = 2.0**-12
@@ -72,40 +75,66 @@ def _exact_rows(x: np.ndarray, centers64: np.ndarray, metric: str) -> np.ndarray
     return np.add.reduce(diff * diff, axis=2)
 
 
-def _tile_pixels(k: int) -> int:
-    """Pixels per tile of :func:`assign`: the ``(k, tile)`` distances stay in cache."""
-    return max(256, min(1024, (1 << 15) // max(k, 1)))
+def _tile_pixels(k: int, d: int) -> int:
+    """Pixels per tile of :func:`assign`: the tile and its ``(k, tile)`` buffers stay in L2.
+
+    1024 pixels for a few centres, 2048 above 16 (the GEMM runs measurably faster on
+    wider tiles there), halved (down to 256) while the ``(d + 1 + 2 k)`` float32 values
+    per pixel exceed 1.5 MiB. Labels do not depend on the tile.
+    """
+    tile = 2048 if k > 16 else 1024
+    while tile > 256 and (d + 1 + 2 * k) * 4 * tile > 3 << 19:
+        tile //= 2
+    return tile
 
 
-def assign(x: np.ndarray, centers: np.ndarray, metric: str, *, columns: bool = False) -> np.ndarray:
+def assign(
+    x: np.ndarray,
+    centers: np.ndarray,
+    metric: str,
+    *,
+    columns: bool = False,
+    invalid: int | None = None,
+    normalize: bool = False,
+) -> np.ndarray:
     """Index of the nearest centre for each pixel of ``x`` (already :func:`prepare`-d).
 
     Pixels are handled in cache-sized tiles (a column tile is first copied into a
-    contiguous ``(d, tile)`` buffer: a strided column block aliases in the cache): one GEMM
-    with the centres scaled by ``-2`` (exact, a power of two), the precomputed centre
-    norms added, a minimum over the centres, and a second small GEMM that counts, per
-    pixel, the centres within the rounding error of the best one and sums their
-    indices. A pixel with exactly one such centre has its label; the others are
-    re-decided exactly in float64. Labels therefore do not depend on the tiling or the
-    BLAS.
+    contiguous ``(d + 1, tile)`` buffer whose last row is ones: a strided column block
+    aliases in the cache): one GEMM with the centres scaled by ``-2`` (exact, a power of
+    two) and their norms as an extra column, a minimum over the centres, and a second
+    small GEMM that counts, per pixel, the centres within the rounding error of the best
+    one and sums their indices. A pixel with exactly one such centre has its label; the
+    others (near ties) are collected over the whole call and re-decided exactly in
+    float64, in one batch. Labels therefore do not depend on the tiling or the BLAS.
 
     Parameters
     ----------
     x : numpy.ndarray
         ``(n, d)`` float32 rows, or ``(d, n)`` columns when ``columns`` is true (the
-        layout of a ``(band, y, x)`` block).
+        layout of a ``(band, y, x)`` block), or with ``columns`` a ``(d, y, x)`` block as
+        it is (any strides: tiles of whole rows are copied, the block never is; labels in
+        row-major pixel order).
     centers : numpy.ndarray
         ``(k, d)`` float32 centres (unit-length for ``"cosine"``).
     metric : {"euclidean", "cosine"}
     columns : bool
         Layout of ``x``.
+    invalid : int, optional
+        Label given to pixels holding NaN (nodata), detected in the kernel from the
+        per-pixel squared norm (no separate pass over ``x``). By default NaN pixels
+        are not told apart.
+    normalize : bool, default False
+        With ``columns``: ``x`` is not yet :func:`prepare`-d; each copied tile is (unit
+        rows for ``"cosine"``, exactly as :func:`prepare_columns` would). An int8 ``x``
+        (columns) holds AEF codes, decoded tile by tile as :func:`decode_codes` does.
 
     Returns
     -------
     numpy.ndarray
         ``(n,)`` int64 labels; ties go to the lowest index.
     """
-    n = x.shape[1] if columns else x.shape[0]
+    n = n_of(x) if columns else x.shape[0]
     k, d = centers.shape
     labels = np.empty(n, dtype=np.int64)
     if n == 0:
@@ -114,57 +143,128 @@ def assign(x: np.ndarray, centers: np.ndarray, metric: str, *, columns: bool = F
     c64 = c32.astype(np.float64)
     cosine = metric == "cosine"
     margin = np.float32(_TIE_MARGIN)
-    cc = np.add.reduce(c64 * c64, axis=1).astype(np.float32)
+    cc = np.zeros(k, np.float32) if cosine else np.add.reduce(c64 * c64, axis=1).astype(np.float32)
     scaled = np.negative(c32) if cosine else c32 * np.float32(-2.0)
-    cmax = np.float32(cc.max())
+    # columns: the norms ride in the GEMM, [-2 C | |c|^2] @ [x ; 1] (no pass over the distances)
+    fused = np.ascontiguousarray(np.concatenate([scaled, cc[:, None]], axis=1))
+    # tolerance (|x|^2 + max |c|^2) * margin; cosine: (|x|^2 + 1) * margin, about 2 margin
+    cmax = np.float32(1.0) if cosine else np.float32(cc.max())
     # row 0 counts the near centres of a pixel, row 1 sums their indices (exact in float32)
     weights = np.stack([np.ones(k), np.arange(k)]).astype(np.float32)
-    tile = _tile_pixels(k)
-    buf = np.empty((d, tile) if columns else (0, 0), dtype=np.float32)
-    dist = np.empty((k, tile), dtype=np.float32)
-    near = np.empty((k, tile), dtype=np.float32)
-    tally = np.empty((2, tile), dtype=np.float32)
-    limit = np.empty(tile, dtype=np.float32)
-    sq = np.empty(tile, dtype=np.float32)
-    for start in range(0, n, tile):
-        t = min(tile, n - start)
+    one = np.float32(1.0)
+    ambiguous: list[np.ndarray] = []
+    tile = min(_tile_pixels(k, d), n)
+    t = 0
+    for start, src in _tiles(x, tile, columns):
+        if t != (src.shape[0] if not columns else n_of(src)):  # first and last tiles
+            t = src.shape[0] if not columns else n_of(src)
+            buf = np.empty((d + 1, t) if columns else (0, 0), dtype=np.float32)
+            buf[d:] = 1.0
+            dv = np.empty((k, t), dtype=np.float32)
+            nv = np.empty((k, t), dtype=np.float32)
+            tv = np.empty((2, t), dtype=np.float32)
+            lv = np.empty(t, dtype=np.float32)
+            tol = np.empty(t, dtype=np.float32)
         if columns:  # copied: a strided column block aliases in the cache
-            xb = buf if t == tile else buf[:, :t]
-            xb[...] = x[:, start : start + t]
+            xb = buf[:d]
+            _load_tile(xb, src, normalize=normalize and cosine)
+            np.dot(fused, buf, out=dv)
         else:  # a transposed view of contiguous rows (BLAS reads it as is)
-            xb = x[start : start + t].T
-        dv, nv, tv, lv = dist[:, :t], near[:, :t], tally[:, :t], limit[:t]
-        if t == tile:
+            xb = src.T
             np.dot(scaled, xb, out=dv)
-        else:
-            dv[...] = np.dot(scaled, xb)
-        if not cosine:
             dv += cc[:, None]
         np.minimum.reduce(dv, axis=0, out=lv)
-        if cosine:
-            lv += np.float32(2.0) * margin
-        else:  # tolerance (|x|^2 + max |c|^2) * margin
-            tol = sq[:t]
-            if columns:
-                np.einsum("ij,ij->j", xb, xb, out=tol)
-            else:
-                np.einsum("ij,ij->i", xb.T, xb.T, out=tol)
-            tol += cmax
-            tol *= margin
-            lv += tol
-        np.less_equal(dv, lv, out=nv)
-        if t == tile:
-            np.dot(weights, nv, out=tv)
+        if columns:
+            np.einsum("ij,ij->j", xb, xb, out=tol)
         else:
-            tv[...] = np.dot(weights, nv)
-        lab = labels[start : start + t]
-        lab[...] = tv[1]
-        if k > 1:
-            amb = np.flatnonzero(tv[0] != 1)
-            if amb.size:
-                rows = np.ascontiguousarray(xb[:, amb].T)
-                lab[amb] = np.argmin(_exact_rows(rows, c64, metric), axis=1)
+            np.einsum("ij,ij->i", xb.T, xb.T, out=tol)
+        tol += cmax  # NaN at a NaN pixel: no centre is then "near", the pixel is re-checked
+        tol *= margin
+        lv += tol
+        np.less_equal(dv, lv, out=nv)
+        np.dot(weights, nv, out=tv)
+        labels[start : start + t] = tv[1]
+        amb = np.flatnonzero(tv[0] != one)  # near ties, and NaN pixels (no centre near)
+        if amb.size:
+            ambiguous.append(amb + start)
+    if ambiguous:
+        _recheck(x, labels, np.concatenate(ambiguous), c64, metric, columns, invalid, normalize)
     return labels
+
+
+def n_of(x: np.ndarray) -> int:
+    """Pixels of a ``(d, n)`` or ``(d, y, x)`` column block."""
+    return int(np.prod(x.shape[1:]))
+
+
+def _tiles(x: np.ndarray, tile: int, columns: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first pixel, view)`` of the tiles of :func:`assign` (at most ``tile`` pixels each).
+
+    Rows: ``(t, d)`` slices. Columns: ``(d, t)`` slices, or for a ``(d, y, x)`` block
+    ``(d, rows, x)`` views of whole rows (or ``(d, t)`` pieces of a row wider than a tile).
+    """
+    if not columns:
+        for start in range(0, x.shape[0], tile):
+            yield start, x[start : start + tile]
+    elif x.ndim == 2:
+        for start in range(0, x.shape[1], tile):
+            yield start, x[:, start : start + tile]
+    else:
+        _, ny, nx = x.shape
+        if nx <= tile:
+            rows = tile // nx
+            for y0 in range(0, ny, rows):
+                yield y0 * nx, x[:, y0 : y0 + rows, :]
+        else:
+            for y in range(ny):
+                for x0 in range(0, nx, tile):
+                    yield y * nx + x0, x[:, y, x0 : x0 + tile]
+
+
+def _load_tile(xb: np.ndarray, src: np.ndarray, *, normalize: bool) -> None:
+    """Copy a column tile into the contiguous float32 buffer ``xb``, decoding int8 codes.
+
+    Codes become ``sign(q) (q / 127.5) ** 2`` with the operations (and bits) of
+    :func:`decode_codes`, NaN where ``q == -128``; ``normalize`` makes the columns unit
+    length as :func:`prepare_columns` does.
+    """
+    view = xb.reshape(src.shape)
+    np.copyto(view, src, casting="unsafe")  # int8 -> float32 is exact
+    if src.dtype == np.int8:
+        xb /= np.float32(AEF_SCALE)
+        xb *= np.abs(xb)
+        if src.min() == AEF_NODATA:
+            view[src == AEF_NODATA] = np.float32(np.nan)
+    if normalize:
+        xb[...] = prepare_columns(xb, "cosine")
+
+
+def _recheck(
+    x: np.ndarray,
+    labels: np.ndarray,
+    idx: np.ndarray,
+    c64: np.ndarray,
+    metric: str,
+    columns: bool,
+    invalid: int | None,
+    normalize: bool = False,
+) -> None:
+    """Re-decide the near-tie pixels ``idx`` exactly (float64, row-wise), in place."""
+    step = max(1, (1 << 21) // max(c64.size, 1))  # bounds the (rows, k, d) float64 temporary
+    for s0 in range(0, idx.size, step):
+        part = idx[s0 : s0 + step]
+        if columns and x.ndim == 3:
+            rows = x[:, part // x.shape[2], part % x.shape[2]].T
+        else:
+            rows = x[:, part].T if columns else x[part]
+        if rows.dtype == np.int8:
+            rows = decode_codes(rows)
+        if normalize and metric == "cosine":
+            rows = prepare(rows, metric)
+        lab = np.argmin(_exact_rows(rows, c64, metric), axis=1)
+        if invalid is not None:
+            lab[np.isnan(rows).any(axis=1)] = invalid
+        labels[part] = lab
 
 
 def exact_distances(

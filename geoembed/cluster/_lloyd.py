@@ -29,9 +29,12 @@ from geoembed.cluster._kernels import (
 
 #: pixels of int8 codes decoded at once (64 bands: 1 MiB of float32, cache-sized)
 DECODE_PIXELS = 4096
+#: pixels per piece of a block in a Lloyd pass (64 bands: 4 MiB of float32)
+PASS_PIXELS = 16384
 
 __all__ = [
     "DECODE_PIXELS",
+    "PASS_PIXELS",
     "LloydResult",
     "PassStats",
     "field_pass",
@@ -93,31 +96,37 @@ def _block_stats(
 ) -> np.ndarray:
     """Fixed-point sums, counts and squared norms of one block's pixels, by cluster.
 
-    An int8 block holds AEF codes, decoded :data:`DECODE_PIXELS` pixels at a time: the
-    statistics are integer sums of per-pixel terms, so they are the same bits whatever
-    the pieces.
+    The block is read in pieces of whole rows, about :data:`PASS_PIXELS` pixels each
+    (an int8 block holds AEF codes, decoded piece by piece; a float block is copied
+    piece by piece, never reshaped as a whole). Nodata pixels are found by the assign
+    kernel. The statistics are integer sums of per-pixel terms, so they are the same
+    bits whatever the pieces.
     """
     nb, ny, nx = block.shape
-    flat = block.reshape(nb, ny * nx)
     k, d = centers.shape
     out = np.zeros((k * d + k + 1, 1, 1), dtype=np.int64)
-    codes = flat.dtype == np.int8
-    step = DECODE_PIXELS if codes else max(flat.shape[1], 1)
-    for p0 in range(0, flat.shape[1], step):
-        piece = decode_codes(flat[:, p0 : p0 + step]) if codes else flat[:, p0 : p0 + step]
-        valid = ~np.isnan(piece).any(axis=0)
-        if not valid.any():
-            continue
-        with single_thread_blas():
-            xt = prepare_columns(piece if valid.all() else piece[:, valid], metric)
-            labels = assign(xt, centers, metric, columns=True)
+    codes = block.dtype == np.int8
+    rows = max(1, PASS_PIXELS // max(nx, 1))
+    with single_thread_blas():
+        for y0 in range(0, ny, rows):
+            part = block[:, y0 : y0 + rows]
+            piece = decode_codes(part) if codes else np.ascontiguousarray(part)
+            xt = prepare_columns(piece.reshape(nb, -1), metric)
+            labels = assign(xt, centers, metric, columns=True, invalid=-1)
+            if labels.size and labels.min() < 0:
+                keep = labels >= 0
+                xt, labels = xt[:, keep], labels[keep]
+                if labels.size == 0:
+                    continue
             sums, counts = label_sums(xt, labels, k, scale, columns=True)
-        out[: k * d, 0, 0] += sums.ravel()
-        out[k * d : k * d + k, 0, 0] += counts
-        if sq_scale is not None:
-            out[-1, 0, 0] += (
-                _sq_norm_fixed(xt, sq_scale, columns=True) if metric != "cosine" else xt.shape[1]
-            )
+            out[: k * d, 0, 0] += sums.ravel()
+            out[k * d : k * d + k, 0, 0] += counts
+            if sq_scale is not None:
+                out[-1, 0, 0] += (
+                    _sq_norm_fixed(xt, sq_scale, columns=True)
+                    if metric != "cosine"
+                    else xt.shape[1]
+                )
     return out
 
 
@@ -177,13 +186,27 @@ def field_pass(
 
 
 def matrix_pass(
-    x: np.ndarray, centers: np.ndarray, *, metric: str, scale: int, sq_scale: int | None = None
+    x: np.ndarray,
+    centers: np.ndarray,
+    *,
+    metric: str,
+    scale: int,
+    sq_scale: int | None = None,
+    xt: np.ndarray | None = None,
 ) -> PassStats:
-    """Run the same pass over an in-memory, already prepared ``(n, d)`` matrix."""
+    """Run the same pass over an in-memory, already prepared ``(n, d)`` matrix.
+
+    ``xt``, the same matrix transposed ``(d, n)`` C-contiguous (the assign kernel's fast
+    layout), is used for the labels and sums when given (the same results).
+    """
     k = centers.shape[0]
     with single_thread_blas():
-        labels = assign(x, centers, metric)
-        sums, counts = label_sums(x, labels, k, scale)
+        if xt is None:
+            labels = assign(x, centers, metric)
+            sums, counts = label_sums(x, labels, k, scale)
+        else:
+            labels = assign(xt, centers, metric, columns=True)
+            sums, counts = label_sums(xt, labels, k, scale, columns=True)
     sumsq = None
     if sq_scale is not None:
         sumsq = (

@@ -13,7 +13,7 @@ import xarray as xr
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.utils.validation import check_array
 
-from geoembed._aef_codes import aef_codes_of, decode_codes
+from geoembed._aef_codes import aef_codes_of
 from geoembed.cluster._init import (
     STREAM_BATCH,
     STREAM_INIT,
@@ -26,11 +26,9 @@ from geoembed.cluster._kernels import (
     exact_distances,
     fixed_point_scale,
     prepare,
-    prepare_columns,
     single_thread_blas,
 )
 from geoembed.cluster._lloyd import (
-    DECODE_PIXELS,
     LloydResult,
     field_pass,
     lloyd,
@@ -95,23 +93,21 @@ def _predict_block(
 ) -> np.ndarray:
     """Labels of a ``(band, y, x)`` block, computed in its own layout (no transposed copy).
 
-    An int8 block holds AEF codes: it is decoded :data:`DECODE_PIXELS` pixels at a
-    time (about 1 MiB of float32, cache-sized), so the float32 block never exists as a
-    whole (labels are per pixel, so they are the same).
+    Nodata (NaN) pixels are found inside the assignment kernel, from each pixel's squared
+    norm (no separate pass over the block). An int8 block holds AEF codes, decoded (like
+    a float block, copied and normalised for ``"cosine"``) one cache-sized tile at a time
+    inside the kernel, so no float32 copy of the block exists (labels are per pixel, so
+    they are the same).
+    Returns a ``(1, y, x)`` block (a leading axis of one: dropping the band axis in
+    ``map_blocks`` would make Dask copy every input block first).
     """
-    nb, ny, nx = block.shape
-    flat = block.reshape(nb, ny * nx)
-    out = np.full(ny * nx, nodata, dtype=out_dtype)
-    codes = flat.dtype == np.int8
-    step = DECODE_PIXELS if codes else max(flat.shape[1], 1)
-    with single_thread_blas():
-        for p0 in range(0, flat.shape[1], step):
-            piece = decode_codes(flat[:, p0 : p0 + step]) if codes else flat[:, p0 : p0 + step]
-            valid = ~np.isnan(piece).any(axis=0)
-            if valid.any():
-                xt = prepare_columns(piece if valid.all() else piece[:, valid], metric)
-                out[p0 : p0 + step][valid] = assign(xt, centers, metric, columns=True)
-    return out.reshape(ny, nx)
+    _, ny, nx = block.shape
+    with single_thread_blas():  # the tiles are decoded (and normalised) in the kernel
+        labels = assign(block, centers, metric, columns=True, invalid=-1, normalize=True)
+    out = labels.astype(out_dtype)
+    if labels.size and labels.min() < 0:
+        out[labels < 0] = nodata
+    return out.reshape(1, ny, nx)
 
 
 def _distance_pixels(x: np.ndarray, centers: np.ndarray, *, metric: str) -> np.ndarray:
@@ -430,9 +426,11 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         tol = float(self.tol) * float(np.mean(np.var(xs.astype(np.float64), axis=0)))
         max_iter = self._default_iter()
 
+        xs_cols = np.ascontiguousarray(xs.T)  # the assign kernel's fast layout
+
         def sample_pass(c: np.ndarray, want: bool) -> Any:
             return matrix_pass(
-                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None
+                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None, xt=xs_cols
             )
 
         if isinstance(self.init, str):
@@ -587,11 +585,10 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
             nodata=nodata,
             out_dtype=dtype,
             dtype=dtype,
-            drop_axis=0,
-            chunks=data.chunks[1:],
-            meta=np.empty((0, 0), dtype=dtype),
+            chunks=((1,), *data.chunks[1:]),
+            meta=np.empty((0, 0, 0), dtype=dtype),
             token="geoembed-kmeans-predict",  # prefix; the key hashes centres and field
-        )
+        )[0]
         # palette colours in attrs["colors"]: the COG's colour table
         return cluster_map(X, out, n_clusters=int(self.n_clusters), attrs={"metric": self.metric})
 

@@ -25,8 +25,14 @@ Capping dask-ml: dask-ml's KMeans is very slow (about 870 s for 2e6 x 64, k=10 o
 default is 300) and only at the smallest size; at larger sizes its fit time is
 **extrapolated** linearly in the pixel count from the smallest size (marked ``~``).
 
-Sizes: 2e6 and 2e7 pixels, k in {10, 32, 100}; ``GEOEMBED_BENCH_SCALE=medium``: 2e6
-only; ``GEOEMBED_BENCH_SCALE=small``: 2e5 and 1e6 pixels, k in {10, 32}.
+Sizes: 5e5, 1e6 and 2e6 pixels, k in {10, 32} (``GEOEMBED_BENCH_KMEANS_K=10,32,100``
+chooses k); ``GEOEMBED_BENCH_SCALE=large``: 2e6 and 2e7 pixels, k in {10, 32, 100};
+``medium``: 2e6 only; ``small``: 2e5 and 1e6 pixels, k in {10, 32}.
+
+The predict comparison runs geoembed (the float32 field in memory, the threaded
+scheduler) and scikit-learn's ``predict`` (the in-memory matrix, its OpenMP threads)
+interleaved, ``REPEATS`` rounds; both use every core, so the per-core ratio is the
+ratio of wall times.
 """
 
 from __future__ import annotations
@@ -54,8 +60,11 @@ if SMALL:
     SIZES, KS = [(400, 500), (1000, 1000)], [10, 32]
 elif SCALE == "medium":  # the 2e6 size only
     SIZES, KS = [(1000, 2000)], [10, 32, 100]
-else:
+elif SCALE == "large":
     SIZES, KS = [(1000, 2000), (4000, 5000)], [10, 32, 100]
+else:  # the issue's sizes: 5e5, 1e6 and 2e6 pixels
+    SIZES, KS = [(500, 1000), (1000, 1000), (1000, 2000)], [10, 32]
+KS = [int(k) for k in os.environ.get("GEOEMBED_BENCH_KMEANS_K", ",".join(map(str, KS))).split(",")]
 DASKML_MAX_ITER = int(os.environ.get("GEOEMBED_BENCH_DASKML_MAX_ITER", "20"))
 SKLEARN_MAX_ITER = 100
 CHUNK = 512
@@ -140,7 +149,7 @@ def fits_in_memory(n: int) -> bool:
 
 
 def run_case(
-    codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]]
+    codes: np.ndarray, k: int, daskml_ref: dict[int, tuple[float, int]], ratios: list[str]
 ) -> list[dict[str, Any]]:
     field = make_field(codes)
     n = field.sizes["y"] * field.sizes["x"]
@@ -194,7 +203,21 @@ def run_case(
                 k, n_init=1, algorithm="lloyd", max_iter=SKLEARN_MAX_ITER, random_state=0
             ).fit(x)
         )
-        t_pred, _ = timed(lambda: sk.predict(x), runs["sk_pred"], REPEATS)
+        h, w = field.sizes["y"], field.sizes["x"]
+        mem = field.copy(
+            data=dsa.from_array(
+                np.ascontiguousarray(x.T).reshape(64, h, w), chunks=(-1, CHUNK, CHUNK)
+            )
+        )
+        both = _results.interleaved(
+            {
+                "geo": lambda: model.predict(mem).data.sum().compute(),
+                "sk": lambda: sk.predict(x),
+            }
+        )
+        runs["pred_f32"].extend(both["geo"])
+        runs["sk_pred"].extend(both["sk"])
+        t_pred = float(np.median(both["sk"]))
         rows.append(
             dict(
                 method="sklearn (in memory)",
@@ -206,15 +229,7 @@ def run_case(
         )
         ref_inertia = exact_inertia(field, sk.cluster_centers_)
         # geoembed predict on the same in-memory float32 values sklearn and faiss get
-        h, w = field.sizes["y"], field.sizes["x"]
-        mem = field.copy(
-            data=dsa.from_array(
-                np.ascontiguousarray(x.T).reshape(64, h, w), chunks=(-1, CHUNK, CHUNK)
-            )
-        )
-        t_pred, _ = timed(
-            lambda: model.predict(mem).data.sum().compute(), runs["pred_f32"], REPEATS
-        )
+        t_pred = float(np.median(runs["pred_f32"]))
         rows.append(
             dict(
                 method="geoembed predict, f32",
@@ -284,6 +299,21 @@ def run_case(
         row["x_daskml"] = dml_fit / row["fit"]
     rows[0]["speedup_vs_daskml"] = dml_fit / geo_fit
     extrapolated = "extrapolated" in rows[-1]["method"]
+    geo_rel = rows[0]["rel"]
+    dml_rel = None if extrapolated else rows[-1]["rel"]
+    ratios.append(
+        f"KMeans fit vs dask-ml, {n:.0e} px k={k}: {dml_fit / geo_fit:.1f} x "
+        f"(target >= 20 x; geoembed {geo_fit:.2f} s [{min(runs['fit']):.2f}, "
+        f"{max(runs['fit']):.2f}], dask-ml {dml_fit:.1f} s"
+        + (" extrapolated" if extrapolated else "")
+        + (
+            ""
+            if geo_rel is None
+            else f"; inertia vs sklearn: geoembed {100 * geo_rel:+.2f} %"
+            + ("" if dml_rel is None else f", dask-ml {100 * dml_rel:+.2f} %")
+        )
+        + ")"
+    )
     _results.record(
         "kmeans",
         f"{n:.0e} px k={k}: geoembed lloyd fit vs dask-ml fit (speed-up)",
@@ -299,6 +329,14 @@ def run_case(
             value=[t * CORES for t in runs["pred_f32"]],
             baseline=[t * CORES for t in runs["sk_pred"]],
             summary="kmeans_predict_vs_sklearn",
+        )
+        g, b = runs["pred_f32"], runs["sk_pred"]
+        rate_g, rate_b = (n / float(np.median(v)) / CORES / 1e6 for v in (g, b))
+        ratios.append(
+            f"KMeans predict vs scikit-learn per core, {n:.0e} px k={k}: "
+            f"{np.median(b) / np.median(g):.2f} x [{min(b) / max(g):.2f}, "
+            f"{max(b) / min(g):.2f}] (target >= 1.0 x; geoembed {rate_g:.2f}, "
+            f"sklearn {rate_b:.2f} Mpx/s/core)"
         )
     return rows
 
@@ -322,12 +360,13 @@ def test_bench_kmeans() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     daskml_ref: dict[int, tuple[float, int]] = {}
+    ratios: list[str] = []
     t_all = time.perf_counter()
     with dask.config.set(scheduler="threads"):
         for h, w in SIZES:
             codes = make_codes(h, w)
             for k in KS:
-                rows = run_case(codes, k, daskml_ref)
+                rows = run_case(codes, k, daskml_ref, ratios)
                 for row in rows:
                     lines.append(fmt(row, h * w, k))
                 print("\n".join(lines[-len(rows) :]), flush=True)
@@ -335,4 +374,6 @@ def test_bench_kmeans() -> None:
                 assert geo["centers"].shape == (k, 64)
             del codes
     lines.append(f"total benchmark time: {time.perf_counter() - t_all:.0f} s")
+    lines.append(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
+    lines.extend(["", *ratios])
     print("\n".join(lines))
