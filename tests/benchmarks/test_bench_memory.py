@@ -52,7 +52,7 @@ default 805-852 / 1196-1259 / 1461-1474 (medians +44 %, +73 %); annotated 788-79
 stays whole until the parts for the next block row are cut, unless the window parts
 share their input block's priority. On 1 worker (1 run each) the annotated order meets
 the target (936 -> 986 MiB, +5 %; default 973 -> 1297, +33 %): the rest of the growth on
-2 workers comes from blocks whose window parts are cut on the other worker.
+2 workers is probably blocks waiting for window parts cut on the other worker (not verified).
 """
 
 from __future__ import annotations
