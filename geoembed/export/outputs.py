@@ -63,6 +63,7 @@ __all__ = [
     "OutputSet",
     "StaleTemporary",
     "is_geoembed_output",
+    "owner_gone",
     "remove_stale_temporaries",
     "require_geoembed_output",
     "stale_temporaries",
@@ -324,18 +325,23 @@ def stale_temporaries(directory: str | os.PathLike[str]) -> list[StaleTemporary]
     d = Path(directory)
     if not d.is_dir():
         return []
-    host = _host()
     found = []
     for entry in sorted(d.iterdir()):
-        if TEMP_MARKER not in entry.name:
-            continue
-        owners = list(_TEMP_RE.finditer(entry.name))
-        if not owners:
-            continue
-        if all(m["host"] == host and not _pid_alive(int(m["pid"])) for m in owners):
-            first = owners[0]
+        first = _TEMP_RE.search(entry.name)
+        if first is not None and owner_gone(entry.name):
             found.append(StaleTemporary(entry, first["tag"], first["host"], int(first["pid"])))
     return found
+
+
+def owner_gone(name: str) -> bool:
+    """Whether the temporary ``name`` names its owners and all ran here and are gone.
+
+    A name without an owner, or one made on another host (a shared volume, another pod)
+    or by a process that still runs, is never taken for a dead run's.
+    """
+    owners = list(_TEMP_RE.finditer(name))
+    host = _host()
+    return bool(owners) and all(m["host"] == host and not _pid_alive(int(m["pid"])) for m in owners)
 
 
 def unowned_temporaries(directory: str | os.PathLike[str]) -> list[Path]:

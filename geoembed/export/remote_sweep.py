@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from geoembed.export.atomic import TEMP_MARKER
+from geoembed.export.outputs import owner_gone
 
 __all__ = [
     "STALE_AFTER",
@@ -37,10 +38,6 @@ __all__ = [
 #: a temporary none of whose objects changed for this long belongs to a dead run
 STALE_AFTER = timedelta(hours=6)
 
-#: ``.geoembed-tmp-<tag>-<host>-<pid>-<random>``: the owner of a temporary
-_OWNER_RE = re.compile(
-    re.escape(TEMP_MARKER) + r"(?P<tag>[a-z]+)-(?P<host>[A-Za-z0-9._]+)-(?P<pid>\d+)-[0-9a-f]{12}"
-)
 _RESUME = f"{TEMP_MARKER}resume-"
 
 
@@ -105,16 +102,6 @@ def _modified(info: dict[str, Any]) -> datetime | None:
                 continue
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
-
-
-def _owner_gone(name: str) -> bool:
-    """Whether the name holds this host and a process id that no longer runs."""
-    from geoembed.export.atomic import _host
-    from geoembed.export.outputs import _pid_alive
-
-    owners = list(_OWNER_RE.finditer(name))
-    host = _host()
-    return bool(owners) and all(m["host"] == host and not _pid_alive(int(m["pid"])) for m in owners)
 
 
 def _target_of(name: str) -> str | None:
@@ -220,7 +207,7 @@ def remote_temporaries(
                 objects=len(objects),
                 nbytes=sum(int(info.get("size") or 0) for _, info in objects),
                 modified=newest,
-                stale=old or _owner_gone(name),
+                stale=old or owner_gone(name),
             )
         )
     return found
