@@ -31,7 +31,7 @@ import xarray as xr
 from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots
 from geoembed.errors import CRSMismatchError, GridMismatchError, LabelError, SchemaError
-from geoembed.output_schema import CHANGE, CLASSES, class_map, continuous_map
+from geoembed.output_schema import CHANGE, CLASSES, continuous_map, threshold_mask
 from geoembed.schema import check_embedding, resolution
 
 __all__ = [
@@ -281,13 +281,8 @@ def choose_change_threshold(
 
 def change_mask(magnitude: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``magnitude >= threshold``, 0 elsewhere, 255 at nodata."""
-    flags = xr.where(magnitude >= threshold, 1, 0).where(magnitude.notnull(), MASK_NODATA)
-    return class_map(
-        magnitude,
-        flags.data.astype(np.uint8),
-        class_names=["unchanged", "changed"],
-        name="changed",
-        attrs={"threshold": float(threshold)},
+    return threshold_mask(
+        magnitude, threshold, class_names=["unchanged", "changed"], name="changed"
     )
 
 

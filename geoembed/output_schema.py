@@ -72,6 +72,7 @@ __all__ = [
     "map_like",
     "probability_map",
     "similarity_map",
+    "threshold_mask",
 ]
 
 #: nodata value of class maps, by dtype (class ids are 0..nodata-1)
@@ -240,21 +241,30 @@ def _finish(
     data: Any,
     *,
     name: str,
-    leading: tuple[str, Sequence[Any]] | None,
+    leading: tuple[str, Sequence[Any] | None] | None,
     nodata: float | int | None,
     attrs: dict[str, Any],
     place: Place | None,
 ) -> xr.DataArray:
-    if isinstance(data, xr.DataArray):  # keep the producer's grid, fix name and attrs
+    """Name, leading dimension, attributes and nodata of an output, on ``field``'s grid.
+
+    A DataArray keeps the producer's grid (and, when the leading dimension's values are
+    None, its own coordinate along it); other data is placed by ``place`` (default
+    :func:`map_like`).
+    """
+    if isinstance(data, xr.DataArray):
         out = data.rename(name)
-        if leading is not None and out.dims[0] != leading[0]:
-            out = out.rename({out.dims[0]: leading[0]})
         if leading is not None:
-            out = out.assign_coords({leading[0]: list(leading[1])})
+            dim, values = leading
+            if out.dims[0] != dim:
+                out = out.rename({out.dims[0]: dim})
+            if values is not None:
+                out = out.assign_coords({dim: list(values)})
         out.attrs.update(attrs)
         return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
+    lead = None if leading is None else (leading[0], list(leading[1] or ()))
     fn = place or map_like
-    return fn(field, data, name=name, leading=leading, nodata=nodata, attrs=attrs)
+    return fn(field, data, name=name, leading=lead, nodata=nodata, attrs=attrs)
 
 
 def class_map(
@@ -343,6 +353,25 @@ def cluster_map(
     )
 
 
+def threshold_mask(
+    values: xr.DataArray, threshold: float, *, class_names: Sequence[str], name: str
+) -> xr.DataArray:
+    """Lazy uint8 class map of ``values >= threshold``: 1 at or above, 0 below, 255 at NaN.
+
+    ``class_names`` names the two classes (below, at or above); the threshold is kept in
+    ``attrs["threshold"]``.
+    """
+    nodata = CLASS_NODATA["uint8"]
+    flags = xr.where(values >= threshold, 1, 0).where(values.notnull(), nodata)
+    return class_map(
+        values,
+        flags.data.astype(np.uint8),
+        class_names=list(class_names),
+        name=name,
+        attrs={"threshold": float(threshold)},
+    )
+
+
 def continuous_map(
     field: xr.DataArray,
     data: Any,
@@ -402,16 +431,16 @@ def _stack(
     n = int(data.shape[0])
     if labels is not None and n != len(labels):
         raise SchemaError(f"{name} has {n} layers along {dim!r} but {len(labels)} labels.")
-    if labels is None and isinstance(data, xr.DataArray):  # keep its own coordinate
-        out = data.rename(name)
-        out = out.rename({out.dims[0]: dim}) if out.dims[0] != dim else out
-        out.attrs.update(attrs or {})
-        return out.rio.write_nodata(nodata, encoded=False) if nodata is not None else out
+    values: list[str] | None
+    if labels is None and isinstance(data, xr.DataArray):
+        values = None  # keep its own coordinate
+    else:
+        values = [str(v) for v in (labels if labels is not None else range(n))]
     return _finish(
         field,
         data,
         name=name,
-        leading=(dim, [str(v) for v in (labels if labels is not None else range(n))]),
+        leading=(dim, values),
         nodata=nodata,
         attrs=dict(attrs or {}),
         place=place,

@@ -30,7 +30,7 @@ from geoembed._blockwise import map_pixels
 from geoembed._exact import row_dots, unit_rows
 from geoembed._threads import single_thread_blas
 from geoembed.errors import BandMismatchError, LabelError, SchemaError
-from geoembed.output_schema import class_map, similarity_map
+from geoembed.output_schema import similarity_map, threshold_mask
 from geoembed.schema import check_embedding
 
 __all__ = [
@@ -489,11 +489,4 @@ def choose_threshold(
 
 def similarity_mask(sim: xr.DataArray, threshold: float) -> xr.DataArray:
     """Lazy uint8 mask: 1 where ``sim >= threshold``, 0 elsewhere, 255 at nodata."""
-    flags = xr.where(sim >= threshold, 1, 0).where(sim.notnull(), MASK_NODATA)
-    return class_map(
-        sim,
-        flags.data.astype(np.uint8),
-        class_names=["not similar", "similar"],
-        name="similar",
-        attrs={"threshold": float(threshold)},
-    )
+    return threshold_mask(sim, threshold, class_names=["not similar", "similar"], name="similar")
