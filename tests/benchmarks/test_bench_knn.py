@@ -43,6 +43,7 @@ from typing import Any
 import _results
 import numpy as np
 import pytest
+from _clusters import local_cluster
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(7200)]
 
@@ -177,22 +178,6 @@ class _PeakRSS:
         self._sample()
 
 
-def _cluster(workers: int) -> Any:
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit=None,
-    )
-    client = Client(cluster)
-    client.run(_warm_up)
-    return cluster, client
-
-
 def _warm_up() -> None:
     """Import what the tasks need, so that timings exclude worker start-up."""
     import dask_ml.wrappers  # noqa: F401
@@ -220,7 +205,7 @@ def run_variant(variant: str, n_train: int, pixels: int) -> dict[str, Any]:
 
         side = round(np.sqrt(pixels)) if variant == "memory" else SIDE
         h, w = (side, side)
-        cluster, client = _cluster(WORKERS)
+        cluster, client = local_cluster(WORKERS, _warm_up)
         with _PeakRSS() as rss:
             cpu0 = _worker_cpu(client)
             t0 = time.perf_counter()
@@ -256,7 +241,7 @@ def run_variant(variant: str, n_train: int, pixels: int) -> dict[str, Any]:
         from sklearn.neighbors import KNeighborsClassifier
 
         h, w = _sub_shape(pixels)
-        cluster, client = _cluster(WORKERS)
+        cluster, client = local_cluster(WORKERS, _warm_up)
         with _PeakRSS() as rss:
             cpu0 = _worker_cpu(client)
             t0 = time.perf_counter()

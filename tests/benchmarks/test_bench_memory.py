@@ -70,6 +70,7 @@ from typing import Any
 import _results
 import numpy as np
 import pytest
+from _clusters import local_cluster
 
 pytestmark = [pytest.mark.bench, pytest.mark.timeout(0)]
 
@@ -132,22 +133,6 @@ class PeakRSS:
         self._stop.set()
         self._t.join()
         self._sample()
-
-
-def _cluster(workers: int) -> tuple[Any, Any]:
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        memory_limit=None,
-    )
-    client = Client(cluster)
-    client.run(_warm_up)
-    return cluster, client
 
 
 def _warm_up() -> None:
@@ -260,7 +245,7 @@ def _work(workload: str, side: int, tmp: Path) -> dict[str, Any]:
 def run_case(workload: str, pixels: int) -> dict[str, Any]:
     """One workload at one size on a fresh LocalCluster; peak RSS of every process."""
     side = round(np.sqrt(pixels))
-    cluster, client = _cluster(WORKERS)
+    cluster, client = local_cluster(WORKERS, _warm_up)
     _warm_up()  # the client's imports too, so that only the work is measured
     try:
         pids = {"client": os.getpid()}
