@@ -30,3 +30,25 @@ def test_atomic_directory_refuses_existing_target(tmp_path):
         (tmp / "a.txt").write_text("x")
     assert list(target.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if TEMP_MARKER in p.name]
+
+
+def test_a_failed_write_on_a_full_disk_is_reported_as_enospc(tmp_path, monkeypatch) -> None:
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from geoembed.export.atomic import disk_full_as_enospc
+
+    usage = namedtuple("usage", "total used free")
+    # a disk with room: the error passes through as it is
+    with pytest.raises(RuntimeError, match="TIFFWriteDirectory"):
+        with disk_full_as_enospc(tmp_path):
+            raise RuntimeError("TIFFWriteDirectory failed")
+    # a full disk: GDAL's unrelated message becomes ENOSPC, chained to it
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(100, 100, 0))
+    with pytest.raises(OSError) as info:
+        with disk_full_as_enospc(tmp_path):
+            raise RuntimeError("TIFFWriteDirectory failed")
+    assert info.value.errno == errno.ENOSPC
+    assert "No space left" in str(info.value) and str(tmp_path) in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)

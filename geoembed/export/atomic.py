@@ -35,6 +35,7 @@ __all__ = [
     "TEMP_MARKER",
     "atomic_directory",
     "check_output_path",
+    "disk_full_as_enospc",
     "disk_full_error",
     "is_remote",
     "remove_path",
@@ -160,6 +161,21 @@ def disk_full_error(path: str | os.PathLike[str], exc: BaseException) -> OSError
     if free >= _FULL_BYTES:
         return None
     return OSError(errno.ENOSPC, f"No space left on device writing {str(path)!r} ({exc})")
+
+
+@contextlib.contextmanager
+def disk_full_as_enospc(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise an error of the block as ``ENOSPC`` when the disk of ``path`` is full.
+
+    See :func:`disk_full_error`; any other error passes through unchanged.
+    """
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(path, exc)
+        if full is not None:
+            raise full from exc
+        raise
 
 
 #: environment variable naming the local directory for geoembed's scratch files

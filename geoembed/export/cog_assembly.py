@@ -34,7 +34,7 @@ from geoembed._cloud import filesystem, gdal_path
 from geoembed._threads import gdal_threads
 from geoembed.errors import OutputError, OutputValidationError
 from geoembed.export.atomic import (
-    disk_full_error,
+    disk_full_as_enospc,
     is_remote,
     remove_path,
     replace_path,
@@ -192,13 +192,8 @@ def _finalize_remote(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
         present = {k.rpartition("/")[2] for k in fs.ls(plan.tmpdir, detail=False)}
         _missing_parts(parts, plan, present)
         built = local / plan.target.rpartition("/")[2]
-        try:
+        with disk_full_as_enospc(local):
             _build(local, built, plan, parts=gdal_path(plan.tmpdir))
-        except Exception as exc:
-            full = disk_full_error(local, exc)
-            if full is not None:
-                raise full from exc
-            raise
         if not plan.overwrite and remote_exists(plan.target):
             raise OutputError(
                 f"The COG {plan.target!r} appeared while it was being written. Pass "
@@ -218,16 +213,12 @@ def _finalize(parts: Sequence[Sequence[str]], plan: _Plan) -> str:
     tmpdir = Path(plan.tmpdir)
     target = Path(plan.target)
     try:
-        present = {p.name for p in tmpdir.iterdir() if p.is_file()}
-        _missing_parts(parts, plan, present)
-        built = tmpdir / target.name
-        _build(tmpdir, built, plan)
-        replace_path(built, target, overwrite=plan.overwrite, what="COG")
-    except Exception as exc:
-        full = disk_full_error(tmpdir, exc)
-        if full is not None:
-            raise full from exc
-        raise
+        with disk_full_as_enospc(tmpdir):
+            present = {p.name for p in tmpdir.iterdir() if p.is_file()}
+            _missing_parts(parts, plan, present)
+            built = tmpdir / target.name
+            _build(tmpdir, built, plan)
+            replace_path(built, target, overwrite=plan.overwrite, what="COG")
     finally:
         remove_path(tmpdir)
     return str(target)
