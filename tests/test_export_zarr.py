@@ -15,7 +15,7 @@ import zarr
 
 from geoembed.errors import OutputError
 from geoembed.export import missing_chunks, verify, write_zarr
-from geoembed.export.zarr import _write_chunk
+from geoembed.export.zarr import _array_metadata, _write_chunk
 from geoembed.schema import map_like
 from geoembed.testing import make_field, raise_if_dask_computes
 
@@ -99,7 +99,8 @@ def test_chunk_writes_are_idempotent(tmp_path: Path) -> None:
     files = _chunk_files(out, "class")
     before = [f.read_bytes() for f in files]
     block = da.data.blocks[1, 2].compute()
-    _write_chunk(block, str(out), "class", (1, 2))  # a task that Dask re-ran
+    meta = _array_metadata(str(out), ["class"])["class"]
+    _write_chunk(block, str(out), "class", (1, 2), meta)  # a task that Dask re-ran
     assert [f.read_bytes() for f in files] == before
 
 

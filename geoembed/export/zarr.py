@@ -213,22 +213,19 @@ def _open_known(store: str, name: str, metadata: Any) -> Any:
 
 
 def _write_chunk(
-    block: np.ndarray, store: str, name: str, index: tuple[int, ...], metadata: Any = None
+    block: np.ndarray, store: str, name: str, index: tuple[int, ...], metadata: Any
 ) -> tuple[str, tuple[int, ...], int]:
     """Write one whole, aligned chunk (idempotent: the same block gives the same bytes).
 
-    ``metadata`` is the array's zarr metadata (read once by the client) so that the task
-    sends the chunk and nothing else; without it the array is opened from the store.
+    ``metadata`` is the array's zarr metadata (:func:`_array_metadata`, read once by the
+    client) so that the task sends the chunk and nothing else.
 
     Returns
     -------
     (str, tuple of int, int)
         Array name, chunk index and CRC-32 of the chunk's values, for the manifest.
     """
-    if metadata is None:
-        arr = _open_for_write(store, name)
-    else:
-        arr = _open_known(store, name, metadata)
+    arr = _open_known(store, name, metadata)
     values = np.asarray(block, dtype=arr.dtype)
     arr[chunk_slices(index, arr)] = values
     return name, tuple(int(i) for i in index), chunk_crc32(values)
