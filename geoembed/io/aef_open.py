@@ -289,8 +289,9 @@ def _to_grid(
 ) -> xr.DataArray:
     """Resample fields of several zones onto one grid, nearest-neighbour (see module doc)."""
     from odc.geo.geobox import GeoBox
-    from odc.geo.xr import xr_reproject
     from pyproj import CRS
+
+    from geoembed.io.regrid import reproject_nearest
 
     target = CRS.from_user_input(crs)
     local = _bounds_in(bounds, target, given)
@@ -299,8 +300,7 @@ def _to_grid(
     fields = sorted(fields, key=lambda f: not target.equals(f.rio.crs))
     outs = []
     for f in fields:
-        moved = xr_reproject(f, geobox, resampling="nearest", dst_nodata=np.nan)
-        outs.append(moved.rename({d: n for d, n in zip(moved.dims[-2:], ("y", "x"))}))
+        outs.append(reproject_nearest(f, geobox))
     out = reduce(lambda a, b: a.combine_first(b), outs) if len(outs) > 1 else outs[0]
     out = out.drop_vars([c for c in out.coords if c not in ("band", "y", "x")])
     out.attrs = dict(fields[0].attrs)
