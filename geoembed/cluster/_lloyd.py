@@ -9,7 +9,9 @@ bit-identical whatever the chunking, worker count or reduction order.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from geoembed._compute import compute
 from geoembed.cluster._kernels import (
     BATCH,
     assign,
+    fixed_point,
     label_sums,
     prepare_columns,
     single_thread_blas,
@@ -37,10 +40,13 @@ __all__ = [
     "PASS_PIXELS",
     "LloydResult",
     "PassStats",
+    "Sample",
     "field_pass",
     "lloyd",
     "matrix_pass",
     "minibatch",
+    "sample_pass",
+    "sample_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,6 +221,83 @@ def matrix_pass(
             else float(x.shape[0])
         )
     return PassStats(sums=sums, counts=counts, scale=scale, sumsq=sumsq)
+
+
+@dataclass
+class Sample:
+    """An in-memory, already prepared sample, laid out for many passes.
+
+    ``x`` is ``(n, d)``; ``xt`` the same values ``(d, n)`` C-contiguous (the assign
+    kernel's fast layout); ``q`` the columns truncated to the fixed-point grid of
+    ``scale`` once (:func:`~geoembed.cluster._kernels.fixed_point`), so a pass only
+    assigns and adds. ``threads`` pieces of the sample are passed at once (labels are
+    per pixel and the sums exact integers: the same results as one piece).
+    """
+
+    x: np.ndarray
+    xt: np.ndarray
+    q: np.ndarray
+    scale: int
+    threads: int = 1
+
+    @classmethod
+    def of(cls, x: np.ndarray, scale: int, threads: int | None = None) -> Sample:
+        """Lay out the prepared ``(n, d)`` matrix ``x`` for passes on the grid ``scale``."""
+        xt = np.ascontiguousarray(x.T)
+        if threads is None:
+            threads = sample_threads(x.shape[0])
+        return cls(x=x, xt=xt, q=fixed_point(xt, scale), scale=scale, threads=threads)
+
+
+def sample_threads(n: int) -> int:
+    """Threads for a pass over an ``n``-pixel sample: the cores, one per 16384 pixels."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return int(max(1, min(cores, 8, n // PASS_PIXELS)))
+
+
+def _sample_piece(
+    sample: Sample, centers: np.ndarray, metric: str, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    k = centers.shape[0]
+    with single_thread_blas():
+        labels = assign(sample.xt[:, lo:hi], centers, metric, columns=True)
+        return label_sums(sample.q[:, lo:hi], labels, k, sample.scale, columns=True, truncated=True)
+
+
+def sample_pass(
+    sample: Sample,
+    centers: np.ndarray,
+    *,
+    metric: str,
+    sq_scale: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> PassStats:
+    """:func:`matrix_pass` over a :class:`Sample` (the same results), in pieces on ``pool``."""
+    n = sample.x.shape[0]
+    parts = sample.threads if pool is not None else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    pieces = list(zip(bounds[:-1], bounds[1:]))
+    if parts > 1 and pool is not None:
+        futures = [pool.submit(_sample_piece, sample, centers, metric, a, b) for a, b in pieces]
+        results = [f.result() for f in futures]
+    else:
+        results = [_sample_piece(sample, centers, metric, a, b) for a, b in pieces]
+    sums = results[0][0].copy()
+    counts = results[0][1].copy()
+    for s_, c_ in results[1:]:
+        sums += s_
+        counts += c_
+    sumsq = None
+    if sq_scale is not None:
+        sumsq = (
+            float(_sq_norm_fixed(sample.x, sq_scale)) * 2.0**-sq_scale
+            if metric != "cosine"
+            else float(n)
+        )
+    return PassStats(sums=sums, counts=counts, scale=sample.scale, sumsq=sumsq)
 
 
 def inertia_of(stats: PassStats, centers: np.ndarray, metric: str) -> float:
