@@ -8,6 +8,7 @@ bit-identical whatever the chunking, worker count or reduction order.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -32,8 +33,8 @@ from geoembed.cluster._kernels import (
 
 #: pixels of int8 codes decoded at once (64 bands: 1 MiB of float32, cache-sized)
 DECODE_PIXELS = 4096
-#: pixels per piece of a block in a Lloyd pass (64 bands: 4 MiB of float32)
-PASS_PIXELS = 16384
+#: pixels per piece of a block in a Lloyd pass (64 bands: 2 MiB of float32, L2-sized)
+PASS_PIXELS = 8192
 
 __all__ = [
     "DECODE_PIXELS",
@@ -279,7 +280,7 @@ def sample_pass(
     n = sample.x.shape[0]
     parts = sample.threads if pool is not None else 1
     bounds = [n * i // parts for i in range(parts + 1)]
-    pieces = list(zip(bounds[:-1], bounds[1:]))
+    pieces = list(itertools.pairwise(bounds))
     if parts > 1 and pool is not None:
         futures = [pool.submit(_sample_piece, sample, centers, metric, a, b) for a, b in pieces]
         results = [f.result() for f in futures]
