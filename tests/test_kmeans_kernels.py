@@ -165,6 +165,16 @@ def test_the_sample_pass_in_pieces_on_threads_equals_one_matrix_pass(metric):
         assert np.array_equal(res.sums, want.sums)
         assert np.array_equal(res.counts, want.counts)
         assert res.sumsq == want.sumsq
+    # later passes add only the pixels that moved (a few, then most, then none)
+    with ThreadPoolExecutor(3) as pool:
+        for step in (1e-3, 1e-2, 1.0, 0.0):
+            moved = prepare(
+                centers + step * rng.normal(size=centers.shape).astype(np.float32), metric
+            )
+            want = matrix_pass(x, moved, metric=metric, scale=scale)
+            got = sample_pass(sample, moved, metric=metric, pool=pool)
+            assert np.array_equal(got.sums, want.sums)
+            assert np.array_equal(got.counts, want.counts)
 
 
 def test_sampled_pixels_of_aef_codes_are_decoded_as_the_whole_chunk_would_be():

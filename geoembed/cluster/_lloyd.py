@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -35,6 +35,8 @@ from geoembed.cluster._kernels import (
 DECODE_PIXELS = 4096
 #: pixels per piece of a block in a Lloyd pass (64 bands: 2 MiB of float32, L2-sized)
 PASS_PIXELS = 8192
+#: sample pixels per thread of a sample pass, at least (below: fewer threads)
+SAMPLE_PIECE = 16384
 
 __all__ = [
     "DECODE_PIXELS",
@@ -232,7 +234,9 @@ class Sample:
     kernel's fast layout); ``q`` the columns truncated to the fixed-point grid of
     ``scale`` once (:func:`~geoembed.cluster._kernels.fixed_point`), so a pass only
     assigns and adds. ``threads`` pieces of the sample are passed at once (labels are
-    per pixel and the sums exact integers: the same results as one piece).
+    per pixel and the sums exact integers: the same results as one piece). Each piece
+    keeps its last labels and sums (``state``), and the next pass adds only the pixels
+    whose label changed: integer sums, so exactly the sums a full pass would give.
     """
 
     x: np.ndarray
@@ -240,6 +244,9 @@ class Sample:
     q: np.ndarray
     scale: int
     threads: int = 1
+    state: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def of(cls, x: np.ndarray, scale: int, threads: int | None = None) -> Sample:
@@ -251,21 +258,41 @@ class Sample:
 
 
 def sample_threads(n: int) -> int:
-    """Threads for a pass over an ``n``-pixel sample: the cores, one per 16384 pixels."""
+    """Threads for a pass over an ``n``-pixel sample.
+
+    The cores (at most 8), with at least :data:`SAMPLE_PIECE` pixels per thread.
+    """
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return int(max(1, min(cores, 8, n // PASS_PIXELS)))
+    return int(max(1, min(cores, 8, n // SAMPLE_PIECE)))
 
 
 def _sample_piece(
     sample: Sample, centers: np.ndarray, metric: str, lo: int, hi: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sums and counts of pixels ``lo:hi`` (from the last pass when few moved)."""
     k = centers.shape[0]
+    q = sample.q[:, lo:hi]
     with single_thread_blas():
         labels = assign(sample.xt[:, lo:hi], centers, metric, columns=True)
-        return label_sums(sample.q[:, lo:hi], labels, k, sample.scale, columns=True, truncated=True)
+        last = sample.state.get((lo, hi))
+        if last is None or last[1].shape[0] != k:
+            sums, counts = label_sums(q, labels, k, sample.scale, columns=True, truncated=True)
+        else:
+            old, sums, counts = last
+            moved = np.flatnonzero(labels != old)
+            if 2 * moved.size > labels.size:  # most moved: add them all again
+                sums, counts = label_sums(q, labels, k, sample.scale, columns=True, truncated=True)
+            elif moved.size:
+                qm = np.ascontiguousarray(q[:, moved])
+                add = label_sums(qm, labels[moved], k, sample.scale, columns=True, truncated=True)
+                sub = label_sums(qm, old[moved], k, sample.scale, columns=True, truncated=True)
+                sums = sums + add[0] - sub[0]
+                counts = counts + add[1] - sub[1]
+    sample.state[(lo, hi)] = (labels, sums, counts)
+    return sums, counts
 
 
 def sample_pass(
