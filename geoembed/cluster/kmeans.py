@@ -399,7 +399,18 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         ClusterCountError
             When ``n_clusters`` exceeds the number of distinct valid pixels (checked on
             the sample, before any full pass).
+
+        Notes
+        -----
+        BLAS runs one thread per task for the whole fit (as it does inside every task):
+        releasing the limit between passes and taking it again before the next one made
+        a fit many times slower on a loaded machine.
         """
+        with single_thread_blas():
+            return self._fit(X)
+
+    def _fit(self, X: Any) -> KMeans:
+        """Run :meth:`fit` (BLAS already limited to one thread per task)."""
         field = isinstance(X, xr.DataArray)
         if field:
             check_embedding(X, require_crs=False)
