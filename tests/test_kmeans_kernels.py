@@ -11,19 +11,25 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
+import dask.array as dsa
 import numpy as np
 import pytest
 
-from geoembed._aef_codes import decode_codes
+from geoembed._aef_codes import aef_codes_of, decode_codes, dequantize_block
 from geoembed.cluster import _kernels
+from geoembed.cluster._init import read_pixels
 from geoembed.cluster._kernels import (
     assign,
+    fixed_point,
     fixed_point_scale,
     label_sums,
     prepare,
     prepare_columns,
 )
+from geoembed.cluster._lloyd import Sample, matrix_pass, sample_pass
+from geoembed.io.aef import dequantize_aef
 
 
 def _codes(ny: int, nx: int, seed: int = 0) -> np.ndarray:
@@ -111,6 +117,78 @@ def test_sums_are_exact_whatever_the_layout_and_pieces(k):
     half = label_sums(x[:, :33_333], labels[:33_333], k, scale, columns=True)[0]
     rest = label_sums(x[:, 33_333:], labels[33_333:], k, scale, columns=True)[0]
     assert np.array_equal(half + rest, ref)
+
+
+@pytest.mark.parametrize("k", [1, 10, 300, _kernels._BINCOUNT_K + 1])
+def test_sums_equal_integer_arithmetic_on_either_path(k):
+    """By-band bincounts (and, above _BINCOUNT_K, the sorted groups) give the exact sums.
+
+    The reference adds the truncated fixed-point values as Python-exact int64; magnitudes
+    from 1e-3 to 30 and 70 000 pixels (more than one BATCH) exercise every bit.
+    """
+    rng = np.random.default_rng(k)
+    n = 70_000
+    x = (rng.normal(size=(n, 64)) * rng.choice([1e-3, 1.0, 30.0], size=(n, 1))).astype(np.float32)
+    labels = rng.integers(0, k, n)
+    scale = fixed_point_scale(n, float(np.abs(x).max()))
+    want = np.zeros((k, 64), dtype=np.int64)
+    np.add.at(want, labels, np.trunc(x.astype(np.float64) * 2.0**scale).astype(np.int64))
+    xt = np.ascontiguousarray(x.T)
+    got, counts = label_sums(xt, labels, k, scale, columns=True)
+    assert np.array_equal(got, want)
+    assert np.array_equal(counts, np.bincount(labels, minlength=k))
+    assert np.array_equal(label_sums(x, labels, k, scale)[0], want)
+    q = fixed_point(xt, scale)
+    assert np.array_equal(label_sums(q, labels, k, scale, columns=True, truncated=True)[0], want)
+
+
+def test_a_value_off_the_grid_still_raises():
+    x = np.ones((4, 10), dtype=np.float32)
+    x[2, 7] = 2.0**40
+    with pytest.raises(OverflowError, match="sample_size"):
+        label_sums(x, np.zeros(10, dtype=np.int64), 2, 0, columns=True)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_the_sample_pass_in_pieces_on_threads_equals_one_matrix_pass(metric):
+    rng = np.random.default_rng(5)
+    x = prepare(rng.normal(size=(40_000, 64)).astype(np.float32), metric)
+    centers = prepare(x[rng.choice(40_000, 12, replace=False)], metric)
+    scale = fixed_point_scale(10**6, float(np.abs(x).max()))
+    sq = fixed_point_scale(10**6, 64 * 8.0 * float(np.abs(x).max()) ** 2)
+    want = matrix_pass(x, centers, metric=metric, scale=scale, sq_scale=sq)
+    sample = Sample.of(x, scale, threads=3)
+    with ThreadPoolExecutor(3) as pool:
+        got = sample_pass(sample, centers, metric=metric, sq_scale=sq, pool=pool)
+    alone = sample_pass(sample, centers, metric=metric, sq_scale=sq)
+    for res in (got, alone):
+        assert np.array_equal(res.sums, want.sums)
+        assert np.array_equal(res.counts, want.counts)
+        assert res.sumsq == want.sumsq
+    # later passes add only the pixels that moved (a few, then most, then none)
+    with ThreadPoolExecutor(3) as pool:
+        for step in (1e-3, 1e-2, 1.0, 0.0):
+            moved = prepare(
+                centers + step * rng.normal(size=centers.shape).astype(np.float32), metric
+            )
+            want = matrix_pass(x, moved, metric=metric, scale=scale)
+            got = sample_pass(sample, moved, metric=metric, pool=pool)
+            assert np.array_equal(got.sums, want.sums)
+            assert np.array_equal(got.counts, want.counts)
+
+
+def test_sampled_pixels_of_aef_codes_are_decoded_as_the_whole_chunk_would_be():
+    codes = _codes(60, 70)
+    field = dequantize_aef(dsa.from_array(codes, chunks=(-1, 32, 32)))
+    assert aef_codes_of(field) is not None  # the codes path is taken
+    decoded_first = dsa.from_array(dequantize_block(codes, axis=0), chunks=(-1, 32, 32))
+    index = np.sort(np.random.default_rng(0).choice(60 * 70, 900, replace=False))
+    index = np.union1d(index, [3 * 70 + 4, 5 * 70 + 6])  # the masked pixels
+    got = read_pixels(field, index)
+    want = read_pixels(decoded_first, index)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)  # NaN where masked, in every band
+    assert np.isnan(got[np.searchsorted(index, 5 * 70 + 6)]).all()
 
 
 def test_the_thread_guard_limits_a_blas_loaded_after_its_first_use():

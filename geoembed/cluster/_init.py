@@ -14,6 +14,7 @@ import dask
 import dask.array as dsa
 import numpy as np
 
+from geoembed._aef_codes import aef_codes_of, dequantize_block
 from geoembed._compute import compute
 from geoembed.cluster._kernels import prepare
 
@@ -63,6 +64,11 @@ def _take(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(block)[:, rows, cols].T, dtype=np.float32)
 
 
+def _take_codes(block: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`_take` on a block of AEF codes: only the taken pixels are decoded (same bits)."""
+    return np.ascontiguousarray(dequantize_block(np.asarray(block)[:, rows, cols], axis=0).T)
+
+
 def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
     """Read the vectors at sorted flat pixel indices, touching only their chunks.
 
@@ -77,7 +83,13 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         ``(len(index), band)`` float32, in the order of ``index`` (NaN rows kept).
+
+    A lazily de-quantized AEF field is read as its int8 codes and only the taken
+    pixels are decoded (the values :func:`dequantize_block` gives the whole chunk).
     """
+    codes = aef_codes_of(data)
+    take = _take if codes is None else _take_codes
+    source = data if codes is None else codes
     width = data.shape[2]
     rows = index // width
     cols = index % width
@@ -89,13 +101,13 @@ def read_pixels(data: dsa.Array, index: np.ndarray) -> np.ndarray:
     order = np.argsort(block_id, kind="stable")
     ids, starts = np.unique(block_id[order], return_index=True)
     stops = np.r_[starts[1:], len(order)]
-    blocks = data.to_delayed(optimize_graph=True)
+    blocks = source.to_delayed(optimize_graph=True)
     tasks = []
     for bid, s0, s1 in zip(ids, starts, stops):
         sel = order[s0:s1]
         iy, ix = divmod(int(bid), len(data.chunks[2]))
         tasks.append(
-            dask.delayed(_take, pure=True)(
+            dask.delayed(take, pure=True)(
                 blocks[0, iy, ix], rows[sel] - ybounds[iy], cols[sel] - xbounds[ix]
             )
         )

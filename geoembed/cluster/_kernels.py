@@ -26,6 +26,7 @@ __all__ = [
     "BATCH",
     "assign",
     "exact_distances",
+    "fixed_point",
     "fixed_point_scale",
     "label_sums",
     "prepare",
@@ -303,44 +304,73 @@ def fixed_point_scale(n_pixels: int, max_abs: float) -> int:
     return int(min(62 - total_bits - bound_bits, 53 - batch_bits - bound_bits))
 
 
+#: clusters up to which :func:`label_sums` adds by band with ``np.bincount`` (above: a sort)
+_BINCOUNT_K = 2048
+
+
+def fixed_point(x: np.ndarray, scale: int) -> np.ndarray:
+    """Values truncated to the fixed-point grid ``2**-scale`` (float32, exact).
+
+    A power-of-two scaling and a truncation, both exact in float32. Raises
+    :class:`OverflowError` when a value is too large for the exact sums of
+    :func:`label_sums` (at least ``2**(53 - log2 BATCH)`` grid units).
+    """
+    q = x * np.float32(2.0**scale)
+    np.trunc(q, out=q)
+    limit = np.float32(2.0 ** (53 - int(np.ceil(np.log2(BATCH)))))
+    if q.size and max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
+        raise OverflowError(
+            "a pixel value is far larger than any in the initial sample; "
+            "increase sample_size so that the sample sees the field's range"
+        )
+    return q
+
+
 def label_sums(
-    x: np.ndarray, labels: np.ndarray, k: int, scale: int, *, columns: bool = False
+    x: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    scale: int,
+    *,
+    columns: bool = False,
+    truncated: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-cluster sums (int64, units of ``2**-scale``) and counts.
 
-    Values are truncated to the fixed-point grid (exactly, in float32: a power-of-two
-    scaling and a truncation), rows are grouped by label with a stable radix sort, and
-    each group is summed in float64 (``np.add.reduce`` over contiguous rows), which is
-    exact because every partial sum is an integer below ``2**53``. The result does not
-    depend on the order of the rows. ``columns=True`` takes a ``(d, n)`` block.
+    Values are truncated to the fixed-point grid (:func:`fixed_point`), then summed by
+    label in float64, :data:`BATCH` pixels at a time: every term and every partial sum
+    is an integer below ``2**53``, so each sum is exact whatever the order of the
+    additions, and the result does not depend on the order (or the grouping) of the
+    pixels. Up to :data:`_BINCOUNT_K` clusters the sums are ``np.bincount`` by band;
+    above, the rows are grouped by label with a stable sort and each group is summed.
+    ``columns=True`` takes a ``(d, n)`` block; ``truncated=True`` says ``x`` already
+    holds :func:`fixed_point` values (a sample reused over many passes).
     """
     d = x.shape[0] if columns else x.shape[1]
     n = x.shape[1] if columns else x.shape[0]
     sums = np.zeros((k, d), dtype=np.int64)
     counts = np.bincount(labels, minlength=k).astype(np.int64)
-    factor = np.float32(2.0**scale)
-    limit = np.float32(2.0 ** (53 - int(np.ceil(np.log2(BATCH)))))
-    small = labels.astype(np.uint16 if k <= 65535 else np.int64)
     for start in range(0, n, BATCH):
-        lab = small[start : start + BATCH]
+        lab = labels[start : start + BATCH]
         if lab.size == 0:
             continue
-        order = np.argsort(lab, kind="stable")
-        if columns:  # gather and transpose in one copy: (pixels, d) rows grouped by label
-            q = np.take(x[:, start : start + BATCH].T, order, axis=0)
-        else:
-            q = x[start : start + BATCH][order]
-        q *= factor
-        np.trunc(q, out=q)
-        if max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
-            raise OverflowError(
-                "a pixel value is far larger than any in the initial sample; "
-                "increase sample_size so that the sample sees the field's range"
-            )
-        ls = lab[order]
+        part = x[:, start : start + BATCH] if columns else x[start : start + BATCH]
+        q = part if truncated else fixed_point(part, scale)
+        if k == 1:
+            sums[0] += np.add.reduce(q, axis=1 if columns else 0, dtype=np.float64).astype(np.int64)
+            continue
+        if k <= _BINCOUNT_K:
+            bands = q if columns else np.ascontiguousarray(q.T)
+            for j in range(d):
+                sums[:, j] += np.bincount(lab, weights=bands[j], minlength=k).astype(np.int64)
+            continue
+        small = lab.astype(np.uint16 if k <= 65535 else np.int64)
+        order = np.argsort(small, kind="stable")
+        rows = np.take(q.T if columns else q, order, axis=0)
+        ls = small[order]
         bounds = np.r_[np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]]), ls.size]
-        part = np.empty(d, dtype=np.float64)
+        acc = np.empty(d, dtype=np.float64)
         for s0, s1 in itertools.pairwise(bounds):
-            np.add.reduce(q[s0:s1], axis=0, dtype=np.float64, out=part)
-            sums[int(ls[s0])] += part.astype(np.int64)
+            np.add.reduce(rows[s0:s1], axis=0, dtype=np.float64, out=acc)
+            sums[int(ls[s0])] += acc.astype(np.int64)
     return sums, counts

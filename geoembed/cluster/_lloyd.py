@@ -8,9 +8,12 @@ bit-identical whatever the chunking, worker count or reduction order.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import dask
@@ -22,6 +25,7 @@ from geoembed._compute import compute
 from geoembed.cluster._kernels import (
     BATCH,
     assign,
+    fixed_point,
     label_sums,
     prepare_columns,
     single_thread_blas,
@@ -29,18 +33,23 @@ from geoembed.cluster._kernels import (
 
 #: pixels of int8 codes decoded at once (64 bands: 1 MiB of float32, cache-sized)
 DECODE_PIXELS = 4096
-#: pixels per piece of a block in a Lloyd pass (64 bands: 4 MiB of float32)
-PASS_PIXELS = 16384
+#: pixels per piece of a block in a Lloyd pass (64 bands: 2 MiB of float32, L2-sized)
+PASS_PIXELS = 8192
+#: sample pixels per thread of a sample pass, at least (below: fewer threads)
+SAMPLE_PIECE = 16384
 
 __all__ = [
     "DECODE_PIXELS",
     "PASS_PIXELS",
     "LloydResult",
     "PassStats",
+    "Sample",
     "field_pass",
     "lloyd",
     "matrix_pass",
     "minibatch",
+    "sample_pass",
+    "sample_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,6 +224,108 @@ def matrix_pass(
             else float(x.shape[0])
         )
     return PassStats(sums=sums, counts=counts, scale=scale, sumsq=sumsq)
+
+
+@dataclass
+class Sample:
+    """An in-memory, already prepared sample, laid out for many passes.
+
+    ``x`` is ``(n, d)``; ``xt`` the same values ``(d, n)`` C-contiguous (the assign
+    kernel's fast layout); ``q`` the columns truncated to the fixed-point grid of
+    ``scale`` once (:func:`~geoembed.cluster._kernels.fixed_point`), so a pass only
+    assigns and adds. ``threads`` pieces of the sample are passed at once (labels are
+    per pixel and the sums exact integers: the same results as one piece). Each piece
+    keeps its last labels and sums (``state``), and the next pass adds only the pixels
+    whose label changed: integer sums, so exactly the sums a full pass would give.
+    """
+
+    x: np.ndarray
+    xt: np.ndarray
+    q: np.ndarray
+    scale: int
+    threads: int = 1
+    state: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict
+    )
+
+    @classmethod
+    def of(cls, x: np.ndarray, scale: int, threads: int | None = None) -> Sample:
+        """Lay out the prepared ``(n, d)`` matrix ``x`` for passes on the grid ``scale``."""
+        xt = np.ascontiguousarray(x.T)
+        if threads is None:
+            threads = sample_threads(x.shape[0])
+        return cls(x=x, xt=xt, q=fixed_point(xt, scale), scale=scale, threads=threads)
+
+
+def sample_threads(n: int) -> int:
+    """Threads for a pass over an ``n``-pixel sample.
+
+    The cores (at most 8), with at least :data:`SAMPLE_PIECE` pixels per thread.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return int(max(1, min(cores, 8, n // SAMPLE_PIECE)))
+
+
+def _sample_piece(
+    sample: Sample, centers: np.ndarray, metric: str, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sums and counts of pixels ``lo:hi`` (from the last pass when few moved)."""
+    k = centers.shape[0]
+    q = sample.q[:, lo:hi]
+    with single_thread_blas():
+        labels = assign(sample.xt[:, lo:hi], centers, metric, columns=True)
+        last = sample.state.get((lo, hi))
+        if last is None or last[1].shape[0] != k:
+            sums, counts = label_sums(q, labels, k, sample.scale, columns=True, truncated=True)
+        else:
+            old, sums, counts = last
+            moved = np.flatnonzero(labels != old)
+            if 2 * moved.size > labels.size:  # most moved: add them all again
+                sums, counts = label_sums(q, labels, k, sample.scale, columns=True, truncated=True)
+            elif moved.size:
+                qm = np.ascontiguousarray(q[:, moved])
+                add = label_sums(qm, labels[moved], k, sample.scale, columns=True, truncated=True)
+                sub = label_sums(qm, old[moved], k, sample.scale, columns=True, truncated=True)
+                sums = sums + add[0] - sub[0]
+                counts = counts + add[1] - sub[1]
+    sample.state[(lo, hi)] = (labels, sums, counts)
+    return sums, counts
+
+
+def sample_pass(
+    sample: Sample,
+    centers: np.ndarray,
+    *,
+    metric: str,
+    sq_scale: int | None = None,
+    pool: ThreadPoolExecutor | None = None,
+) -> PassStats:
+    """:func:`matrix_pass` over a :class:`Sample` (the same results), in pieces on ``pool``."""
+    n = sample.x.shape[0]
+    parts = sample.threads if pool is not None else 1
+    bounds = [n * i // parts for i in range(parts + 1)]
+    pieces = list(itertools.pairwise(bounds))
+    if parts > 1 and pool is not None:
+        futures = [pool.submit(_sample_piece, sample, centers, metric, a, b) for a, b in pieces]
+        results = [f.result() for f in futures]
+    else:
+        results = [_sample_piece(sample, centers, metric, a, b) for a, b in pieces]
+    sums = results[0][0].copy()
+    counts = results[0][1].copy()
+    for s_, c_ in results[1:]:
+        sums += s_
+        counts += c_
+    sumsq = None
+    if sq_scale is not None:
+        sumsq = (
+            float(_sq_norm_fixed(sample.x, sq_scale)) * 2.0**-sq_scale
+            if metric != "cosine"
+            else float(n)
+        )
+    return PassStats(sums=sums, counts=counts, scale=sample.scale, sumsq=sumsq)
 
 
 def inertia_of(stats: PassStats, centers: np.ndarray, metric: str) -> float:

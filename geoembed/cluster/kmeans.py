@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -30,10 +33,11 @@ from geoembed.cluster._kernels import (
 )
 from geoembed.cluster._lloyd import (
     LloydResult,
+    Sample,
     field_pass,
     lloyd,
-    matrix_pass,
     minibatch,
+    sample_pass,
 )
 from geoembed.errors import (
     BandMismatchError,
@@ -395,7 +399,18 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         ClusterCountError
             When ``n_clusters`` exceeds the number of distinct valid pixels (checked on
             the sample, before any full pass).
+
+        Notes
+        -----
+        BLAS runs one thread per task for the whole fit (as it does inside every task):
+        releasing the limit between passes and taking it again before the next one made
+        a fit many times slower on a loaded machine.
         """
+        with single_thread_blas():
+            return self._fit(X)
+
+    def _fit(self, X: Any) -> KMeans:
+        """Run :meth:`fit` (BLAS already limited to one thread per task)."""
         field = isinstance(X, xr.DataArray)
         if field:
             check_embedding(X, require_crs=False)
@@ -426,38 +441,20 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         tol = float(self.tol) * float(np.mean(np.var(xs.astype(np.float64), axis=0)))
         max_iter = self._default_iter()
 
-        xs_cols = np.ascontiguousarray(xs.T)  # the assign kernel's fast layout
+        layout = Sample.of(xs, scale)  # the assign kernel's layout, truncated sums once
+        with contextlib.ExitStack() as stack:
+            threads = None
+            if layout.threads > 1:
+                threads = stack.enter_context(ThreadPoolExecutor(layout.threads))
 
-        def sample_pass(c: np.ndarray, want: bool) -> Any:
-            return matrix_pass(
-                xs, c, metric=metric, scale=scale, sq_scale=sq_scale if want else None, xt=xs_cols
-            )
-
-        if isinstance(self.init, str):
-            best: LloydResult | None = None
-            sample_iter = max_iter if self.mode == "sample" else int(self.sample_max_iter)
-            if self.n_init == "auto":
-                n_init = int(np.clip(5e5 // max(xs.shape[0] * k, 1), 1, 10))
-            else:
-                n_init = max(int(self.n_init), 1)
-            for run in range(n_init):
-                rng = np.random.default_rng([seed, STREAM_INIT, run])
-                with single_thread_blas():
-                    c0 = kmeans_plusplus(xs, k, rng, metric)
-                res = lloyd(sample_pass, c0, metric=metric, max_iter=sample_iter, tol=tol, pool=xs)
-                if best is None or res.inertia < best.inertia:
-                    best = res
-            assert best is not None
-            centers, result = best.centers, best
-        else:
-            centers = prepare(np.asarray(self.init, dtype=np.float32), metric)
-            result = LloydResult(centers, float("inf"), 0, False, np.zeros(k, dtype=np.int64))
-            if self.mode == "sample":
-                result = lloyd(
-                    sample_pass, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs
+            def on_sample(c: np.ndarray, want: bool) -> Any:
+                return sample_pass(
+                    layout, c, metric=metric, sq_scale=sq_scale if want else None, pool=threads
                 )
-                centers = result.centers
 
+            centers, result = self._refine_sample(xs, on_sample, k, seed, metric, tol, max_iter)
+            if self.mode == "minibatch":
+                result = self._minibatch(data, xs, on_sample, centers, seed, metric, tol, max_iter)
         if self.mode == "lloyd":
 
             def full_pass(c: np.ndarray, want: bool) -> Any:
@@ -475,19 +472,6 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
                 inertia_tol=float(self.inertia_tol),
                 progress_label="KMeans passes",
             )
-        elif self.mode == "minibatch":
-            window = 128
-            n_windows = max(1, -(-int(self.batch_size) // (window * window)))
-
-            def draw(step: int) -> np.ndarray:
-                rng = np.random.default_rng([seed, STREAM_BATCH, step])
-                return prepare(windows_sample(data, n_windows, window, rng), metric)
-
-            result = minibatch(draw, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
-            stats = sample_pass(result.centers, True)
-            from geoembed.cluster._lloyd import inertia_of
-
-            result.inertia = inertia_of(stats, result.centers, metric)
         self.cluster_centers_ = result.centers.astype(np.float32)
         self.inertia_ = float(result.inertia)
         self.n_iter_ = int(result.n_iter)
@@ -499,6 +483,69 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):  # type: ignore[mis
         if not field:
             self.labels_ = _predict_pixels(X, self.cluster_centers_, metric=metric)
         return self
+
+    def _refine_sample(
+        self,
+        xs: np.ndarray,
+        on_sample: Callable[[np.ndarray, bool], Any],
+        k: int,
+        seed: int,
+        metric: str,
+        tol: float,
+        max_iter: int,
+    ) -> tuple[np.ndarray, LloydResult]:
+        """Seed (k-means++, ``n_init`` restarts) and refine on the sample; or take ``init``."""
+        if isinstance(self.init, str):
+            best: LloydResult | None = None
+            sample_iter = max_iter if self.mode == "sample" else int(self.sample_max_iter)
+            if self.n_init == "auto":
+                n_init = int(np.clip(5e5 // max(xs.shape[0] * k, 1), 1, 10))
+            else:
+                n_init = max(int(self.n_init), 1)
+            for run in range(n_init):
+                rng = np.random.default_rng([seed, STREAM_INIT, run])
+                with single_thread_blas():
+                    c0 = kmeans_plusplus(xs, k, rng, metric)
+                res = lloyd(on_sample, c0, metric=metric, max_iter=sample_iter, tol=tol, pool=xs)
+                if best is None or res.inertia < best.inertia:
+                    best = res
+            assert best is not None
+            centers, result = best.centers, best
+        else:
+            centers = prepare(np.asarray(self.init, dtype=np.float32), metric)
+            result = LloydResult(centers, float("inf"), 0, False, np.zeros(k, dtype=np.int64))
+            if self.mode == "sample":
+                result = lloyd(
+                    on_sample, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs
+                )
+                centers = result.centers
+        return centers, result
+
+    def _minibatch(
+        self,
+        data: dsa.Array,
+        xs: np.ndarray,
+        on_sample: Callable[[np.ndarray, bool], Any],
+        centers: np.ndarray,
+        seed: int,
+        metric: str,
+        tol: float,
+        max_iter: int,
+    ) -> LloydResult:
+        """Mini-batch refinement on random windows; inertia measured on the sample."""
+        window = 128
+        n_windows = max(1, -(-int(self.batch_size) // (window * window)))
+
+        def draw(step: int) -> np.ndarray:
+            rng = np.random.default_rng([seed, STREAM_BATCH, step])
+            return prepare(windows_sample(data, n_windows, window, rng), metric)
+
+        result = minibatch(draw, centers, metric=metric, max_iter=max_iter, tol=tol, pool=xs)
+        stats = on_sample(result.centers, True)
+        from geoembed.cluster._lloyd import inertia_of
+
+        result.inertia = inertia_of(stats, result.centers, metric)
+        return result
 
     @staticmethod
     def _check_distinct(xs: np.ndarray, k: int, complete: bool, drawn: int) -> None:
