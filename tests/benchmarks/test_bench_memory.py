@@ -67,8 +67,8 @@ bit-identical, measured on 2 workers under load 12-17, one run each):
 
 * every window part of an input block made a dependency of the output block that
   takes its largest part (so the block dies with that task): replay 13 -> 6 at 3072^2,
-  but RSS 1145-1268 MiB at 9.4e6 px (main 1207): on a cluster the parts are cut early
-  anyway.
+  but RSS 1145-1268 MiB at 9.4e6 px (main 1207) and 1484 at 2.6e7 (main 1601; 808 /
+  871 at 1e6): on a cluster the parts are cut early anyway.
 * output blocks aligned the other way (thin strips from the lower/right neighbours):
   replay 24 / 52 at 3072^2 / 5120^2, worse (Dask's order is backward within a group
   but forward between groups, so either direction meets the wrong one).
