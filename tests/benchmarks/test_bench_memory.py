@@ -53,6 +53,35 @@ stays whole until the parts for the next block row are cut, unless the window pa
 share their input block's priority. On 1 worker (1 run each) the annotated order meets
 the target (936 -> 986 MiB, +5 %; default 973 -> 1297, +33 %): the rest of the growth on
 2 workers is probably blocks waiting for window parts cut on the other worker (not verified).
+
+What a worker holds (a scheduler-side sampler of ``worker.data`` every 0.2 s, 3072^2 px,
+2 workers): at most 3 input blocks as keys, but 6-9 window parts that are views, each
+keeping a whole 64 MiB input block alive (about 450 MiB per worker): on a distributed
+cluster the window parts are cut as soon as their input block exists, and what waits
+is the large part of a block whose output block still lacks a neighbour's thin strip.
+``tests/_order_replay.py`` counts these (a serial replay of ``dask.order`` that treats
+such views as holding their block; ``tests/test_infer_order.py`` is a strict xfail on
+it): 4, 13 and 27 input blocks at 1024^2, 3072^2 and 5120^2 px, with a reduction or
+with one leaf per block (a store) alike. Graph changes tried and dropped (outputs
+bit-identical, measured on 2 workers under load 12-17, one run each):
+
+* every window part of an input block made a dependency of the output block that
+  takes its largest part (so the block dies with that task): replay 13 -> 6 at 3072^2,
+  but RSS 1145-1268 MiB at 9.4e6 px (main 1207) and 1484 at 2.6e7 (main 1601; 808 /
+  871 at 1e6): on a cluster the parts are cut early anyway.
+* output blocks aligned the other way (thin strips from the lower/right neighbours):
+  replay 24 / 52 at 3072^2 / 5120^2, worse (Dask's order is backward within a group
+  but forward between groups, so either direction meets the wrong one).
+* a wavefront: the window parts of input block (a, b) wait for a token of the output
+  blocks owning (a - 1, b) and (a, b - 1). Replay with root tasks taken only when
+  nothing else is ready (root-task queuing): 2 blocks at any size; measured 885 ->
+  1140 MiB (+29 %) at 9.4e6 px: the workers, short of ready work, pull queued input
+  blocks ahead of the wavefront. Re-keying the input blocks behind the same gates
+  (inlining the field's chunk task) puts every task on one worker (the gates' data
+  lives there): 814 -> 1153 / 1635 MiB at 9.4e6 / 2.6e7 px. Both also limit the
+  parallelism to an anti-diagonal of blocks.
+* dummy tasks that give row-major blocks more dependencies (``dask.order`` breaks ties
+  by the number of dependencies): replay 11 / 18, and 24 / 46 with one leaf per block.
 """
 
 from __future__ import annotations
