@@ -7,9 +7,8 @@ Messages name the offending input and say how to fix it.
 
 from __future__ import annotations
 
-from typing import Any
-
-from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+import threading
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "BandMismatchError",
@@ -99,10 +98,6 @@ class ModelError(GeoembedError, ValueError):
     """A model that does not match the field or cannot be loaded."""
 
 
-class NotFittedError(ModelError, _SklearnNotFittedError):  # type: ignore[misc]
-    """A model used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
-
-
 class UnsafeModelError(ModelError):
     """A model format that can execute code on load (pickle) without an explicit opt-in."""
 
@@ -184,3 +179,34 @@ def require(module: str, *, extra: str, feature: str, package: str | None = None
         return importlib.import_module(module)
     except ImportError as exc:
         raise MissingDependencyError(package or module, extra, feature) from exc
+
+
+_NOT_FITTED_LOCK = threading.Lock()
+_NOT_FITTED_DOC = "A model used before ``fit`` (also scikit-learn's ``NotFittedError``)."
+
+if TYPE_CHECKING:
+    from sklearn.exceptions import NotFittedError as _SklearnNotFittedError
+
+    class NotFittedError(ModelError, _SklearnNotFittedError):  # type: ignore[misc]
+        """A model used before ``fit`` (also scikit-learn's ``NotFittedError``)."""
+
+else:
+
+    def __getattr__(name: str) -> Any:
+        """Build :class:`NotFittedError` on first use.
+
+        It derives from scikit-learn's ``NotFittedError`` (so ``except`` clauses written
+        for scikit-learn catch it), and importing scikit-learn costs about a second per
+        process: the CLI, every Dask worker and ``import geoembed`` would pay it even
+        for jobs that never fit a model.
+        """
+        if name != "NotFittedError":
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from sklearn.exceptions import NotFittedError as base
+
+        with _NOT_FITTED_LOCK:  # one class, even when two threads ask at once
+            if "NotFittedError" not in globals():
+                cls = type("NotFittedError", (ModelError, base), {"__doc__": _NOT_FITTED_DOC})
+                cls.__module__ = __name__
+                globals()["NotFittedError"] = cls
+        return globals()["NotFittedError"]

@@ -138,3 +138,23 @@ def test_importing_the_domain_packages_warns_nothing() -> None:
         timeout=120,
     )
     assert res.returncode == 0, res.stderr
+
+
+def test_the_cli_and_the_package_start_without_scikit_learn() -> None:
+    """``import geoembed`` / ``geoembed.cli`` leave scikit-learn to the commands that fit.
+
+    Every CLI call and every Dask worker process imports the package; scikit-learn
+    alone costs about a second there. Its ``NotFittedError`` base is still honoured.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, geoembed, geoembed.cli, geoembed.errors as e\n"
+        "assert 'sklearn' not in sys.modules, 'sklearn imported at start-up'\n"
+        "from sklearn.exceptions import NotFittedError as base\n"
+        "assert all(issubclass(e.NotFittedError, c) for c in (base, e.ModelError, ValueError))\n"
+        "assert e.NotFittedError is e.NotFittedError\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
