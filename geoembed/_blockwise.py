@@ -22,7 +22,7 @@ import dask.array as dsa
 import numpy as np
 import xarray as xr
 
-from geoembed._aef_codes import aef_codes_of
+from geoembed._aef_codes import AEF_NODATA, aef_codes_of, decode_codes
 from geoembed.schema import check_embedding, map_like
 
 __all__ = ["map_pixels", "valid_pixel_mask"]
@@ -35,6 +35,13 @@ def valid_pixel_mask(block: np.ndarray) -> np.ndarray:
     return ~np.isnan(block).any(axis=0)
 
 
+def _vectors(rows: np.ndarray, codes: bool) -> np.ndarray:
+    """``rows`` as a C-contiguous float32 ``(n, band)`` array; int8 codes are decoded."""
+    if codes:
+        return decode_codes(rows, out=np.empty(rows.shape, np.float32))
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
 def _apply_block(
     block: np.ndarray,
     *args: Any,
@@ -45,13 +52,14 @@ def _apply_block(
 ) -> np.ndarray:
     nb, ny, nx = block.shape
     flat = block.reshape(nb, ny * nx)
-    valid = ~np.isnan(flat).any(axis=0)
+    codes = flat.dtype == np.int8  # AEF codes (map_pixels(aef_codes=True)): decoded here
+    valid = ~(flat == AEF_NODATA).any(axis=0) if codes else ~np.isnan(flat).any(axis=0)
     out = np.full((n_out, ny * nx), fill, dtype=out_dtype)
     if valid.all():  # no nodata: one transposing copy instead of a mask + copy
-        res = np.asarray(pixel_func(np.ascontiguousarray(flat.T, dtype=np.float32), *args))
+        res = np.asarray(pixel_func(_vectors(flat.T, codes), *args))
         out[:] = (res[:, None] if res.ndim == 1 else res).T
     elif valid.any():
-        vectors = np.ascontiguousarray(flat[:, valid].T, dtype=np.float32)
+        vectors = _vectors(flat[:, valid].T, codes)
         res = np.asarray(pixel_func(vectors, *args))
         if res.ndim == 1:
             res = res[:, None]
@@ -89,7 +97,8 @@ def _apply_block_tiled(
     (gy0, _), (gx0, _) = block_info[0]["array-location"][1:]
     th, tw = tile
     out = np.full((n_out, ny, nx), fill, dtype=out_dtype)
-    valid = ~np.isnan(block).any(axis=0)
+    codes = block.dtype == np.int8  # AEF codes (map_pixels(aef_codes=True)): decoded here
+    valid = ~(block == AEF_NODATA).any(axis=0) if codes else ~np.isnan(block).any(axis=0)
     if not valid.any():
         return out
     batch = np.zeros((th, tw, nb), np.float32)
@@ -103,7 +112,10 @@ def _apply_block_tiled(
                 continue
             batch[:] = 0.0
             sub = batch[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
-            sub[...] = np.moveaxis(block[:, ly, lx], 0, -1)
+            if codes:  # decoded straight into the tile batch (cache-sized)
+                decode_codes(np.moveaxis(block[:, ly, lx], 0, -1), out=sub)
+            else:
+                sub[...] = np.moveaxis(block[:, ly, lx], 0, -1)
             sub[~v] = 0.0
             res = np.asarray(pixel_func(batch.reshape(th * tw, nb), *args))
             res = res.reshape(th, tw, -1)[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
@@ -160,9 +172,12 @@ def map_pixels(
         valid pixels (``fill`` is written at the others). For kernels that read the
         bands in place and detect nodata themselves.
     aef_codes : bool, default False
-        With ``band_major``: if the field is the lazy de-quantization of AEF int8 codes
-        (:func:`geoembed._aef_codes.aef_codes_of`), ``func`` receives the int8 codes and
-        decodes them itself; the float32 field is then never materialised.
+        If the field is the lazy de-quantization of AEF int8 codes
+        (:func:`geoembed._aef_codes.aef_codes_of`), the tasks read the int8 codes and
+        decode them themselves, so the float32 field is never materialised as a Dask
+        array: with ``band_major`` ``func`` receives the codes and decodes them; otherwise
+        each block's valid pixels (or, with ``tile``, each tile) are decoded just before
+        ``func`` is called, to the same float32 values as the field's.
 
     Returns
     -------
@@ -178,7 +193,7 @@ def map_pixels(
     if tile is not None and band_major:
         raise ValueError("map_pixels: tile and band_major cannot be combined")
     kernel = _apply_block_bands if band_major else _apply_block
-    if band_major and aef_codes:
+    if aef_codes:
         codes = aef_codes_of(data)
         data = data if codes is None else codes
     out = dsa.map_blocks(

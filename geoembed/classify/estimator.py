@@ -220,6 +220,7 @@ def apply_estimator(
                 out_coords=classes,
                 name="probability",
                 tile=ESTIMATOR_TILE,
+                aef_codes=True,
             )
             return probability_map(field, out, class_names=classes, attrs={"estimator": name})
         out = map_pixels(
@@ -231,6 +232,7 @@ def apply_estimator(
             dtype=np.float32,
             name="class",
             tile=ESTIMATOR_TILE,
+            aef_codes=True,
         )
         return class_map(
             field, out.isel(output=0, drop=True), class_names=classes, attrs={"estimator": name}
@@ -250,6 +252,7 @@ def apply_estimator(
         dtype=np.float32,
         name="value",
         tile=ESTIMATOR_TILE,
+        aef_codes=True,
     )
     out.attrs.update(estimator=name)
     return out.isel(output=0, drop=True) if len(shape) == 1 else out

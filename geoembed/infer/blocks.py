@@ -5,7 +5,8 @@
 block as slices of the input blocks, cuts the tiles, normalises and NaN-fills them and
 runs them through a per-process cached session (:func:`_runner`). :func:`_classes_block`
 and :func:`_probs_to_uint8` turn the stacked scores into class maps and stored
-probabilities, block by block.
+probabilities, block by block. An AEF field opened by geoembed flows as its int8 codes:
+each task decodes the window it reads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from geoembed._aef_codes import aef_codes_of, dequantize_block
 from geoembed.infer.plan import InferencePlan
 from geoembed.infer.session import get_session
 from geoembed.infer.tiling import (
@@ -82,6 +84,8 @@ def _block(
     field pixel its tiles read), row by row; ``origin`` is the window's first field pixel
     and ``region`` the field pixels the block produces.
     """
+    if pieces[0][0].dtype == np.int8:  # AEF codes: decoded here, as the field would be
+        pieces = [[dequantize_block(p, axis=0) for p in row] for row in pieces]
     x = Window(pieces)  # tiles are cut from the parts: the window is never joined
     (y0, y1), (x0, x1) = region
     s = plan.stride
@@ -172,7 +176,10 @@ def _stacked(field: xr.DataArray, plan: InferencePlan) -> dsa.Array:
     data = field.data
     if not isinstance(data, dsa.Array):
         data = dsa.from_array(data, chunks=(-1, 512, 512))
-    data = data.astype(np.float32, copy=False)
+    # an AEF field opened by geoembed: its int8 codes travel (4 x less than float32) and
+    # each block decodes the window it reads (the same values; pixels masked per pixel)
+    codes = aef_codes_of(data)
+    data = codes if codes is not None else data.astype(np.float32, copy=False)
     ny, nx = data.shape[1:]
     py, px = _round_up(ny, s) - ny, _round_up(nx, s) - nx
     if py or px:
