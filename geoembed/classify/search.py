@@ -283,6 +283,8 @@ class ExactIndex:
         m = min(k + 1, self.n)
         # every training vector a candidate: rank them all exactly, row by row
         step = nq if m == self.n else self.query_rows
+        pending: list[tuple[np.ndarray, np.ndarray]] = []  # ambiguous columns, vectors
+        n_pending = 0
         for q0 in range(0, nq, step):
             q1 = min(q0 + step, nq)
             T = Qt[:, q0:q1] if decode is None else decode(Qt[:, q0:q1])
@@ -307,10 +309,29 @@ class ExactIndex:
             with np.errstate(invalid="ignore"):
                 wide = np.flatnonzero(vals[:, m - 1] >= vals[:, k - 1] - margin)
             ind[q0:q1] = cand[:, :k]
-            if len(wide):
-                sub = np.ascontiguousarray(T[:, wide].T)
-                ind[wide + q0] = self.search(sub, k, distances=False)[1]
+            if len(wide):  # rare: gathered over tiles, searched in batches (fewer calls)
+                pending.append((wide + q0, np.ascontiguousarray(T[:, wide].T)))
+                n_pending += len(wide)
+                if n_pending >= step:
+                    self._search_pending(pending, ind, k)
+                    n_pending = 0
+        self._search_pending(pending, ind, k)
         return ind, valid
+
+    def _search_pending(
+        self, pending: list[tuple[np.ndarray, np.ndarray]], ind: np.ndarray, k: int
+    ) -> None:
+        """Exact neighbour sets of the gathered ambiguous columns into ``ind`` (empties it).
+
+        :meth:`search` gives every row the same result whatever the batch, so rows of
+        several tiles are searched in one call.
+        """
+        if not pending:
+            return
+        cols = np.concatenate([c for c, _ in pending])
+        rows = np.concatenate([r for _, r in pending])
+        pending.clear()
+        ind[cols] = self.search(rows, k, distances=False)[1]
 
     def _wide(
         self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int
