@@ -290,7 +290,7 @@ class ExactIndex:
             T = Qt[:, q0:q1] if decode is None else decode(Qt[:, q0:q1])
             # |q|^2 in float32 along the band axis: NaN marks nodata (the mask, fused);
             # the float32 sum of d squares is within d u of the exact one (bound widened)
-            qsq = np.square(T).sum(axis=0)
+            qsq = np.square(T, out=self._buffer("sq", T.shape)).sum(axis=0)
             ok = ~np.isnan(qsq)
             valid[q0:q1] = ok
             if m == self.n:
