@@ -430,8 +430,8 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         q, k = ind.shape
         C = self.n_classes
         if self.weights == "uniform" and k <= _PAIR_VOTE_MAX_K and C <= 255 and not need_counts:
-            pred, votes = _plurality(self.y_.astype(np.uint8)[ind.T])
-            return None, pred, votes / k
+            winner, votes = _plurality(self.y_.astype(np.uint8)[ind.T])
+            return None, winner, votes / k
         lab = self.y_[ind]
         r = np.arange(q)
         pred: Any
