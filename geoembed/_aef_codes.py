@@ -45,7 +45,7 @@ def dequantize_block(q: np.ndarray, axis: int = 0) -> np.ndarray:
     return v
 
 
-def decode_codes(q: np.ndarray) -> np.ndarray:
+def decode_codes(q: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """De-quantize int8 codes value by value (float32, NaN where ``q == -128``).
 
     For consumers that decode a cache-sized piece of a block at a time and treat a pixel
@@ -53,10 +53,17 @@ def decode_codes(q: np.ndarray) -> np.ndarray:
     exactly the values of :func:`dequantize_block`; the other bands of a masked pixel
     are not overwritten. Arithmetic, not a 256-entry table: measured about twice as fast
     as ``np.take`` on a table for ``(64, 1024)`` tiles.
+
+    ``out``, a float32 array of ``q``'s shape, receives the values (no temporaries of
+    that size: a reused tile avoids the fresh ``mmap`` that Dask workers, which set
+    ``MALLOC_TRIM_THRESHOLD_``, pay for every large allocation). ``v * |v|`` is computed
+    as ``copysign(v * v, q)``: the same float32 bits (negation is exact).
     """
-    v = q.astype(np.float32)
+    v = np.empty(q.shape, np.float32) if out is None else out
+    np.copyto(v, q, casting="unsafe")  # int8 -> float32 is exact
     v /= np.float32(AEF_SCALE)
-    v *= np.abs(v)
+    v *= v
+    np.copysign(v, q, out=v)
     if q.size and q.min() == AEF_NODATA:  # one pass without a mask array when none
         v[q == AEF_NODATA] = np.float32(np.nan)
     return v

@@ -504,14 +504,15 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self,
         Qt: np.ndarray,
         probabilities: bool = False,
-        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+        decode: Callable[..., np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`pixel_outputs` of the columns of a band-major block ``(d, P)``.
 
         Returns the ``(2 [+ C], P)`` outputs and the ``(P,)`` mask of columns without
         NaN (the outputs of the others are meaningless). The same values as
         :meth:`pixel_outputs` on ``Qt.T``'s valid rows; the block is read in place.
-        ``decode`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32 vectors.
+        ``decode(piece[, out])`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32
+        vectors (:func:`geoembed._aef_codes.decode_codes`).
         """
         self._check_fitted()
         if self.weights == "distance":  # ordered distances: the row-major search

@@ -259,15 +259,16 @@ class ExactIndex:
         self,
         Qt: np.ndarray,
         k: int,
-        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+        decode: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k``-nearest-neighbour *sets* of the columns of a band-major block.
 
         ``Qt`` is ``(d, P)`` (a block as stored, any strides): its columns are the
         queries, read in place by the GEMM (no transposing copy, no normalised copy).
-        ``decode``, if given, turns a ``(d, q)`` slice of ``Qt`` (e.g. int8 codes) into
-        float32 vectors, one cache-sized query tile at a time, so that the decoded block
-        never exists as a whole. Returns the neighbour indices ``(P, k)`` (unordered
+        ``decode(piece, out)``, if given, turns a ``(d, q)`` slice of ``Qt`` (e.g. int8
+        codes) into float32 vectors written to ``out`` (a reused tile) and returns it,
+        one cache-sized query tile at a time, so that the decoded block never exists as
+        a whole. Returns the neighbour indices ``(P, k)`` (unordered
         within a row, like :meth:`search` with ``distances=False``) and the ``(P,)``
         mask of columns without NaN; the indices of NaN columns are meaningless.
 
@@ -287,7 +288,10 @@ class ExactIndex:
         n_pending = 0
         for q0 in range(0, nq, step):
             q1 = min(q0 + step, nq)
-            T = Qt[:, q0:q1] if decode is None else decode(Qt[:, q0:q1])
+            if decode is None:
+                T = Qt[:, q0:q1]
+            else:  # into a reused tile
+                T = decode(Qt[:, q0:q1], self._buffer("dec", (d, q1 - q0)))
             # |q|^2 in float32 along the band axis: NaN marks nodata (the mask, fused);
             # the float32 sum of d squares is within d u of the exact one (bound widened)
             qsq = np.square(T, out=self._buffer("sq", T.shape)).sum(axis=0)
