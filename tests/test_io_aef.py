@@ -193,3 +193,16 @@ def test_no_descriptions_aef_gets_aef_names(aef_tif: Path, tmp_path: Path) -> No
     path = aef_variant(aef_tif, tmp_path / "nodesc.tif", descriptions=False)
     field = open_embeddings(path)
     assert [str(b) for b in field.band.values] == [f"A{i:02d}" for i in range(64)]
+
+
+def test_decode_codes_gives_dequantize_bits_for_every_code_also_into_a_tile() -> None:
+    from geoembed._aef_codes import decode_codes, dequantize_block
+
+    q = np.tile(np.arange(-128, 128, dtype=np.int8), (3, 1))
+    ref = dequantize_block(q[:, 1:])  # -128 masks the whole pixel there: valid codes only
+    tile = np.full(q.shape, 7.0, np.float32)
+    for out in (None, tile):
+        v = decode_codes(q, out)
+        assert v.dtype == np.float32 and (out is None or v is out)
+        np.testing.assert_array_equal(v[:, 1:].view(np.uint32), ref.view(np.uint32))
+        assert np.isnan(v[:, 0]).all()
