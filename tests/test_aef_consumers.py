@@ -19,6 +19,7 @@ import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
 from dask.core import flatten
 
+from geoembed import _aef_codes as aef_codes
 from geoembed._aef_codes import aef_codes_of, decode_codes, dequantize_block
 from geoembed._blockwise import map_pixels
 from geoembed.classify import apply_estimator
@@ -76,6 +77,12 @@ def test_decode_codes_has_the_bits_of_dequantize_block_for_every_code() -> None:
     assert np.all(buf[0] == 0) and np.all(buf[2:] == 0)
     masked = decode_codes(np.array([5, -128, -3], np.int8))
     assert np.isnan(masked[1]) and not np.isnan(masked[[0, 2]]).any()
+    # above the per-thread scratch size the sign is restored in place (copysign)
+    big = np.resize(codes, (5, 300_000))
+    assert big.size > aef_codes._SCRATCH_MAX
+    _same_bits(decode_codes(big), np.resize(ref, big.shape))
+    # a small tile after a big one reuses the scratch with its own shape
+    _same_bits(decode_codes(grid), np.tile(ref, (3, 1)))
 
 
 def _rows_sum(vectors: np.ndarray) -> np.ndarray:

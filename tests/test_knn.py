@@ -134,6 +134,25 @@ def test_vote_ties_go_to_the_lowest_class_id() -> None:
     assert out[0, 1] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize(("k", "n_classes"), [(1, 3), (5, 2), (5, 9), (7, 40), (15, 16), (33, 5)])
+def test_uniform_votes_match_a_count_table(k: int, n_classes: int) -> None:
+    # every tie pattern of k neighbours among few classes: the most votes win, equal
+    # votes go to the lowest class id, the share is votes / k (pairwise counting path,
+    # and the count table above _PAIR_VOTE_MAX_K)
+    rng = np.random.default_rng(k * 100 + n_classes)
+    X = rng.normal(size=(400, 4)).astype(np.float32)
+    y = np.arange(400) % n_classes
+    model = KNNClassifier(k).fit(X, y, allow_small_classes=True)
+    ind = rng.integers(0, 400, (5000, k))
+    ind[:50] = ind[:50, :1]  # unanimous rows
+    counts = np.zeros((len(ind), n_classes), np.int64)
+    np.add.at(counts, (np.arange(len(ind))[:, None], model.y_[ind]), 1)
+    _, pred, share = model._count_votes(None, ind, need_counts=False)
+    np.testing.assert_array_equal(pred, counts.argmax(axis=1))
+    np.testing.assert_array_equal(share, counts.max(axis=1) / k)
+    assert pred.dtype == np.int64 and share.dtype == np.float64
+
+
 def test_confidence_is_the_winning_vote_share() -> None:
     X = _clustered(300, seed=10)
     y = np.random.default_rng(11).integers(0, 4, 300)

@@ -52,6 +52,9 @@ _Index = ExactIndex
 _canonical_order = canonical_order
 
 #: model metadata set by fit (stored privately: public attributes are parameters)
+#: largest k whose uniform votes are counted pairwise (k (k - 1) / 2 row comparisons)
+_PAIR_VOTE_MAX_K = 32
+
 _METADATA = ("n_classes", "class_names", "class_values", "colors", "band_names")
 
 
@@ -424,25 +427,15 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self, dist: np.ndarray | None, ind: np.ndarray, need_counts: bool
     ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
         """Votes of the neighbours ``ind`` (``dist`` needed for distance weights)."""
-        lab = self.y_[ind]
-        q, k = lab.shape
-        r = np.arange(q)
+        q, k = ind.shape
         C = self.n_classes
+        if self.weights == "uniform" and k <= _PAIR_VOTE_MAX_K and C <= 255 and not need_counts:
+            winner, votes = _plurality(self.y_.astype(np.uint8)[ind.T])
+            return None, winner, votes / k
+        lab = self.y_[ind]
+        r = np.arange(q)
         pred: Any
         counts: Any
-        if self.weights == "uniform" and k < 16 and C <= 16 and not need_counts:
-            # 4-bit counters packed in one uint64 per pixel: k + C vector passes
-            shifts = (4 * lab).astype(np.uint64)
-            packed = np.zeros(q, np.uint64)
-            for j in range(k):
-                packed += np.left_shift(np.uint64(1), shifts[:, j])
-            best = np.zeros(q, np.uint64)
-            pred = np.zeros(q, np.int64)
-            for c in range(C):
-                cnt = (packed >> np.uint64(4 * c)) & np.uint64(15)
-                pred[cnt > best] = c  # strictly more votes: ties keep the lower class id
-                np.maximum(best, cnt, out=best)
-            return None, pred, best / k
         flat = (r[:, None] * C + lab).ravel()
         if self.weights == "uniform":
             counts = np.bincount(flat, minlength=q * C).astype(np.float64).reshape(q, C)
@@ -511,14 +504,15 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self,
         Qt: np.ndarray,
         probabilities: bool = False,
-        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+        decode: Callable[..., np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`pixel_outputs` of the columns of a band-major block ``(d, P)``.
 
         Returns the ``(2 [+ C], P)`` outputs and the ``(P,)`` mask of columns without
         NaN (the outputs of the others are meaningless). The same values as
         :meth:`pixel_outputs` on ``Qt.T``'s valid rows; the block is read in place.
-        ``decode`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32 vectors.
+        ``decode(piece[, out])`` turns slices of ``Qt`` (e.g. AEF int8 codes) into float32
+        vectors (:func:`geoembed._aef_codes.decode_codes`).
         """
         self._check_fitted()
         if self.weights == "distance":  # ordered distances: the row-major search
@@ -532,6 +526,29 @@ class KNNClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         ind, valid = self.index.search_bands(Qt, self.k, decode)
         counts, pred, share = self._count_votes(None, ind, probabilities)
         return self._outputs(counts, pred, share, probabilities), valid
+
+
+def _plurality(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Winning class and its vote count per column of ``lab`` ``(k, q)`` uint8 labels.
+
+    Most votes wins, equal votes go to the lowest class id. Counted with ``k (k - 1) / 2``
+    pairwise comparisons of whole rows (uint8, vectorised along the pixels) instead of
+    a ``(q, C)`` count table: each neighbour's label gets the number of neighbours that
+    share it, and the best ``(count, -label)`` key wins.
+    """
+    k, q = lab.shape
+    same = np.ones((k, q), np.uint8)  # neighbours sharing each neighbour's label
+    eq = np.empty(q, bool)
+    for i in range(k):
+        for j in range(i + 1, k):
+            np.equal(lab[i], lab[j], out=eq)
+            same[i] += eq
+            same[j] += eq
+    key = same.astype(np.uint16)
+    key <<= 8
+    key |= 255 - lab  # equal counts: the lower label has the larger key
+    best = key.max(axis=0)
+    return (255 - (best & 255)).astype(np.int64), best >> 8
 
 
 def _warn_k() -> None:

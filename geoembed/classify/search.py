@@ -259,15 +259,16 @@ class ExactIndex:
         self,
         Qt: np.ndarray,
         k: int,
-        decode: Callable[[np.ndarray], np.ndarray] | None = None,
+        decode: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact ``k``-nearest-neighbour *sets* of the columns of a band-major block.
 
         ``Qt`` is ``(d, P)`` (a block as stored, any strides): its columns are the
         queries, read in place by the GEMM (no transposing copy, no normalised copy).
-        ``decode``, if given, turns a ``(d, q)`` slice of ``Qt`` (e.g. int8 codes) into
-        float32 vectors, one cache-sized query tile at a time, so that the decoded block
-        never exists as a whole. Returns the neighbour indices ``(P, k)`` (unordered
+        ``decode(piece, out)``, if given, turns a ``(d, q)`` slice of ``Qt`` (e.g. int8
+        codes) into float32 vectors written to ``out`` (a reused tile) and returns it,
+        one cache-sized query tile at a time, so that the decoded block never exists as
+        a whole. Returns the neighbour indices ``(P, k)`` (unordered
         within a row, like :meth:`search` with ``distances=False``) and the ``(P,)``
         mask of columns without NaN; the indices of NaN columns are meaningless.
 
@@ -283,12 +284,17 @@ class ExactIndex:
         m = min(k + 1, self.n)
         # every training vector a candidate: rank them all exactly, row by row
         step = nq if m == self.n else self.query_rows
+        pending: list[tuple[np.ndarray, np.ndarray]] = []  # ambiguous columns, vectors
+        n_pending = 0
         for q0 in range(0, nq, step):
             q1 = min(q0 + step, nq)
-            T = Qt[:, q0:q1] if decode is None else decode(Qt[:, q0:q1])
+            if decode is None:
+                T = Qt[:, q0:q1]
+            else:  # into a reused tile
+                T = decode(Qt[:, q0:q1], self._buffer("dec", (d, q1 - q0)))
             # |q|^2 in float32 along the band axis: NaN marks nodata (the mask, fused);
             # the float32 sum of d squares is within d u of the exact one (bound widened)
-            qsq = np.square(T).sum(axis=0)
+            qsq = np.square(T, out=self._buffer("sq", T.shape)).sum(axis=0)
             ok = ~np.isnan(qsq)
             valid[q0:q1] = ok
             if m == self.n:
@@ -307,10 +313,29 @@ class ExactIndex:
             with np.errstate(invalid="ignore"):
                 wide = np.flatnonzero(vals[:, m - 1] >= vals[:, k - 1] - margin)
             ind[q0:q1] = cand[:, :k]
-            if len(wide):
-                sub = np.ascontiguousarray(T[:, wide].T)
-                ind[wide + q0] = self.search(sub, k, distances=False)[1]
+            if len(wide):  # rare: gathered over tiles, searched in batches (fewer calls)
+                pending.append((wide + q0, np.ascontiguousarray(T[:, wide].T)))
+                n_pending += len(wide)
+                if n_pending >= step:
+                    self._search_pending(pending, ind, k)
+                    n_pending = 0
+        self._search_pending(pending, ind, k)
         return ind, valid
+
+    def _search_pending(
+        self, pending: list[tuple[np.ndarray, np.ndarray]], ind: np.ndarray, k: int
+    ) -> None:
+        """Exact neighbour sets of the gathered ambiguous columns into ``ind`` (empties it).
+
+        :meth:`search` gives every row the same result whatever the batch, so rows of
+        several tiles are searched in one call.
+        """
+        if not pending:
+            return
+        cols = np.concatenate([c for c, _ in pending])
+        rows = np.concatenate([r for _, r in pending])
+        pending.clear()
+        ind[cols] = self.search(rows, k, distances=False)[1]
 
     def _wide(
         self, Qx: np.ndarray, qsq: np.ndarray, rows: np.ndarray, thresh: np.ndarray, k: int
