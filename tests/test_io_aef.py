@@ -193,4 +193,3 @@ def test_no_descriptions_aef_gets_aef_names(aef_tif: Path, tmp_path: Path) -> No
     path = aef_variant(aef_tif, tmp_path / "nodesc.tif", descriptions=False)
     field = open_embeddings(path)
     assert [str(b) for b in field.band.values] == [f"A{i:02d}" for i in range(64)]
-
