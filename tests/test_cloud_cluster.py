@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dask.array as dsa
-import numpy as np
 import pytest
 import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
 from _cloud_fixtures import topology
+from _rasters import utm_raster
 from test_cloud_io import _classify, local_inputs, upload_inputs  # noqa: F401
 
 from geoembed._cloud import filesystem
@@ -92,15 +91,7 @@ def test_classify_on_a_cluster_with_no_shared_disk_matches_local(
 
 def _raster() -> xr.DataArray:
     """1536 x 1536 float32 in 144 chunks: a write long enough to kill a worker in it."""
-    n = 1536
-    data = np.random.default_rng(7).random((n, n), dtype=np.float32)
-    da = xr.DataArray(
-        dsa.from_array(data, chunks=128),
-        dims=("y", "x"),
-        coords={"y": 5_100_000 - 10 * np.arange(n) - 5, "x": 500_000 + 10 * np.arange(n) + 5},
-        name="confidence",
-    )
-    return da.rio.write_crs("EPSG:32633")
+    return utm_raster(1536, seed=7)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rioxarray
 import xarray as xr
+from _aws_sessions import count_aws_sessions
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_reproject
 
@@ -75,19 +76,8 @@ def test_one_warp_per_block_not_per_band(
 
     One GDAL call per block instead of one per band (64) cuts them accordingly.
     """
-    import rasterio.session
-
     geobox = _target(field, "EPSG:32615", 10.0)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    made: list[object] = []
-    real = rasterio.session.AWSSession.__init__
-
-    def counting(self: object, *args: object, **kwargs: object) -> None:
-        made.append(self)
-        real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(rasterio.session.AWSSession, "__init__", counting)
+    made = count_aws_sessions(monkeypatch)
 
     def sessions(run: object) -> int:
         made.clear()

@@ -26,24 +26,10 @@ from geoembed.export.atomic import TEMP_MARKER
 _GEOEMBED = str(Path(sys.executable).parent / "geoembed")
 
 #: a 2048 x 2048 float32 raster in 256 chunks of 128, the same in every process
-_RASTER = textwrap.dedent(
-    """
-    import dask.array as dsa
-    import numpy as np
-    import rioxarray  # noqa: F401
-    import xarray as xr
-
-    def raster():
-        n = 2048
-        data = np.random.default_rng(11).random((n, n), dtype=np.float32)
-        da = xr.DataArray(
-            dsa.from_array(data, chunks=128),
-            dims=("y", "x"),
-            coords={"y": 5_100_000 - 10 * np.arange(n) - 5, "x": 500_000 + 10 * np.arange(n) + 5},
-            name="confidence",
-        )
-        return da.rio.write_crs("EPSG:32633")
-    """
+_RASTER = (
+    f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+    "from _rasters import utm_raster\n"
+    "def raster():\n    return utm_raster(2048, seed=11)\n"
 )
 
 

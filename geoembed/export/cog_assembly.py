@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from geoembed._cloud import filesystem, gdal_path
+from geoembed._rio_env import local_env
 from geoembed._threads import gdal_threads
 from geoembed.errors import OutputError, OutputValidationError
 from geoembed.export.atomic import (
@@ -138,7 +139,7 @@ def _validate(path: str, plan: _Plan) -> None:
             f"The COG built for {plan.target!r} failed validation: {'; '.join(errors)}."
         )
     problems = []
-    with rasterio.open(path) as src:
+    with local_env(), rasterio.open(path) as src:
         if (src.height, src.width, src.count) != (plan.height, plan.width, plan.count):
             problems.append(f"shape {(src.count, src.height, src.width)}")
         if src.dtypes[0] != plan.dtype:

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from geoembed._cloud import filesystem
+from geoembed._rio_env import local_env
 from geoembed.export.atomic import disk_full_error, is_remote, scratch_dir
 
 __all__: list[str] = []
@@ -154,7 +155,7 @@ def _write_tif(path: str, data: np.ndarray, plan: _Plan, transform: Any) -> None
     if min(data.shape[1:]) >= plan.blocksize:
         profile.update(tiled=True, blockxsize=plan.blocksize, blockysize=plan.blocksize)
     try:
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(tmp, "w", **profile) as dst:
+        with local_env(GDAL_PAM_ENABLED="NO"), rasterio.open(tmp, "w", **profile) as dst:
             dst.write(np.ascontiguousarray(data, dtype=plan.dtype))
         os.replace(tmp, path)
     except BaseException as exc:

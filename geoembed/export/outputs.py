@@ -43,6 +43,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from geoembed._rio_env import local_env
 from geoembed._version import __version__
 from geoembed.errors import OutputError, OutputValidationError
 from geoembed.export.atomic import (
@@ -123,7 +124,7 @@ def _cog_tags(path: Path) -> dict[str, str]:
     import rasterio
 
     try:
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+        with local_env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
             return dict(src.tags())
     except Exception:  # not a raster, unreadable...: not a geoembed COG
         return {}

@@ -28,6 +28,8 @@ import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
+from geoembed._rio_env import local_env
+
 __all__ = ["reproject_nearest"]
 
 
@@ -38,9 +40,7 @@ def _warp_block(
     *blocks: np.ndarray,
 ) -> np.ndarray:
     """Warp the source ``blocks`` (at ``tiles`` of ``src_tiles``) onto ``dst_gbox``, NaN fill."""
-    import rasterio
     import rasterio.warp
-    from rasterio.session import DummySession
 
     sub, where = src_tiles.clip(tiles)
     ys = np.cumsum((0, *sub.chunks[0]))
@@ -50,7 +50,7 @@ def _warp_block(
         src[:, ys[iy] : ys[iy + 1], xs[ix] : xs[ix + 1]] = block
     dst = np.full((src.shape[0], *dst_gbox.shape.yx), np.nan, dtype=np.float32)
     src_gbox = sub.base
-    with rasterio.Env(session=DummySession()):
+    with local_env():
         rasterio.warp.reproject(
             src,
             dst,
