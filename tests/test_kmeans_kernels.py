@@ -78,6 +78,40 @@ def test_block_labels_match_the_plain_path_for_codes_floats_and_strided_views(me
     assert (_reference(codes, centers, metric)[[3 * 700 + 4, 5 * 700 + 6]] == -1).all()
 
 
+def test_cosine_labels_of_raw_columns_are_those_of_the_normalised_pixels():
+    """The columns path scores raw pixels (no normalisation): any length, ties, zeros."""
+    rng = np.random.default_rng(5)
+    centers = prepare(rng.normal(size=(9, 64)).astype(np.float32), "cosine")
+    centers[8] = centers[3]  # a duplicate centre: every pixel nearest to it is a tie
+    mid = centers[0].astype(np.float64) + centers[1]  # equidistant from centres 0 and 1
+    rows = np.concatenate([rng.normal(size=(5998, 64)), mid[None], np.zeros((1, 64))])
+    lengths = np.exp(rng.uniform(np.log(1e-3), np.log(1e3), size=(rows.shape[0], 1)))
+    rows = (rows * lengths).astype(np.float32)
+    want = assign(prepare(rows, "cosine"), centers, "cosine")
+    block = np.ascontiguousarray(rows.T).reshape(64, 60, 100)
+    got = assign(block, centers, "cosine", columns=True, normalize=True)
+    assert np.array_equal(got, want)
+    assert got[5998] == 0 and got[5999] == 0  # the tie and the zero vector: lowest index
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("d", [64, 512])
+def test_labels_are_the_float64_decision_at_every_gap_near_the_margin(metric, d):
+    """Pixels between two centres at gaps from 1e-9 to 1e-2: the float32 path never errs."""
+    rng = np.random.default_rng(d)
+    centers = prepare(rng.normal(size=(6, d)).astype(np.float32), metric)
+    c64 = centers.astype(np.float64)
+    mid = (c64[0] + c64[1]) / 2
+    gaps = np.exp(rng.uniform(np.log(1e-9), np.log(1e-2), size=(20_000, 1)))
+    rows = mid + gaps * rng.choice([-1.0, 1.0], size=(20_000, 1)) * (c64[0] - c64[1])
+    rows += 1e-3 * rng.normal(size=rows.shape) * (metric == "euclidean")
+    x = prepare(rows.astype(np.float32), metric)
+    want = np.argmin(_kernels._exact_rows(x, c64, metric), axis=1)
+    assert np.array_equal(assign(x, centers, metric), want)
+    cols = np.ascontiguousarray(rows.astype(np.float32).T)
+    assert np.array_equal(assign(cols, centers, metric, columns=True, normalize=True), want)
+
+
 def test_labels_do_not_depend_on_the_tile(monkeypatch):
     x = prepare_columns(decode_codes(_codes(30, 500)).reshape(64, -1), "euclidean")
     x = np.nan_to_num(x)

@@ -38,8 +38,24 @@ __all__ = [
 BATCH = 32768
 
 
-#: relative margin under which the float32 GEMM decision is re-checked in float64
-_TIE_MARGIN = 2.0**-12
+#: unit roundoff of float32
+_U32 = 2.0**-24
+
+
+def _tie_margin(d: int) -> float:
+    """Relative margin under which :func:`assign` re-checks a float32 decision in float64.
+
+    Twice a proven bound. A distance from the fused GEMM (``d + 1`` products, any
+    summation order, FMA or not) is off by at most ``g (2 |c||x| + |c|^2)`` with
+    ``g = (d + 1) u / (1 - (d + 1) u)``, and by ``u |c|^2`` more for the rounded
+    ``|c|^2``; two distances compared, that is at most ``(4 g + 2 u) (|x|^2 + max |c|^2)``
+    (as ``2 |c||x| <= |x|^2 + |c|^2``). For cosine, the raw-tile scores of a pixel are
+    off by ``(g + u) |x|`` (``u``: the rounding of the normalised pixel the labels
+    refer to), well inside ``2 |x|`` times the margin. About ``2**-15`` for 64 bands.
+    """
+    n = d + 1
+    gamma = n * _U32 / (1.0 - n * _U32)
+    return 2.0 * (4.0 * gamma + 2.0 * _U32)
 
 
 def prepare(x: np.ndarray, metric: str) -> np.ndarray:
@@ -77,14 +93,18 @@ def _exact_rows(x: np.ndarray, centers64: np.ndarray, metric: str) -> np.ndarray
 
 
 def _tile_pixels(k: int, d: int) -> int:
-    """Pixels per tile of :func:`assign`: the tile and its ``(k, tile)`` buffers stay in L2.
+    """Pixels per tile of :func:`assign`: the widest tile whose buffers fit in 4 MiB.
 
-    1024 pixels for a few centres, 2048 above 16 (the GEMM runs measurably faster on
-    wider tiles there), halved (down to 256) while the ``(d + 1 + 2 k)`` float32 values
-    per pixel exceed 1.5 MiB. Labels do not depend on the tile.
+    The ``(d + 1 + 2 k)`` float32 values per pixel of a tile and its ``(k, tile)``
+    buffers stay within 4 MiB (from 16384 pixels, halved down to 1024): 8192 pixels for
+    64 bands and 10 centres. Wider tiles cost a single thread nothing measurable, and
+    they matter under the threaded scheduler: every NumPy call of a tile hands the GIL
+    over, and two threads on 1024-pixel tiles ran no faster than one (0.9-1.0 x the
+    throughput of one thread, 64 bands, 10 centres; 1.7-1.9 x at 8192). Labels do not
+    depend on the tile.
     """
-    tile = 2048 if k > 16 else 1024
-    while tile > 256 and (d + 1 + 2 * k) * 4 * tile > 3 << 19:
+    tile = 16384
+    while tile > 1024 and (d + 1 + 2 * k) * 4 * tile > 4 << 20:
         tile //= 2
     return tile
 
@@ -126,9 +146,13 @@ def assign(
         per-pixel squared norm (no separate pass over ``x``). By default NaN pixels
         are not told apart.
     normalize : bool, default False
-        With ``columns``: ``x`` is not yet :func:`prepare`-d; each copied tile is (unit
-        rows for ``"cosine"``, exactly as :func:`prepare_columns` would). An int8 ``x``
-        (columns) holds AEF codes, decoded tile by tile as :func:`decode_codes` does.
+        With ``columns``: ``x`` is not yet :func:`prepare`-d. For ``"cosine"`` the
+        tiles are not normalised at all: the nearest unit centre of a pixel does not
+        depend on its length, so the GEMM scores the raw tile with a tolerance scaled
+        by each pixel's norm (``2 |x| margin``, the normalised ``2 margin``), and the
+        near ties are re-decided on :func:`prepare`-d rows as always: the labels are
+        those of the normalised pixels. An int8 ``x`` (columns) holds AEF codes,
+        decoded tile by tile as :func:`decode_codes` does.
 
     Returns
     -------
@@ -143,7 +167,8 @@ def assign(
     c32 = np.ascontiguousarray(centers, dtype=np.float32)
     c64 = c32.astype(np.float64)
     cosine = metric == "cosine"
-    margin = np.float32(_TIE_MARGIN)
+    scale_free = cosine and normalize and columns  # raw tiles, tolerance scaled by |x|
+    margin = np.float32(_tie_margin(d))
     cc = np.zeros(k, np.float32) if cosine else np.add.reduce(c64 * c64, axis=1).astype(np.float32)
     scaled = np.negative(c32) if cosine else c32 * np.float32(-2.0)
     # columns: the norms ride in the GEMM, [-2 C | |c|^2] @ [x ; 1] (no pass over the distances)
@@ -168,7 +193,7 @@ def assign(
             tol = np.empty(t, dtype=np.float32)
         if columns:  # copied: a strided column block aliases in the cache
             xb = buf[:d]
-            _load_tile(xb, src, normalize=normalize and cosine)
+            _load_tile(xb, src)
             np.dot(fused, buf, out=dv)
         else:  # a transposed view of contiguous rows (BLAS reads it as is)
             xb = src.T
@@ -179,8 +204,12 @@ def assign(
             np.einsum("ij,ij->j", xb, xb, out=tol)
         else:
             np.einsum("ij,ij->i", xb.T, xb.T, out=tol)
-        tol += cmax  # NaN at a NaN pixel: no centre is then "near", the pixel is re-checked
-        tol *= margin
+        if scale_free:  # 2 |x| margin: the (|x|^2 + 1) margin of a unit pixel, scaled by |x|
+            np.sqrt(tol, out=tol)
+            tol *= np.float32(2.0) * margin
+        else:
+            tol += cmax  # NaN at a NaN pixel: no centre is then "near", it is re-checked
+            tol *= margin
         lv += tol
         np.less_equal(dv, lv, out=nv)
         np.dot(weights, nv, out=tv)
@@ -222,12 +251,11 @@ def _tiles(x: np.ndarray, tile: int, columns: bool) -> Iterator[tuple[int, np.nd
                     yield y * nx + x0, x[:, y, x0 : x0 + tile]
 
 
-def _load_tile(xb: np.ndarray, src: np.ndarray, *, normalize: bool) -> None:
+def _load_tile(xb: np.ndarray, src: np.ndarray) -> None:
     """Copy a column tile into the contiguous float32 buffer ``xb``, decoding int8 codes.
 
     Codes become ``sign(q) (q / 127.5) ** 2`` with the operations (and bits) of
-    :func:`decode_codes`, NaN where ``q == -128``; ``normalize`` makes the columns unit
-    length as :func:`prepare_columns` does.
+    :func:`decode_codes`, NaN where ``q == -128``.
     """
     view = xb.reshape(src.shape)
     np.copyto(view, src, casting="unsafe")  # int8 -> float32 is exact
@@ -236,8 +264,6 @@ def _load_tile(xb: np.ndarray, src: np.ndarray, *, normalize: bool) -> None:
         xb *= np.abs(xb)
         if src.min() == AEF_NODATA:
             view[src == AEF_NODATA] = np.float32(np.nan)
-    if normalize:
-        xb[...] = prepare_columns(xb, "cosine")
 
 
 def _recheck(
