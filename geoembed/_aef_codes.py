@@ -8,11 +8,12 @@ packages need not import :mod:`geoembed.io`.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import dask.array as dsa
 import numpy as np
+
+from geoembed._scratch import scratch
 
 __all__ = ["AEF_NODATA", "AEF_SCALE", "aef_codes_of", "decode_codes", "dequantize_block"]
 
@@ -23,15 +24,6 @@ AEF_SCALE = 127.5
 
 #: tiles up to this many values get ``|v|`` in a reused per-thread buffer (4 MiB)
 _SCRATCH_MAX = 1 << 20
-_scratch = threading.local()
-
-
-def _abs_buffer(shape: tuple[int, ...], size: int) -> np.ndarray:
-    """Return a float32 array of ``shape`` from this thread's scratch (grown, never shrunk)."""
-    buf = getattr(_scratch, "buf", None)
-    if buf is None or buf.size < size:
-        buf = _scratch.buf = np.empty(size, np.float32)
-    return buf[:size].reshape(shape)
 
 
 def dequantize_block(q: np.ndarray, axis: int = 0) -> np.ndarray:
@@ -87,7 +79,7 @@ def decode_codes(q: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """
     v = np.divide(q, np.float32(AEF_SCALE), dtype=np.float32, out=out)
     if q.size <= _SCRATCH_MAX:
-        np.multiply(v, np.abs(v, out=_abs_buffer(q.shape, q.size)), out=v)
+        np.multiply(v, np.abs(v, out=scratch("aef-abs", q.shape)), out=v)
     else:
         np.multiply(v, v, out=v)
         np.copysign(v, q, out=v)

@@ -24,13 +24,13 @@ the tie rules are described in :mod:`geoembed.classify.knn`.
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from geoembed._exact import pair_dots, row_dots, unit_rows
+from geoembed._scratch import scratch
 
 __all__ = ["METRICS", "WEIGHTS", "ExactIndex", "canonical_order", "exact_kneighbors"]
 
@@ -88,7 +88,6 @@ class ExactIndex:
     """Training matrix prepared for search (normalised, tiled), rebuilt after unpickling."""
 
     def __init__(self, X: np.ndarray, metric: str) -> None:
-        self._scratch = threading.local()
         self.metric = metric
         self.n, self.d = X.shape
         self.X = unit_rows(X) if metric == "cosine" else np.ascontiguousarray(X, np.float32)
@@ -119,16 +118,10 @@ class ExactIndex:
     def _buffer(self, name: str, shape: tuple[int, int]) -> np.ndarray:
         """Return a reusable per-thread scratch array of ``shape`` (float32).
 
-        Dask workers set MALLOC_TRIM_THRESHOLD_, which makes glibc map and page-fault
-        every large allocation afresh: reusing the score tile avoids that cost in every
-        tile.
+        Reusing the score tile avoids a fresh ``mmap`` per tile on Dask workers
+        (:mod:`geoembed._scratch`).
         """
-        size = shape[0] * shape[1]
-        buf = getattr(self._scratch, name, None)
-        if buf is None or buf.size < size:
-            buf = np.empty(size, np.float32)
-            setattr(self._scratch, name, buf)
-        return buf[:size].reshape(shape)
+        return scratch(f"knn-{name}", shape)
 
     def _scores(self, Qb: np.ndarray, a: int, b: int) -> np.ndarray:
         """Float32 candidate scores (larger is nearer): ``q.x`` or ``q.x - |x|^2 / 2``."""

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from geoembed._aef_codes import AEF_NODATA, AEF_SCALE, decode_codes
+from geoembed._aef_codes import decode_codes
+from geoembed._scratch import scratch
 from geoembed._threads import single_thread_blas
 
 __all__ = [
@@ -184,13 +185,14 @@ def assign(
     for start, src in _tiles(x, tile, columns):
         if t != (src.shape[0] if not columns else n_of(src)):  # first and last tiles
             t = src.shape[0] if not columns else n_of(src)
-            buf = np.empty((d + 1, t) if columns else (0, 0), dtype=np.float32)
+            # reused from call to call (a fresh 2 MiB tile is an mmap on a Dask worker)
+            buf = scratch("assign-tile", (d + 1, t) if columns else (0, 0))
             buf[d:] = 1.0
-            dv = np.empty((k, t), dtype=np.float32)
-            nv = np.empty((k, t), dtype=np.float32)
-            tv = np.empty((2, t), dtype=np.float32)
-            lv = np.empty(t, dtype=np.float32)
-            tol = np.empty(t, dtype=np.float32)
+            dv = scratch("assign-dv", (k, t))
+            nv = scratch("assign-nv", (k, t))
+            tv = scratch("assign-tv", (2, t))
+            lv = scratch("assign-lv", (t,))
+            tol = scratch("assign-tol", (t,))
         if columns:  # copied: a strided column block aliases in the cache
             xb = buf[:d]
             _load_tile(xb, src)
@@ -254,16 +256,14 @@ def _tiles(x: np.ndarray, tile: int, columns: bool) -> Iterator[tuple[int, np.nd
 def _load_tile(xb: np.ndarray, src: np.ndarray) -> None:
     """Copy a column tile into the contiguous float32 buffer ``xb``, decoding int8 codes.
 
-    Codes become ``sign(q) (q / 127.5) ** 2`` with the operations (and bits) of
-    :func:`decode_codes`, NaN where ``q == -128``.
+    Codes become ``sign(q) (q / 127.5) ** 2`` (:func:`decode_codes`, no temporary), NaN
+    where ``q == -128``.
     """
     view = xb.reshape(src.shape)
-    np.copyto(view, src, casting="unsafe")  # int8 -> float32 is exact
     if src.dtype == np.int8:
-        xb /= np.float32(AEF_SCALE)
-        xb *= np.abs(xb)
-        if src.min() == AEF_NODATA:
-            view[src == AEF_NODATA] = np.float32(np.nan)
+        decode_codes(src, out=view)
+    else:
+        np.copyto(view, src, casting="unsafe")
 
 
 def _recheck(
@@ -334,14 +334,15 @@ def fixed_point_scale(n_pixels: int, max_abs: float) -> int:
 _BINCOUNT_K = 2048
 
 
-def fixed_point(x: np.ndarray, scale: int) -> np.ndarray:
+def fixed_point(x: np.ndarray, scale: int, out: np.ndarray | None = None) -> np.ndarray:
     """Values truncated to the fixed-point grid ``2**-scale`` (float32, exact).
 
     A power-of-two scaling and a truncation, both exact in float32. Raises
     :class:`OverflowError` when a value is too large for the exact sums of
-    :func:`label_sums` (at least ``2**(53 - log2 BATCH)`` grid units).
+    :func:`label_sums` (at least ``2**(53 - log2 BATCH)`` grid units). ``out``: a
+    float32 array of ``x``'s shape to write into (default: a new one).
     """
-    q = x * np.float32(2.0**scale)
+    q = np.multiply(x, np.float32(2.0**scale), out=out)
     np.trunc(q, out=q)
     limit = np.float32(2.0 ** (53 - int(np.ceil(np.log2(BATCH)))))
     if q.size and max(float(q.max()), -float(q.min())) >= limit:  # no |q| temporary
@@ -381,7 +382,7 @@ def label_sums(
         if lab.size == 0:
             continue
         part = x[:, start : start + BATCH] if columns else x[start : start + BATCH]
-        q = part if truncated else fixed_point(part, scale)
+        q = part if truncated else fixed_point(part, scale, out=scratch("sums-q", part.shape))
         if k == 1:
             sums[0] += np.add.reduce(q, axis=1 if columns else 0, dtype=np.float64).astype(np.int64)
             continue

@@ -22,6 +22,7 @@ import numpy as np
 
 from geoembed._aef_codes import aef_codes_of, decode_codes
 from geoembed._compute import compute
+from geoembed._scratch import scratch
 from geoembed.cluster._kernels import (
     BATCH,
     assign,
@@ -119,7 +120,11 @@ def _block_stats(
     with single_thread_blas():
         for y0 in range(0, ny, rows):
             part = block[:, y0 : y0 + rows]
-            piece = decode_codes(part) if codes else np.ascontiguousarray(part)
+            piece = scratch("pass-piece", part.shape)  # reused: no fresh mmap per piece
+            if codes:
+                decode_codes(part, out=piece)
+            else:
+                np.copyto(piece, part)
             xt = prepare_columns(piece.reshape(nb, -1), metric)
             labels = assign(xt, centers, metric, columns=True, invalid=-1)
             if labels.size and labels.min() < 0:
