@@ -31,7 +31,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["gdal_threads", "pin_process", "pinned_threads", "single_thread_blas", "unpin_process"]
+__all__ = [
+    "concurrent_tasks",
+    "gdal_threads",
+    "pin_process",
+    "pinned_threads",
+    "single_thread_blas",
+    "unpin_process",
+]
 
 #: environment read by BLAS, OpenMP and GDAL when they start or run
 POLICY_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "GDAL_NUM_THREADS")
@@ -157,9 +164,55 @@ def _faiss_single_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+#: threads of this process inside :func:`single_thread_blas` now (tasks computing at once)
+_running = 0
+
+
+def concurrent_tasks() -> int:
+    """Threads of this process, other than the main one, inside :func:`single_thread_blas`.
+
+    That is, the tasks computing at once in the threads of a pool (the threaded
+    scheduler, a Dask worker); the main thread (the client waiting, the synchronous
+    scheduler) is not counted. Kernels with a fast path that holds the GIL
+    (``np.bincount``) take another path when other tasks compute beside them; the
+    results are the same bits either way.
+    """
+    return _running
+
+
+@contextlib.contextmanager
+def _counted() -> Iterator[None]:
+    """Count this thread in :func:`concurrent_tasks` (once, however deeply nested)."""
+    global _running
+    depth = getattr(_local, "tasks", 0)
+    if depth or threading.current_thread() is threading.main_thread():
+        _local.tasks = depth + 1
+        try:
+            yield
+        finally:
+            _local.tasks = depth
+        return
+    _local.tasks = 1
+    with _lock:
+        _running += 1
+    try:
+        yield
+    finally:
+        _local.tasks = 0
+        with _lock:
+            _running -= 1
+
+
 @contextlib.contextmanager
 def single_thread_blas() -> Iterator[None]:
     """Run the block with BLAS and faiss pinned to one thread (re-entrant, thread-safe)."""
+    with _counted():
+        with _single_thread_blas():
+            yield
+
+
+@contextlib.contextmanager
+def _single_thread_blas() -> Iterator[None]:
     global _depth, _limiter
     if _pinned is not None:  # the whole process already runs one thread per task
         with _faiss_single_thread():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import dask.array as dsa
@@ -153,13 +154,17 @@ def test_sums_are_exact_whatever_the_layout_and_pieces(k):
     assert np.array_equal(half + rest, ref)
 
 
+@pytest.mark.parametrize("concurrent", [False, True])
 @pytest.mark.parametrize("k", [1, 10, 300, _kernels._BINCOUNT_K + 1])
-def test_sums_equal_integer_arithmetic_on_either_path(k):
-    """By-band bincounts (and, above _BINCOUNT_K, the sorted groups) give the exact sums.
+def test_sums_equal_integer_arithmetic_on_either_path(k, concurrent, monkeypatch):
+    """By-band bincounts and the sorted groups (above _BINCOUNT_K, or while other tasks
+    compute in the process) give the exact sums.
 
     The reference adds the truncated fixed-point values as Python-exact int64; magnitudes
     from 1e-3 to 30 and 70 000 pixels (more than one BATCH) exercise every bit.
     """
+    if concurrent:
+        monkeypatch.setattr(_kernels, "concurrent_tasks", lambda: 2)
     rng = np.random.default_rng(k)
     n = 70_000
     x = (rng.normal(size=(n, 64)) * rng.choice([1e-3, 1.0, 30.0], size=(n, 1))).astype(np.float32)
@@ -249,3 +254,22 @@ def test_the_thread_guard_limits_a_blas_loaded_after_its_first_use():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
     )
     assert env_run.returncode == 0 and "ok" in env_run.stdout, env_run.stderr
+
+
+def test_tasks_in_a_pool_are_counted_once_and_the_main_thread_never():
+    from geoembed import _threads
+
+    with _threads.single_thread_blas(), _threads.single_thread_blas():
+        assert _threads.concurrent_tasks() == 0  # the main thread (client, sync scheduler)
+    barrier = threading.Barrier(3)
+
+    def task() -> int:
+        with _threads.single_thread_blas(), _threads.single_thread_blas():
+            barrier.wait(timeout=30)
+            seen = _threads.concurrent_tasks()
+            barrier.wait(timeout=30)
+        return seen
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(lambda _: task(), range(3))) == [3, 3, 3]
+    assert _threads.concurrent_tasks() == 0

@@ -14,14 +14,13 @@ the same amount to the sums whatever block (chunking) it arrives in.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 
 import numpy as np
 
 from geoembed._aef_codes import decode_codes
 from geoembed._scratch import scratch
-from geoembed._threads import single_thread_blas
+from geoembed._threads import concurrent_tasks, single_thread_blas
 
 __all__ = [
     "BATCH",
@@ -369,7 +368,10 @@ def label_sums(
     is an integer below ``2**53``, so each sum is exact whatever the order of the
     additions, and the result does not depend on the order (or the grouping) of the
     pixels. Up to :data:`_BINCOUNT_K` clusters the sums are ``np.bincount`` by band;
-    above, the rows are grouped by label with a stable sort and each group is summed.
+    above, and whenever other tasks compute in this process at the same time
+    (:func:`~geoembed._threads.concurrent_tasks`: ``np.bincount`` holds the GIL, 64
+    calls per batch), the pixels are grouped by label (:func:`_add_grouped`), in a few
+    NumPy calls that release it. Both give the same bits.
     ``columns=True`` takes a ``(d, n)`` block; ``truncated=True`` says ``x`` already
     holds :func:`fixed_point` values (a sample reused over many passes).
     """
@@ -386,18 +388,27 @@ def label_sums(
         if k == 1:
             sums[0] += np.add.reduce(q, axis=1 if columns else 0, dtype=np.float64).astype(np.int64)
             continue
-        if k <= _BINCOUNT_K:
+        if k <= _BINCOUNT_K and concurrent_tasks() <= 1:
             bands = q if columns else np.ascontiguousarray(q.T)
             for j in range(d):
                 sums[:, j] += np.bincount(lab, weights=bands[j], minlength=k).astype(np.int64)
             continue
-        small = lab.astype(np.uint16 if k <= 65535 else np.int64)
-        order = np.argsort(small, kind="stable")
-        rows = np.take(q.T if columns else q, order, axis=0)
-        ls = small[order]
-        bounds = np.r_[np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]]), ls.size]
-        acc = np.empty(d, dtype=np.float64)
-        for s0, s1 in itertools.pairwise(bounds):
-            np.add.reduce(rows[s0:s1], axis=0, dtype=np.float64, out=acc)
-            sums[int(ls[s0])] += acc.astype(np.int64)
+        _add_grouped(sums, q, lab, k, columns)
     return sums, counts
+
+
+def _add_grouped(sums: np.ndarray, q: np.ndarray, lab: np.ndarray, k: int, columns: bool) -> None:
+    """``sums[c] += `` the sum of the fixed-point pixels labelled ``c``, sorted by label.
+
+    A stable sort of the labels (a radix sort on 8/16-bit labels), one gather and one
+    ``np.add.reduceat`` in float64 over the groups: integer terms and partial sums below
+    ``2**53``, so each group's sum is exact, the same bits as ``np.bincount``'s.
+    """
+    small = lab.astype(np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int64)
+    order = np.argsort(small, kind="stable")
+    ls = small[order]
+    starts = np.flatnonzero(np.r_[True, ls[1:] != ls[:-1]])
+    axis = 1 if columns else 0
+    grouped = np.take(q, order, axis=axis)
+    part = np.add.reduceat(grouped, starts, axis=axis, dtype=np.float64)
+    sums[ls[starts].astype(np.intp)] += (part.T if columns else part).astype(np.int64)
