@@ -192,7 +192,11 @@ def assign(
             tv = scratch("assign-tv", (2, t))
             lv = scratch("assign-lv", (t,))
             tol = scratch("assign-tol", (t,))
-        if columns:  # copied: a strided column block aliases in the cache
+        if columns and src.dtype == np.float32 and src.ndim == 2 and src.flags.c_contiguous:
+            xb = src  # a contiguous float piece (a fit pass decodes into one): no copy
+            np.dot(scaled, xb, out=dv)
+            dv += cc[:, None]
+        elif columns:  # copied: a strided column block aliases in the cache
             xb = buf[:d]
             _load_tile(xb, src)
             np.dot(fused, buf, out=dv)
