@@ -256,6 +256,23 @@ def test_the_thread_guard_limits_a_blas_loaded_after_its_first_use():
     assert env_run.returncode == 0 and "ok" in env_run.stdout, env_run.stderr
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_pass_block_gives_the_stats_of_its_pixels_prepared_in_their_own_dtype(dtype):
+    """The reused piece keeps a float block's dtype: float64 is normalised in float64."""
+    from geoembed.cluster._lloyd import _block_stats
+
+    rng = np.random.default_rng(9)
+    block = rng.normal(size=(64, 70, 300)).astype(dtype)
+    centers = prepare(rng.normal(size=(7, 64)).astype(np.float32), "cosine")
+    scale = fixed_point_scale(block[0].size, 1.0)
+    got = _block_stats(block, centers, metric="cosine", scale=scale, sq_scale=None)
+    xt = prepare_columns(block.reshape(64, -1), "cosine")
+    labels = assign(xt, centers, "cosine", columns=True)
+    sums, counts = label_sums(xt, labels, 7, scale, columns=True)
+    assert np.array_equal(got[: 7 * 64, 0, 0], sums.ravel())
+    assert np.array_equal(got[7 * 64 : 7 * 64 + 7, 0, 0], counts)
+
+
 def test_tasks_in_a_pool_are_counted_once_and_the_main_thread_never():
     from geoembed import _threads
 

@@ -120,7 +120,9 @@ def _block_stats(
     with single_thread_blas():
         for y0 in range(0, ny, rows):
             part = block[:, y0 : y0 + rows]
-            piece = scratch("pass-piece", part.shape)  # reused: no fresh mmap per piece
+            # reused: no fresh mmap per piece; a float block keeps its dtype (float64 is
+            # normalised in float64 for cosine, as before)
+            piece = scratch("pass-piece", part.shape, np.float32 if codes else part.dtype)
             if codes:
                 decode_codes(part, out=piece)
             else:
